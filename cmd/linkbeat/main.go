@@ -1,0 +1,240 @@
+// Command linkbeat watches link carrier with BPF and reacts within a
+// millisecond. This file only wires flags to the internal packages.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/linkbeat/linkbeat/internal/buildinfo"
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/daemon"
+	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/traffic"
+)
+
+const defaultPinDir = "/sys/fs/bpf/linkbeat"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "linkbeat: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// pipelineFlags are shared by every command that loads the programs.
+type pipelineFlags struct {
+	interfaces    string
+	carrierSource string
+	kernelBTF     string
+	tc            string
+}
+
+func (p *pipelineFlags) register(cmd *kingpin.CmdClause) {
+	cmd.Flag("interfaces", "Comma-separated interfaces to monitor (default: all but loopback).").StringVar(&p.interfaces)
+	cmd.Flag("carrier-source", "Carrier source: auto (fentry, then kprobe, then netlink), fentry, kprobe or netlink.").
+		Default("auto").EnumVar(&p.carrierSource, "auto", "fentry", "kprobe", "netlink")
+	cmd.Flag("kernel-btf", "Kernel BTF file to use instead of /sys/kernel/btf/vmlinux.").StringVar(&p.kernelBTF)
+	cmd.Flag("tc", "TC mechanism: auto (tcx, then clsact), tcx or clsact.").Default("auto").EnumVar(&p.tc, "auto", "tcx", "clsact")
+}
+
+func (p *pipelineFlags) config() daemon.Config {
+	cfg := daemon.Config{CarrierSource: p.carrierSource, KernelBTF: p.kernelBTF}
+	if p.tc != "auto" {
+		cfg.TC = p.tc
+	}
+	for _, n := range strings.Split(p.interfaces, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.Interfaces = append(cfg.Interfaces, n)
+		}
+	}
+	return cfg
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	app := kingpin.New("linkbeat", "eBPF-accelerated link monitor: sees carrier changes where the driver makes them.")
+	app.UsageWriter(stderr)
+	app.ErrorWriter(stderr)
+	logLevel := app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").Enum("debug", "info", "warn", "error")
+	logFormat := app.Flag("log.format", "Log format: logfmt or json.").Default("logfmt").Enum("logfmt", "json")
+
+	runCmd := app.Command("run", "Run the daemon.")
+	var runFlags pipelineFlags
+	runFlags.register(runCmd)
+	runPinDir := runCmd.Flag("bpffs-dir", "bpffs directory for linkbeat's pinned maps.").Default(defaultPinDir).String()
+
+	monCmd := app.Command("monitor", "Stream carrier events of the monitored interfaces.")
+	var monFlags pipelineFlags
+	monFlags.register(monCmd)
+	monJSON := monCmd.Flag("json", "One JSON object per line.").Bool()
+
+	featCmd := app.Command("features", "Probe the kernel and report which paths are live, and why others are not.")
+	var featFlags pipelineFlags
+	featFlags.register(featCmd)
+	featJSON := featCmd.Flag("json", "JSON output.").Bool()
+
+	linksCmd := app.Command("links", "List the interfaces as linkbeat's registry sees them.")
+	linksJSON := linksCmd.Flag("json", "JSON output.").Bool()
+
+	statsCmd := app.Command("stats", "Print the traffic counters of a running daemon, from its pinned map.")
+	statsJSON := statsCmd.Flag("json", "JSON output.").Bool()
+	statsPinDir := statsCmd.Flag("bpffs-dir", "bpffs directory of the daemon's pinned maps.").Default(defaultPinDir).String()
+
+	versionCmd := app.Command("version", "Print the version.")
+
+	cmd, err := app.Parse(args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, *logLevel, *logFormat)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	switch cmd {
+	case runCmd.FullCommand():
+		cfg := runFlags.config()
+		cfg.PinDir = *runPinDir
+		return runDaemon(ctx, cfg, log, func(_ context.Context, ev carrier.Event) {
+			log.Info("carrier", "ifname", ev.Ifname, "ifindex", ev.Ifindex, "state", ev.State(), "source", ev.Source,
+				"kernel_time", ev.Time, "up_count", ev.UpCount, "down_count", ev.DownCount)
+		})
+	case monCmd.FullCommand():
+		enc := json.NewEncoder(stdout)
+		return runDaemon(ctx, monFlags.config(), log, func(_ context.Context, ev carrier.Event) {
+			if *monJSON {
+				_ = enc.Encode(ev)
+				return
+			}
+			fmt.Fprintf(stdout, "%s %s\n", time.Now().Format(time.RFC3339Nano), ev)
+		})
+	case featCmd.FullCommand():
+		return features(featFlags.config(), log, stdout, *featJSON)
+	case linksCmd.FullCommand():
+		return links(stdout, *linksJSON)
+	case statsCmd.FullCommand():
+		return stats(*statsPinDir, stdout, *statsJSON)
+	case versionCmd.FullCommand():
+		fmt.Fprintf(stdout, "linkbeat %s (revision %s)\n", buildinfo.Version, buildinfo.Revision())
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func runDaemon(ctx context.Context, cfg daemon.Config, log *slog.Logger, sink daemon.Sink) error {
+	d, err := daemon.Open(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Run(ctx, sink)
+}
+
+func features(cfg daemon.Config, log *slog.Logger, w io.Writer, asJSON bool) error {
+	d, err := daemon.Open(cfg, log)
+	if err != nil {
+		return err
+	}
+	f := d.Features()
+	if err := d.Close(); err != nil {
+		log.Warn("closing probes", "err", err)
+	}
+	if asJSON {
+		return json.NewEncoder(w).Encode(f)
+	}
+	fmt.Fprintf(w, "kernel:          %s\ncarrier source:  %s\ntc mechanism:    %s\ntx error counts: %v\n\n", f.Kernel, f.CarrierSource, f.TCMechanism, f.Tracepoints)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tOK\tDETAIL")
+	for _, c := range f.Checks {
+		fmt.Fprintf(tw, "%s\t%v\t%s\n", c.Name, c.OK, c.Detail)
+	}
+	return tw.Flush()
+}
+
+func links(w io.Writer, asJSON bool) error {
+	dump, err := registry.Dump()
+	if err != nil {
+		return err
+	}
+	t := registry.NewTable()
+	t.Replace(dump)
+	desc := t.Describe()
+	if asJSON {
+		return json.NewEncoder(w).Encode(desc)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IFINDEX\tNAME\tKIND\tCARRIER\tMASTER\tBOND")
+	for _, d := range desc {
+		bond := ""
+		if d.Bond != nil {
+			bond = fmt.Sprintf("%s miimon=%d active=%s slaves=%s", d.Bond.Mode, d.Bond.Miimon, d.Bond.ActiveSlave, strings.Join(d.Bond.Slaves, ","))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%s\n", d.Ifindex, d.Name, d.Kind, d.Carrier, d.Master, bond)
+	}
+	return tw.Flush()
+}
+
+type statsRow struct {
+	Ifindex      int    `json:"ifindex"`
+	Ifname       string `json:"ifname"`
+	RxPackets    uint64 `json:"rx_packets"`
+	RxBytes      uint64 `json:"rx_bytes"`
+	TxPackets    uint64 `json:"tx_packets"`
+	TxBytes      uint64 `json:"tx_bytes"`
+	RxLastSeenNS uint64 `json:"rx_last_seen_ns"`
+	TxLastSeenNS uint64 `json:"tx_last_seen_ns"`
+	TxErrors     uint64 `json:"tx_errors"`
+	TxTimeouts   uint64 `json:"tx_timeouts"`
+}
+
+func stats(pinDir string, w io.Writer, asJSON bool) error {
+	m, err := traffic.OpenPinned(pinDir)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	all, err := traffic.ReadAll(m)
+	if err != nil {
+		return err
+	}
+	rows := []statsRow{}
+	for idx, c := range all {
+		name := ""
+		if ifc, err := net.InterfaceByIndex(idx); err == nil {
+			name = ifc.Name
+		}
+		rows = append(rows, statsRow{Ifindex: idx, Ifname: name, RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets,
+			TxBytes: c.TxBytes, RxLastSeenNS: c.RxLastNS, TxLastSeenNS: c.TxLastNS, TxErrors: c.TxErrors, TxTimeouts: c.TxTimeouts})
+	}
+	slices.SortFunc(rows, func(a, b statsRow) int { return a.Ifindex - b.Ifindex })
+	if asJSON {
+		return json.NewEncoder(w).Encode(rows)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IFNAME\tRX_PKTS\tRX_BYTES\tTX_PKTS\tTX_BYTES\tTX_ERR\tTX_TIMEOUT")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", r.Ifname, r.RxPackets, r.RxBytes, r.TxPackets, r.TxBytes, r.TxErrors, r.TxTimeouts)
+	}
+	return tw.Flush()
+}

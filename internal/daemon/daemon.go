@@ -1,0 +1,245 @@
+// Package daemon wires linkbeat's pipeline: kernel sources (BPF ring buffer,
+// rtnetlink) into the carrier tracker, and the tracker's events out to a
+// sink. It owns the one goroutine that holds all mutable state.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/probe"
+	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/traffic"
+)
+
+// Config is what the daemon is asked to do.
+type Config struct {
+	// Interfaces restricts monitoring to these names; empty means every
+	// interface but loopback.
+	Interfaces []string
+	// CarrierSource forces "fentry", "kprobe" or "netlink"; "" or "auto"
+	// walks the chain.
+	CarrierSource string
+	// PinDir pins maps under this bpffs directory; empty pins nothing.
+	PinDir string
+	// KernelBTF replaces /sys/kernel/btf/vmlinux.
+	KernelBTF string
+	// NetlinkRcvBuf sets the rtnetlink socket's receive buffer (0: default).
+	NetlinkRcvBuf int
+	// TC forces "tcx" or "clsact"; empty probes.
+	TC string
+	// DropPoll is how often the BPF drop counter is read (0: 250ms).
+	DropPoll time.Duration
+}
+
+// Features is the result of probing, as `linkbeat features` prints it.
+type Features struct {
+	CarrierSource carrier.Source `json:"carrier_source"`
+	TCMechanism   string         `json:"tc_mechanism"`
+	Tracepoints   bool           `json:"tracepoints"`
+	Kernel        string         `json:"kernel"`
+	Checks        []probe.Check  `json:"checks"`
+}
+
+// Daemon holds the loaded programs and the sockets.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	features Features
+	bpf      *carrier.BPF
+	traffic  *traffic.Traffic
+	watcher  *registry.Watcher
+	wanted   map[string]bool
+}
+
+// Open probes the host and loads what it allows. It fails only when
+// nothing useful can run (no privileges, or a forced path is refused);
+// every fallback is logged and recorded in Features.
+func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, wanted: make(map[string]bool)}
+	for _, n := range cfg.Interfaces {
+		d.wanted[n] = true
+	}
+	f := &d.features
+	f.Kernel = probe.KernelRelease()
+
+	priv := probe.Privileges()
+	f.Checks = append(f.Checks, priv)
+	if !priv.OK {
+		return nil, errors.New(priv.Detail)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		log.Warn("cannot lift RLIMIT_MEMLOCK; map creation may fail on kernels before 5.11", "err", err)
+	}
+	if cfg.PinDir != "" {
+		c := probe.Bpffs("/sys/fs/bpf")
+		f.Checks = append(f.Checks, c)
+		if !c.OK {
+			return nil, errors.New(c.Detail)
+		}
+		if err := os.MkdirAll(cfg.PinDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin directory %s: %w", cfg.PinDir, err)
+		}
+	}
+	f.Checks = append(f.Checks, probe.Tracefs())
+	kernelTypes, btfCheck := probe.BTF(cfg.KernelBTF)
+	f.Checks = append(f.Checks, btfCheck)
+
+	if err := d.openCarrier(kernelTypes, btfCheck); err != nil {
+		return nil, err
+	}
+	if err := d.openTraffic(kernelTypes); err != nil {
+		d.Close()
+		return nil, err
+	}
+	w, err := registry.Watch(cfg.NetlinkRcvBuf)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.watcher = w
+	log.Info("features", "carrier_source", f.CarrierSource, "tc", f.TCMechanism, "tracepoints", f.Tracepoints, "kernel", f.Kernel)
+	return d, nil
+}
+
+func (d *Daemon) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error {
+	f := &d.features
+	want := carrier.SourceNone
+	switch d.cfg.CarrierSource {
+	case "", "auto":
+	default:
+		s, err := carrier.ParseSource(d.cfg.CarrierSource)
+		if err != nil {
+			return err
+		}
+		want = s
+	}
+	if want == carrier.SourceNetlink {
+		f.CarrierSource = carrier.SourceNetlink
+		f.Checks = append(f.Checks, probe.Check{Name: "netlink", OK: true, Detail: "forced by --carrier-source netlink"})
+		return nil
+	}
+	var attempts []carrier.Attempt
+	if btfCheck.OK || kernelTypes != nil {
+		ino, err := probe.NetnsInode()
+		if err != nil {
+			return err
+		}
+		var b *carrier.BPF
+		b, attempts, err = carrier.OpenBPF(carrier.BPFOptions{Want: want, NetnsIno: ino, KernelTypes: kernelTypes})
+		if err == nil {
+			d.bpf = b
+		}
+	} else {
+		attempts = []carrier.Attempt{{Source: carrier.SourceFentry, Err: errors.New("no kernel BTF")}}
+	}
+	for _, a := range attempts {
+		detail := explainRefusal(a)
+		f.Checks = append(f.Checks, probe.Check{Name: a.Source.String(), Detail: detail})
+		d.log.Warn("carrier path refused", "source", a.Source, "reason", detail)
+	}
+	if d.bpf != nil {
+		f.CarrierSource = d.bpf.Source()
+		f.Checks = append(f.Checks, probe.Check{Name: d.bpf.Source().String(), OK: true,
+			Detail: "attached to netif_carrier_on/off: events at the driver's call, before linkwatch"})
+		return nil
+	}
+	if want != carrier.SourceNone {
+		return fmt.Errorf("--carrier-source %s was asked for but refused: %s", want, explainRefusal(attempts[0]))
+	}
+	f.CarrierSource = carrier.SourceNetlink
+	f.Checks = append(f.Checks, probe.Check{Name: "netlink", OK: true,
+		Detail: "RTNLGRP_LINK notices: works everywhere, but linkwatch may hold a plain NIC's notice back up to 1s"})
+	return nil
+}
+
+// explainRefusal turns a kernel refusal into advice.
+func explainRefusal(a carrier.Attempt) string {
+	err := a.Err
+	switch {
+	case errors.Is(err, unix.EPERM) && a.Source == carrier.SourceFentry:
+		return fmt.Sprintf("refused with EPERM (%v): the kernel or a security module (lockdown, a sandbox) forbids BPF tracing programs", err)
+	case errors.Is(err, os.ErrNotExist) && a.Source == carrier.SourceKprobe:
+		return fmt.Sprintf("no kprobe support (%v): the kernel is built without CONFIG_KPROBES", err)
+	}
+	return err.Error()
+}
+
+func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
+	t, err := traffic.Open(traffic.Options{PinDir: d.cfg.PinDir, Mechanism: traffic.Mechanism(d.cfg.TC), KernelTypes: kernelTypes})
+	f := &d.features
+	if err != nil {
+		f.TCMechanism = "none"
+		f.Checks = append(f.Checks, probe.Check{Name: "tc", Detail: err.Error()})
+		d.log.Warn("traffic counting off", "err", err)
+		return nil
+	}
+	d.traffic = t
+	f.TCMechanism = string(t.Mechanism())
+	detail := "tcx links (Linux 6.6+)"
+	if t.Mechanism() == traffic.Clsact {
+		detail = "clsact qdisc with cls_bpf direct-action filters: tcx is not available"
+	}
+	f.Checks = append(f.Checks, probe.Check{Name: string(t.Mechanism()), OK: true, Detail: detail})
+	if err := t.TracepointErr(); err != nil {
+		f.Checks = append(f.Checks, probe.Check{Name: "tracepoints", Detail: err.Error()})
+		d.log.Warn("tx error counting off", "err", err)
+	} else {
+		f.Tracepoints = true
+		f.Checks = append(f.Checks, probe.Check{Name: "tracepoints", OK: true, Detail: "net_dev_xmit and net_dev_xmit_timeout (raw tracepoints)"})
+	}
+	return nil
+}
+
+// Features returns the probing result.
+func (d *Daemon) Features() Features { return d.features }
+
+// closeSources closes the netlink socket and the BPF carrier source, which
+// unblocks their readers. The traffic programs stay until Close.
+func (d *Daemon) closeSources() error {
+	var err error
+	if d.watcher != nil {
+		d.watcher.Close()
+		d.watcher = nil
+	}
+	if d.bpf != nil {
+		err = d.bpf.Close()
+		d.bpf = nil
+	}
+	return err
+}
+
+// Close releases everything Open took.
+func (d *Daemon) Close() error {
+	errs := []error{d.closeSources()}
+	if d.traffic != nil {
+		errs = append(errs, d.traffic.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Daemon) monitored(l registry.Link) bool {
+	if len(d.wanted) == 0 {
+		return !l.Loopback
+	}
+	return d.wanted[l.Name]
+}
+
+// monotonic is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+func monotonic() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// Sink receives carrier events of monitored interfaces, in order.
+type Sink func(ctx context.Context, ev carrier.Event)

@@ -1,0 +1,251 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/registry"
+)
+
+type netlinkBatch struct {
+	updates []registry.Update
+	err     error
+}
+
+// loop is the state owned by Run's goroutine.
+type loop struct {
+	d         *Daemon
+	sink      Sink
+	table     *registry.Table
+	tracker   *carrier.Tracker
+	lastDrops uint64
+}
+
+// Run streams events to sink until ctx ends. Where an event enters: the
+// BPF reader and the netlink reader below; where it is decided: the carrier
+// tracker; where it leaves: sink.
+func (d *Daemon) Run(ctx context.Context, sink Sink) error {
+	l := &loop{d: d, sink: sink, table: registry.NewTable(), tracker: carrier.NewTracker()}
+
+	bpfEvents := make(chan carrier.Event, 1024)
+	nlBatches := make(chan netlinkBatch, 64)
+	readersDone := make(chan struct{}, 2)
+	bpf, watcher := d.bpf, d.watcher
+	if bpf != nil {
+		go func() { readBPF(ctx, bpf, d, bpfEvents); readersDone <- struct{}{} }()
+	} else {
+		readersDone <- struct{}{}
+	}
+	go func() { readNetlink(ctx, watcher, d, nlBatches); readersDone <- struct{}{} }()
+	defer func() {
+		// Unblock the readers, then wait for them, so nothing outlives Run.
+		d.closeSources()
+		<-readersDone
+		<-readersDone
+	}()
+
+	// The subscription is open since Open, so nothing is lost between
+	// this dump and the first notice.
+	if err := l.resync(ctx, "start"); err != nil {
+		return err
+	}
+	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
+
+	poll := d.cfg.DropPoll
+	if poll == 0 {
+		poll = 250 * time.Millisecond
+	}
+	ticker := time.NewTicker(poll)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-bpfEvents:
+			l.kernelEvent(ctx, ev)
+		case b := <-nlBatches:
+			if errors.Is(b.err, registry.ErrOverflow) {
+				d.log.Warn("netlink notices lost, resyncing", "err", b.err)
+				if err := l.resync(ctx, "netlink_overflow"); err != nil {
+					d.log.Error("resync failed", "err", err)
+				}
+				continue
+			}
+			if b.err != nil {
+				d.log.Warn("bad netlink message", "err", b.err)
+			}
+			for _, u := range b.updates {
+				l.netlinkUpdate(ctx, u, carrier.SourceNetlink)
+			}
+		case <-ticker.C:
+			l.checkDrops(ctx)
+		}
+	}
+}
+
+func readBPF(ctx context.Context, bpf *carrier.BPF, d *Daemon, out chan<- carrier.Event) {
+	for {
+		ev, err := bpf.Read()
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			d.log.Warn("bad carrier event", "err", err)
+			continue
+		}
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func readNetlink(ctx context.Context, w *registry.Watcher, d *Daemon, out chan<- netlinkBatch) {
+	for {
+		updates, err := w.Receive()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && !errors.Is(err, registry.ErrOverflow) && len(updates) == 0 {
+			// A closed or broken socket: only shutdown closes it.
+			d.log.Error("netlink receive failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+		}
+		select {
+		case out <- netlinkBatch{updates: updates, err: err}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
+	report, gap := l.tracker.Kernel(ev)
+	if report && l.monitoredIndex(ev.Ifindex, ev.Ifname) {
+		l.sink(ctx, ev)
+	}
+	if gap {
+		l.d.log.Warn("carrier counters jumped: events were lost", "ifname", ev.Ifname, "up_count", ev.UpCount, "down_count", ev.DownCount)
+		if err := l.resync(ctx, "counter_gap"); err != nil {
+			l.d.log.Error("resync failed", "err", err)
+		}
+	}
+}
+
+func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier.Source) {
+	for _, c := range l.table.Apply(u) {
+		l.linkChanged(c)
+	}
+	if u.Deleted {
+		return
+	}
+	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotonic(), src); ok && l.d.monitored(u.Link) {
+		l.sink(ctx, ev)
+	}
+}
+
+// linkChanged keeps the TC attachments and the tracker in step with the
+// interfaces: new ones, deleted ones, renamed ones.
+func (l *loop) linkChanged(c registry.Change) {
+	log := l.d.log.With("ifname", c.Link.Name, "ifindex", c.Link.Index)
+	switch c.Kind {
+	case registry.Removed:
+		l.tracker.Forget(c.Link.Index)
+		l.detach(c.Link, true)
+		log.Info("interface removed")
+	case registry.Added:
+		if l.d.monitored(c.Link) {
+			log.Info("interface added", "kind", c.Link.Kind, "carrier", c.Link.Carrier)
+			l.attach(c.Link)
+		}
+	case registry.Updated:
+		if c.Renamed() {
+			log.Info("interface renamed", "old", c.Old.Name)
+		}
+		if l.d.monitored(c.Link) {
+			l.attach(c.Link)
+		} else if l.d.monitored(c.Old) {
+			l.detach(c.Link, false)
+		}
+	}
+}
+
+func (l *loop) attach(link registry.Link) {
+	if l.d.traffic == nil {
+		return
+	}
+	if err := l.d.traffic.Attach(link.Index, link.Name); err != nil {
+		l.d.log.Warn("cannot count traffic", "ifname", link.Name, "err", err)
+	}
+}
+
+func (l *loop) detach(link registry.Link, gone bool) {
+	if l.d.traffic == nil {
+		return
+	}
+	if err := l.d.traffic.Detach(link.Index, gone); err != nil {
+		l.d.log.Warn("cannot stop counting traffic", "ifname", link.Name, "err", err)
+	}
+}
+
+func (l *loop) attachedCount() int {
+	if l.d.traffic == nil {
+		return 0
+	}
+	return len(l.d.traffic.Attached())
+}
+
+// monitoredIndex decides for a BPF event, which may come before netlink
+// has told us of the interface.
+func (l *loop) monitoredIndex(idx int, name string) bool {
+	if link, ok := l.table.Get(idx); ok {
+		return l.d.monitored(link)
+	}
+	return l.d.monitored(registry.Link{Index: idx, Name: name, Loopback: name == "lo"})
+}
+
+// resync makes the table and tracker equal to a full dump and reports the
+// carrier changes that were missed.
+func (l *loop) resync(ctx context.Context, reason string) error {
+	dump, err := registry.Dump()
+	if err != nil {
+		return fmt.Errorf("resync (%s): %w", reason, err)
+	}
+	for _, c := range l.table.Replace(dump) {
+		l.linkChanged(c)
+	}
+	now := monotonic()
+	src := carrier.SourceResync
+	for _, link := range dump {
+		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.d.monitored(link) {
+			l.sink(ctx, ev)
+		}
+	}
+	if reason != "start" {
+		l.d.log.Info("resynced from netlink dump", "reason", reason, "links", len(dump))
+	}
+	return nil
+}
+
+func (l *loop) checkDrops(ctx context.Context) {
+	if l.d.bpf == nil {
+		return
+	}
+	n, err := l.d.bpf.Drops()
+	if err != nil {
+		l.d.log.Warn("cannot read drop counter", "err", err)
+		return
+	}
+	if n > l.lastDrops {
+		l.d.log.Warn("carrier ring buffer dropped events", "dropped", n-l.lastDrops)
+		l.lastDrops = n
+		if err := l.resync(ctx, "ringbuf_drop"); err != nil {
+			l.d.log.Error("resync failed", "err", err)
+		}
+	}
+}

@@ -1,0 +1,50 @@
+package registry
+
+// Description is a link as `linkbeat links --json` prints it.
+type Description struct {
+	Ifindex int              `json:"ifindex"`
+	Name    string           `json:"name"`
+	Kind    string           `json:"kind"`
+	AdminUp bool             `json:"admin_up"`
+	Carrier bool             `json:"carrier"`
+	Master  string           `json:"master"`
+	Bond    *BondDescription `json:"bond,omitempty"`
+	Slave   *BondSlave       `json:"bond_slave,omitempty"`
+}
+
+// BondDescription names slaves rather than giving ifindexes.
+type BondDescription struct {
+	Mode        string   `json:"mode"`
+	Miimon      int      `json:"miimon"`
+	UpDelay     int      `json:"updelay"`
+	DownDelay   int      `json:"downdelay"`
+	ArpInterval int      `json:"arp_interval"`
+	Slaves      []string `json:"slaves"`
+	ActiveSlave string   `json:"active_slave"`
+	Primary     string   `json:"primary"`
+}
+
+// Describe renders the table for people and scripts.
+func (t *Table) Describe() []Description {
+	name := func(idx int) string {
+		if l, ok := t.Get(idx); ok && idx != 0 {
+			return l.Name
+		}
+		return ""
+	}
+	var out []Description
+	for _, l := range t.Links() {
+		d := Description{Ifindex: l.Index, Name: l.Name, Kind: l.Kind, AdminUp: l.AdminUp, Carrier: l.Carrier,
+			Master: name(l.MasterIndex), Slave: l.BondSlave}
+		if l.Bond != nil {
+			b := &BondDescription{Mode: l.Bond.Mode, Miimon: l.Bond.Miimon, UpDelay: l.Bond.UpDelay, DownDelay: l.Bond.DownDelay,
+				ArpInterval: l.Bond.ArpInterval, ActiveSlave: name(l.Bond.ActiveSlave), Primary: name(l.Bond.Primary), Slaves: []string{}}
+			for _, s := range t.Slaves(l.Index) {
+				b.Slaves = append(b.Slaves, s.Name)
+			}
+			d.Bond = b
+		}
+		out = append(out, d)
+	}
+	return out
+}

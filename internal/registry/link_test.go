@@ -1,0 +1,88 @@
+package registry
+
+import (
+	"testing"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// linkMessage builds an RTM_NEWLINK payload as the kernel sends it.
+func linkMessage(idx int32, flags uint32, attrs ...*nl.RtAttr) []byte {
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = idx
+	msg.Flags = flags
+	b := msg.Serialize()
+	for _, a := range attrs {
+		b = append(b, a.Serialize()...)
+	}
+	return b
+}
+
+func u32(v uint32) []byte { return nl.Uint32Attr(v) }
+
+func TestParseMessageCarrierAndCounters(t *testing.T) {
+	data := linkMessage(4, unix.IFF_UP|unix.IFF_BROADCAST,
+		nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("eth1")),
+		nl.NewRtAttr(unix.IFLA_CARRIER, []byte{1}),
+		nl.NewRtAttr(unix.IFLA_CARRIER_UP_COUNT, u32(5)),
+		nl.NewRtAttr(unix.IFLA_CARRIER_DOWN_COUNT, u32(4)),
+		nl.NewRtAttr(unix.IFLA_MASTER, u32(9)),
+	)
+	u, err := ParseMessage(unix.RTM_NEWLINK, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := u.Link
+	if u.Deleted || l.Index != 4 || l.Name != "eth1" || !l.Carrier || !l.AdminUp || l.UpCount != 5 || l.DownCount != 4 || l.MasterIndex != 9 {
+		t.Fatalf("parsed %+v", l)
+	}
+	// IFLA_CARRIER wins over the absent IFF_LOWER_UP flag: the link is
+	// admin up with carrier, but the flag is not in this message.
+	cs := l.CarrierState()
+	if !cs.Carrier || cs.Ifname != "eth1" {
+		t.Fatalf("carrier state %+v", cs)
+	}
+}
+
+func TestParseMessageNoCarrier(t *testing.T) {
+	data := linkMessage(2, unix.IFF_UP|unix.IFF_LOWER_UP,
+		nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("eth0")),
+		nl.NewRtAttr(unix.IFLA_CARRIER, []byte{0}),
+	)
+	u, err := ParseMessage(unix.RTM_DELLINK, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !u.Deleted || u.Link.Carrier {
+		t.Fatalf("parsed %+v", u)
+	}
+}
+
+func TestParseMessageBond(t *testing.T) {
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.ZeroTerminated("bond"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(nl.IFLA_BOND_MODE, []byte{1}) // active-backup
+	data.AddRtAttr(nl.IFLA_BOND_MIIMON, u32(100))
+	data.AddRtAttr(nl.IFLA_BOND_ACTIVE_SLAVE, u32(3))
+	msg := linkMessage(5, unix.IFF_UP|unix.IFF_MASTER,
+		nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("bond0")), info)
+	u, err := ParseMessage(unix.RTM_NEWLINK, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := u.Link.Bond
+	if u.Link.Kind != "bond" || b == nil || b.Mode != "active-backup" || b.Miimon != 100 || b.ActiveSlave != 3 {
+		t.Fatalf("bond parsed as kind %q %+v", u.Link.Kind, b)
+	}
+}
+
+func TestParseMessageRejectsGarbage(t *testing.T) {
+	if _, err := ParseMessage(unix.RTM_NEWROUTE, make([]byte, 32)); err == nil {
+		t.Fatal("route message accepted")
+	}
+	if _, err := ParseMessage(unix.RTM_NEWLINK, []byte{1, 2}); err == nil {
+		t.Fatal("short message accepted")
+	}
+}

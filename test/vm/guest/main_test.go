@@ -1,0 +1,421 @@
+//go:build vmguest
+
+// Package guest holds the tests that run inside the QEMU guest (as /guest.test,
+// started by the testbed's /init). They need root, real kernels and the
+// host's request channel; test/vm's TestVM builds and runs them.
+package guest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linkbeat/linkbeat/test/vm/guest/vmctl"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+const linkbeatBin = "/usr/bin/linkbeat"
+
+// TestMain checks the testbed itself before any test: the NICs must be
+// eth0..eth3 in netdev order and the host must answer requests.
+func TestMain(m *testing.M) {
+	for n := 0; n < 4; n++ {
+		name := fmt.Sprintf("eth%d", n)
+		b, err := os.ReadFile("/sys/class/net/" + name + "/address")
+		if err != nil || strings.TrimSpace(string(b)) != vmctl.MAC(n) {
+			fmt.Fprintf(os.Stderr, "testbed: %s should have MAC %s (net%d), got %q (%v)\n", name, vmctl.MAC(n), n, strings.TrimSpace(string(b)), err)
+			os.Exit(3)
+		}
+	}
+	if err := vmctl.Ping(); err != nil {
+		fmt.Fprintf(os.Stderr, "testbed: request channel: %v\n", err)
+		os.Exit(3)
+	}
+	os.Exit(m.Run())
+}
+
+func requireLinkbeat(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(linkbeatBin); err != nil {
+		t.Fatalf("%s is not in the guest image: run `make build` on the host so bin/linkbeat exists (%v)", linkbeatBin, err)
+	}
+}
+
+// monotonicNow is CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns.
+func monotonicNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic(err)
+	}
+	return ts.Nano()
+}
+
+// kernelAtLeast reports whether the running kernel is >= major.minor.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	var ma, mi int
+	if _, err := fmt.Sscanf(rel, "%d.%d", &ma, &mi); err != nil {
+		t.Fatalf("cannot parse kernel release %q: %v", rel, err)
+	}
+	return ma > major || (ma == major && mi >= minor)
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	unix.Uname(&u)
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// runLinkbeat runs a short linkbeat command and returns its stdout.
+func runLinkbeat(t *testing.T, args ...string) []byte {
+	t.Helper()
+	requireLinkbeat(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, linkbeatBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if s := strings.TrimSpace(stderr.String()); s != "" {
+		t.Logf("linkbeat %s stderr:\n%s", strings.Join(args, " "), s)
+	}
+	if err != nil {
+		t.Fatalf("linkbeat %s: %v\nstdout:\n%s", strings.Join(args, " "), err, stdout.String())
+	}
+	return stdout.Bytes()
+}
+
+// daemon is a long-running linkbeat (monitor or run) with its output
+// captured: stdout lines go to Lines, stderr is kept for the log.
+type daemon struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	Lines  chan string
+	ready  chan struct{}
+	exited chan struct{}
+	err    error
+
+	mu     sync.Mutex
+	stderr []string
+}
+
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	requireLinkbeat(t)
+	d := &daemon{
+		t:      t,
+		name:   "linkbeat " + strings.Join(args, " "),
+		cmd:    exec.Command(linkbeatBin, args...),
+		Lines:  make(chan string, 1024),
+		ready:  make(chan struct{}),
+		exited: make(chan struct{}),
+	}
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", d.name, err)
+	}
+	var pipes sync.WaitGroup
+	pipes.Add(2)
+	go func() {
+		defer pipes.Done()
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			d.Lines <- sc.Text()
+		}
+	}()
+	go func() {
+		defer pipes.Done()
+		var once sync.Once
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			d.mu.Lock()
+			d.stderr = append(d.stderr, fmt.Sprintf("+%s %s", time.Now().Format("15:04:05.000"), line))
+			d.mu.Unlock()
+			// Readiness contract: a slog line with msg=ready on stderr.
+			if strings.Contains(line, "msg=ready") {
+				once.Do(func() { close(d.ready) })
+			}
+		}
+	}()
+	go func() {
+		pipes.Wait() // Wait must not run before the pipes are drained
+		d.err = d.cmd.Wait()
+		close(d.Lines)
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		d.Stop()
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		t.Logf("%s stderr:\n%s", d.name, strings.Join(d.stderr, "\n"))
+	})
+	return d
+}
+
+// WaitReady waits for msg=ready; generous because the verifier and
+// attaching are slow under TCG.
+func (d *daemon) WaitReady(timeout time.Duration) {
+	d.t.Helper()
+	select {
+	case <-d.ready:
+	case <-d.exited:
+		d.t.Fatalf("%s exited before it was ready: %v", d.name, d.err)
+	case <-time.After(timeout):
+		d.t.Fatalf("%s: no msg=ready on stderr within %v", d.name, timeout)
+	}
+}
+
+// Stop sends SIGTERM and waits; it returns the exit error (nil for status 0).
+func (d *daemon) Stop() error {
+	select {
+	case <-d.exited:
+		return d.err
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+		return d.err
+	case <-time.After(30 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.exited
+		return fmt.Errorf("%s ignored SIGTERM for 30s and was killed", d.name)
+	}
+}
+
+// monitorEvent is one line of `linkbeat monitor --json`.
+type monitorEvent struct {
+	TimeNS    int64  `json:"time_ns"`
+	Ifindex   int    `json:"ifindex"`
+	Ifname    string `json:"ifname"`
+	Carrier   string `json:"carrier"`
+	Source    string `json:"source"`
+	UpCount   uint64 `json:"up_count"`
+	DownCount uint64 `json:"down_count"`
+	raw       string
+}
+
+// nextEvent returns the next monitor event matching match, logging the
+// others. It fails the test on timeout or if the monitor exits.
+func (d *daemon) nextEvent(timeout time.Duration, what string, match func(monitorEvent) bool) monitorEvent {
+	d.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case line, ok := <-d.Lines:
+			if !ok {
+				d.t.Fatalf("waiting for %s: %s exited: %v", what, d.name, d.err)
+			}
+			var ev monitorEvent
+			if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Ifname == "" {
+				d.t.Logf("monitor: non-event line %q", line)
+				continue
+			}
+			ev.raw = line
+			if match(ev) {
+				return ev
+			}
+			d.t.Logf("monitor: other event %s", line)
+		case <-deadline:
+			d.t.Fatalf("no %s from %s within %v", what, d.name, timeout)
+		}
+	}
+}
+
+// carrierNotice is a netlink RTM_NEWLINK in which IFLA_CARRIER changed,
+// stamped with CLOCK_MONOTONIC right after recvmsg returned.
+type carrierNotice struct {
+	Ifindex int
+	Ifname  string
+	Carrier bool
+	At      int64
+}
+
+// carrierWatcher listens on RTNLGRP_LINK with a raw socket, so the receive
+// timestamp is taken before any decoding or channel hops.
+type carrierWatcher struct {
+	C    chan carrierNotice
+	stop chan struct{}
+	done chan struct{}
+}
+
+func watchCarrier(t *testing.T) *carrierWatcher {
+	t.Helper()
+	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+	if err != nil {
+		t.Fatalf("netlink subscribe RTNLGRP_LINK: %v", err)
+	}
+	// A short timeout lets the goroutine notice stop.
+	if err := s.SetReceiveTimeout(&unix.Timeval{Usec: 200000}); err != nil {
+		t.Fatal(err)
+	}
+	// Seed the last known carrier state after subscribing, so no change
+	// falls between the two.
+	last := map[int]bool{}
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		last[l.Attrs().Index] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+	}
+	w := &carrierWatcher{C: make(chan carrierNotice, 256), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer s.Close()
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			msgs, _, err := s.Receive()
+			at := monotonicNow()
+			if err != nil {
+				continue // timeout (EAGAIN) or a transient error
+			}
+			for _, m := range msgs {
+				if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
+					continue
+				}
+				ifi := nl.DeserializeIfInfomsg(m.Data)
+				attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofIfInfomsg:])
+				if err != nil {
+					continue
+				}
+				var name string
+				carrier, have := false, false
+				for _, a := range attrs {
+					switch a.Attr.Type {
+					case unix.IFLA_CARRIER: // 33, u8
+						if len(a.Value) > 0 {
+							carrier, have = a.Value[0] != 0, true
+						}
+					case unix.IFLA_IFNAME:
+						name = strings.TrimRight(string(a.Value), "\x00")
+					}
+				}
+				idx := int(ifi.Index)
+				if !have {
+					continue
+				}
+				if prev, ok := last[idx]; ok && prev == carrier {
+					continue
+				}
+				last[idx] = carrier
+				select {
+				case w.C <- carrierNotice{Ifindex: idx, Ifname: name, Carrier: carrier, At: at}:
+				default:
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(w.stop); <-w.done })
+	return w
+}
+
+// next returns the next carrier change of ifname to the wanted state.
+func (w *carrierWatcher) next(t *testing.T, ifname string, carrier bool, timeout time.Duration) carrierNotice {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case n := <-w.C:
+			if n.Ifname == ifname && n.Carrier == carrier {
+				return n
+			}
+		case <-deadline:
+			t.Fatalf("no netlink notice of %s carrier=%v within %v", ifname, carrier, timeout)
+		}
+	}
+}
+
+func mustLink(t *testing.T, name string) netlink.Link {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatalf("link %s: %v", name, err)
+	}
+	return l
+}
+
+func setAdmin(t *testing.T, name string, up bool) {
+	t.Helper()
+	l := mustLink(t, name)
+	var err error
+	if up {
+		err = netlink.LinkSetUp(l)
+	} else {
+		err = netlink.LinkSetDown(l)
+	}
+	if err != nil {
+		t.Fatalf("set %s admin up=%v: %v", name, up, err)
+	}
+}
+
+// carrierOf reads /sys/class/net/<name>/carrier ("" when admin down).
+func carrierOf(name string) string {
+	b, _ := os.ReadFile("/sys/class/net/" + name + "/carrier")
+	return strings.TrimSpace(string(b))
+}
+
+// waitCarrier polls sysfs until the carrier is as wanted.
+func waitCarrier(t *testing.T, name string, up bool, timeout time.Duration) {
+	t.Helper()
+	want := "0"
+	if up {
+		want = "1"
+	}
+	deadline := time.Now().Add(timeout)
+	for carrierOf(name) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s carrier is %q, want %s after %v", name, carrierOf(name), want, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// setLinks cuts or restores host links and fails the test on error.
+func setLinks(t *testing.T, up bool, netdevs ...string) {
+	t.Helper()
+	if err := vmctl.SetLinks(netdevs, up); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restoreLinksOnCleanup makes sure a failed test does not leave cables cut.
+func restoreLinksOnCleanup(t *testing.T, netdevs ...string) {
+	t.Cleanup(func() {
+		if err := vmctl.SetLinks(netdevs, true); err != nil {
+			t.Errorf("restoring %v: %v", netdevs, err)
+		}
+	})
+}
+
+func ms(ns int64) string { return strconv.FormatFloat(float64(ns)/1e6, 'f', 3, 64) + " ms" }

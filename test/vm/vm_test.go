@@ -1,0 +1,270 @@
+package vm
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var vmRun = flag.String("vm.run", "", "regexp passed to the guest test binary as -test.run (also LINKBEAT_VM_RUN)")
+
+const howToRun = "run it with `make test-vm`, or `LINKBEAT_VM=1 go test -v ./test/vm/` as root (see test/vm/README.md)"
+
+// TestVM boots each selected kernel and replays the guest tests as subtests:
+// TestVM/linux-6.1/TestCarrierFentry passes, fails or skips as it did in the
+// guest.
+//
+// Environment:
+//
+//	LINKBEAT_VM=1            run (otherwise skipped); missing root or qemu is then a failure
+//	LINKBEAT_VM_KERNELS=6.1  comma-separated kernel series (default: all)
+//	LINKBEAT_VM_RUN=REGEX    -test.run for the guest (or -vm.run, or the third
+//	                         element of -run TestVM/linux-6.1/REGEX)
+//	LINKBEAT_VM_SHELL=1      boot the first selected kernel to a shell on stdio
+//	LINKBEAT_VM_TIMEOUT=6m   per-boot limit
+//	LINKBEAT_BIN=path        linkbeat binary (default bin/linkbeat)
+func TestVM(t *testing.T) {
+	shell := os.Getenv("LINKBEAT_VM_SHELL") == "1"
+	required := os.Getenv("LINKBEAT_VM") == "1" || shell
+	if problems := hostProblems(); len(problems) > 0 {
+		msg := "VM tests cannot run: " + strings.Join(problems, "; ")
+		if required {
+			t.Fatal(msg + " (make vm-deps installs the tools)")
+		}
+		t.Skip(msg + "; " + howToRun)
+	}
+	if !required {
+		t.Skip("VM tests are off; " + howToRun)
+	}
+
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cacheDir := filepath.Join(root, "test", "vm", ".cache")
+	specs, err := selectKernels(os.Getenv("LINKBEAT_VM_KERNELS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	timeout := 6 * time.Minute
+	if s := os.Getenv("LINKBEAT_VM_TIMEOUT"); s != "" {
+		if timeout, err = time.ParseDuration(s); err != nil {
+			t.Fatalf("LINKBEAT_VM_TIMEOUT: %v", err)
+		}
+	}
+
+	guestBin := filepath.Join(cacheDir, "guest.test")
+	if out, err := buildGuest(root, guestBin); err != nil {
+		t.Fatalf("building the guest test binary failed: %v\n%s", err, out)
+	}
+	linkbeat := os.Getenv("LINKBEAT_BIN")
+	if linkbeat == "" {
+		linkbeat = filepath.Join(root, "bin", "linkbeat")
+	}
+	if _, err := os.Stat(linkbeat); err != nil {
+		// The guest tests that need it fail with a pointer to this.
+		t.Logf("WARNING: %s missing (run `make build`); the guest has no linkbeat", linkbeat)
+		linkbeat = ""
+	}
+
+	guestArgs := []string{"-test.v=test2json"}
+	if re := guestRunRegexp(); re != "" {
+		guestArgs = append(guestArgs, "-test.run="+re)
+	}
+	if timeout > 2*time.Minute {
+		// The guest's own timeout fires first and prints goroutine stacks.
+		guestArgs = append(guestArgs, fmt.Sprintf("-test.timeout=%s", timeout-time.Minute))
+	}
+
+	if shell {
+		specs = specs[:1]
+	}
+	for _, spec := range specs {
+		t.Run("linux-"+spec.Series, func(t *testing.T) {
+			begin := time.Now()
+			k, err := fetchKernel(cacheDir, spec, t.Logf)
+			if err != nil {
+				t.Fatalf("kernel %s: %v", spec.Series, err)
+			}
+			logDir := filepath.Join(cacheDir, "logs", "linux-"+spec.Series)
+			if err := os.MkdirAll(logDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			initrd := filepath.Join(logDir, "initramfs.cpio")
+			err = buildInitramfs(initrd, initramfsInput{Kernel: k, GuestTest: guestBin, Linkbeat: linkbeat, GuestArgs: guestArgs})
+			if err != nil {
+				t.Fatalf("initramfs: %v", err)
+			}
+			prep := time.Since(begin)
+			if shell {
+				t.Logf("booting %s to a shell; Ctrl-a x quits QEMU", k.Release)
+				_, err := runVM(vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Shell: true, Logf: t.Logf})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			res, err := runVM(vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Timeout: timeout, Logf: t.Logf})
+			if err != nil {
+				t.Fatalf("boot %s: %v\nconsole tail:\n%s", k.Release, err, tailFile(filepath.Join(logDir, "console.log"), 60))
+			}
+			t.Logf("kernel %s (%s): prepare %.1fs, boot to first guest output %.1fs, VM total %.1fs; logs in %s",
+				k.Release, k.Package, prep.Seconds(), res.BootTime.Seconds(), res.Elapsed.Seconds(), logDir)
+			if len(res.Requests) > 0 {
+				t.Logf("request channel:\n%s", strings.Join(res.Requests, "\n"))
+			}
+			report(t, res)
+		})
+	}
+}
+
+// report replays the guest results and fails on anything abnormal.
+func report(t *testing.T, res *vmResult) {
+	consoleTail := func(t *testing.T) {
+		t.Logf("guest console (full log: %s), last lines:\n%s", res.ConsoleLog, tailFile(res.ConsoleLog, 80))
+	}
+	raw, err := os.ReadFile(res.GuestOut)
+	if err != nil {
+		t.Errorf("no guest test output: %v", err)
+		consoleTail(t)
+		return
+	}
+	rep, err := parseGuestOutput(raw)
+	if err != nil {
+		t.Errorf("parsing guest output %s: %v", res.GuestOut, err)
+		consoleTail(t)
+		return
+	}
+	var unfinishedLogged sync.Once
+	for _, gt := range rep.Tests {
+		replay(t, gt, func(t *testing.T) { unfinishedLogged.Do(func() { consoleTail(t) }) })
+	}
+	abnormal := ""
+	switch {
+	case res.TimedOut:
+		abnormal = fmt.Sprintf("the guest did not power off within the VM timeout (%.0fs)", res.Elapsed.Seconds())
+	case rep.ExitCode < 0:
+		abnormal = "the guest never reported an exit status (kernel panic, crash or early failure)"
+	case rep.ExitCode != 0 && rep.PkgAction != "fail":
+		abnormal = fmt.Sprintf("the guest test binary exited with status %d", rep.ExitCode)
+	case rep.ExitCode != 0:
+		// Failures are reported by the subtests; package-level output
+		// (e.g. a panic outside any test) still needs showing.
+		if !anyFailed(rep.Tests) {
+			abnormal = fmt.Sprintf("the guest test binary failed (status %d) outside any test", rep.ExitCode)
+		}
+	case len(rep.Tests) == 0:
+		abnormal = "the guest ran no tests (check LINKBEAT_VM_RUN / -vm.run)"
+	}
+	if abnormal != "" {
+		t.Errorf("%s\nguest output outside tests:\n%s", abnormal, strings.Join(rep.PkgOutput, ""))
+		unfinishedLogged.Do(func() { consoleTail(t) })
+	}
+}
+
+func anyFailed(ts []*guestTest) bool {
+	for _, gt := range ts {
+		if gt.Action == "fail" || gt.Action == "" || anyFailed(gt.Subs) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostProblems lists what stops the VM tests from running on this host.
+func hostProblems() []string {
+	var p []string
+	if os.Geteuid() != 0 {
+		p = append(p, "not root (apt-get download/depmod and the guest image need root)")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "dpkg-deb", "depmod", "apt-get", "apt-cache", "xz", "zstd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			p = append(p, tool+" not found")
+		}
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		p = append(p, "/bin/busybox (busybox-static) not found")
+	}
+	return p
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod above %s", dir)
+		}
+	}
+}
+
+func selectKernels(env string) ([]kernelSpec, error) {
+	if env == "" {
+		return kernelSpecs, nil
+	}
+	var out []kernelSpec
+	for _, s := range strings.Split(env, ",") {
+		s = strings.TrimPrefix(strings.TrimSpace(s), "linux-")
+		found := false
+		for _, k := range kernelSpecs {
+			if k.Series == s {
+				out, found = append(out, k), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("LINKBEAT_VM_KERNELS: unknown kernel %q (have 6.1, 6.12)", s)
+		}
+	}
+	return out, nil
+}
+
+// guestRunRegexp picks the guest's -test.run: LINKBEAT_VM_RUN, -vm.run, or
+// the part of the host's -run after TestVM/<kernel>/.
+func guestRunRegexp() string {
+	if s := os.Getenv("LINKBEAT_VM_RUN"); s != "" {
+		return s
+	}
+	if *vmRun != "" {
+		return *vmRun
+	}
+	if f := flag.Lookup("test.run"); f != nil {
+		if parts := strings.Split(f.Value.String(), "/"); len(parts) > 2 {
+			return strings.Join(parts[2:], "/")
+		}
+	}
+	return ""
+}
+
+func goTool() string {
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+		return p
+	}
+	return "go"
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// buildGuest compiles the guest tests into one static binary.
+func buildGuest(root, out string) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", err
+	}
+	cmd := exec.Command(goTool(), "test", "-c", "-tags", "vmguest", "-o", out, "./test/vm/guest")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	b, err := cmd.CombinedOutput()
+	return string(b), err
+}
