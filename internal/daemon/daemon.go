@@ -81,7 +81,7 @@ func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
 		log.Warn("cannot lift RLIMIT_MEMLOCK; map creation may fail on kernels before 5.11", "err", err)
 	}
 	if cfg.PinDir != "" {
-		c := probe.Bpffs("/sys/fs/bpf")
+		c := probe.Bpffs(cfg.PinDir)
 		f.Checks = append(f.Checks, c)
 		if !c.OK {
 			return nil, errors.New(c.Detail)

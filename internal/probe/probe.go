@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -95,16 +96,28 @@ func fsMounted(path string, magic int64) bool {
 	return unix.Statfs(path, &st) == nil && int64(st.Type) == magic
 }
 
-// Bpffs makes sure a bpffs is mounted at dir's mount point, mounting it if
-// it is not. Pins live there.
-func Bpffs(root string) Check {
+// Bpffs makes sure pinDir lies on a bpffs: its nearest existing ancestor
+// must be one. Under /sys/fs/bpf, a missing mount is mounted.
+func Bpffs(pinDir string) Check {
 	c := Check{Name: "bpffs"}
-	if fsMounted(root, bpffsMagic) {
-		c.OK, c.Detail = true, root+" is a bpffs"
+	dir := filepath.Clean(pinDir)
+	for {
+		if _, err := os.Stat(dir); err == nil || dir == "/" {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	if fsMounted(dir, bpffsMagic) {
+		c.OK, c.Detail = true, dir+" is a bpffs"
+		return c
+	}
+	const root = "/sys/fs/bpf"
+	if dir != root && !strings.HasPrefix(dir, root+"/") {
+		c.Detail = fmt.Sprintf("%s is not on a bpffs: mount one (`mount -t bpf bpf DIR`) or choose a --bpffs-dir under %s", pinDir, root)
 		return c
 	}
 	if err := unix.Mount("bpf", root, "bpf", 0, ""); err != nil {
-		c.Detail = fmt.Sprintf("%s is not a bpffs and mounting one failed (%v): run `mount -t bpf bpf %s`, or pass --bpffs-dir on a bpffs", root, err, root)
+		c.Detail = fmt.Sprintf("%s is not a bpffs and mounting one failed (%v): run `mount -t bpf bpf %s`", root, err, root)
 		return c
 	}
 	c.OK, c.Detail = true, "mounted bpffs at "+root

@@ -45,7 +45,7 @@ var guestModules = []guestModule{
 	{Name: "tls"},
 	{Name: "bonding", Params: "max_bonds=0"},
 	{Name: "veth"},
-	{Name: "dummy"},
+	{Name: "dummy", Params: "numdummies=0"}, // no dummy0 on load
 	{Name: "tun"},
 	// clsact on 6.1 needs sch_ingress and cls_bpf.
 	{Name: "sch_ingress"},

@@ -260,9 +260,10 @@ type carrierNotice struct {
 // carrierWatcher listens on RTNLGRP_LINK with a raw socket, so the receive
 // timestamp is taken before any decoding or channel hops.
 type carrierWatcher struct {
-	C    chan carrierNotice
-	stop chan struct{}
-	done chan struct{}
+	C       chan carrierNotice
+	stop    chan struct{}
+	done    chan struct{}
+	pending []carrierNotice // received but not yet asked for
 }
 
 func watchCarrier(t *testing.T) *carrierWatcher {
@@ -341,8 +342,15 @@ func watchCarrier(t *testing.T) *carrierWatcher {
 }
 
 // next returns the next carrier change of ifname to the wanted state.
+// Notices for other interfaces are kept for later calls.
 func (w *carrierWatcher) next(t *testing.T, ifname string, carrier bool, timeout time.Duration) carrierNotice {
 	t.Helper()
+	for i, n := range w.pending {
+		if n.Ifname == ifname && n.Carrier == carrier {
+			w.pending = append(w.pending[:i], w.pending[i+1:]...)
+			return n
+		}
+	}
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -350,6 +358,7 @@ func (w *carrierWatcher) next(t *testing.T, ifname string, carrier bool, timeout
 			if n.Ifname == ifname && n.Carrier == carrier {
 				return n
 			}
+			w.pending = append(w.pending, n)
 		case <-deadline:
 			t.Fatalf("no netlink notice of %s carrier=%v within %v", ifname, carrier, timeout)
 		}

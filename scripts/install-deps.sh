@@ -1,0 +1,31 @@
+#!/bin/sh
+# Installs what building, generating and testing linkbeat need on a fresh
+# Debian machine, skipping what is present. Go itself is expected at
+# /usr/local/go or on PATH; Go tools come through the module proxy.
+#   scripts/install-deps.sh          build and host tests
+#   scripts/install-deps.sh generate + clang/llvm for `make generate`
+set -eu
+
+need=""
+check() { # check <command> <package>
+	command -v "$1" >/dev/null 2>&1 || need="$need $2"
+}
+check ip iproute2
+check tc iproute2
+check ping iputils-ping
+check bpftool bpftool
+if [ "${1:-}" = generate ]; then
+	check clang clang
+	check llvm-strip llvm
+fi
+
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing packages:$need (run as root to install them)" >&2
+	exit 1
+fi
+echo "install-deps: installing$need"
+export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086 # word splitting of $need is intended
+apt-get install -y --no-install-recommends $need ||
+	{ apt-get update && apt-get install -y --no-install-recommends $need; }

@@ -1,0 +1,217 @@
+// Package host holds linkbeat's privileged integration tests: each runs the
+// real binary in a throwaway network namespace on this host's kernel.
+package host
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// binary is bin/linkbeat, built by `make test-host`.
+func binary(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("LINKBEAT_BIN")
+	if bin == "" {
+		bin = "../../bin/linkbeat"
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		t.Fatalf("linkbeat binary missing (%v): run `make build`, or `make test-host`", err)
+	}
+	return abs
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("these tests create network namespaces and load BPF: run them as root (make test-host)")
+	}
+}
+
+// netns is a named network namespace removed at the end of the test.
+type netns string
+
+var nsSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newNetns(t *testing.T) netns {
+	t.Helper()
+	requireRoot(t)
+	nsSeq.Lock()
+	nsSeq.n++
+	name := fmt.Sprintf("lbt-%d-%d", os.Getpid(), nsSeq.n)
+	nsSeq.Unlock()
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ns := netns(name)
+	ns.ip(t, "link", "set", "lo", "up")
+	return ns
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (ns netns) ip(t *testing.T, args ...string) string {
+	t.Helper()
+	return run(t, "ip", append([]string{"-n", string(ns)}, args...)...)
+}
+
+func (ns netns) exec(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	return run(t, "ip", append([]string{"netns", "exec", string(ns), name}, args...)...)
+}
+
+func (ns netns) ifindex(t *testing.T, dev string) int {
+	t.Helper()
+	var links []struct {
+		Ifindex int `json:"ifindex"`
+	}
+	if err := json.Unmarshal([]byte(ns.ip(t, "-j", "link", "show", "dev", dev)), &links); err != nil || len(links) != 1 {
+		t.Fatalf("ifindex of %s: %v", dev, err)
+	}
+	return links[0].Ifindex
+}
+
+// daemon is a running linkbeat process inside a netns.
+type daemon struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	stderr *syncBuffer
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// start runs `linkbeat args...` in ns and waits until it logs ready.
+func (ns netns) start(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", string(ns), binary(t)}, args...)...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 5 * time.Second
+	d := &daemon{cmd: cmd, lines: make(chan string, 256), stderr: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
+	cmd.Stderr = d.stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			d.lines <- sc.Text()
+		}
+		close(d.lines)
+	}()
+	go func() { cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("linkbeat stderr:\n%s", d.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(d.stderr.String(), "msg=ready") {
+		select {
+		case <-d.done:
+			t.Fatalf("linkbeat exited before ready:\n%s", d.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("linkbeat not ready after 20s:\n%s", d.stderr.String())
+		}
+	}
+	return d
+}
+
+func (d *daemon) stop() {
+	d.cancel()
+	<-d.done
+}
+
+// event is one line of `monitor --json`.
+type event struct {
+	TimeNS    int64  `json:"time_ns"`
+	Ifindex   int    `json:"ifindex"`
+	Ifname    string `json:"ifname"`
+	Carrier   string `json:"carrier"`
+	Source    string `json:"source"`
+	UpCount   uint32 `json:"up_count"`
+	DownCount uint32 `json:"down_count"`
+}
+
+// next returns the next event of ifname, failing after timeout.
+func (d *daemon) next(t *testing.T, ifname string, timeout time.Duration) event {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case line, ok := <-d.lines:
+			if !ok {
+				t.Fatalf("linkbeat stdout closed while waiting for an event of %s", ifname)
+			}
+			var ev event
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				t.Fatalf("monitor printed a line that is not JSON: %q: %v", line, err)
+			}
+			if ev.Ifname == ifname {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no event for %s within %s", ifname, timeout)
+		}
+	}
+}
+
+// features runs `linkbeat features --json` in ns.
+func (ns netns) features(t *testing.T) (carrierSource, tc string) {
+	t.Helper()
+	var f struct {
+		CarrierSource string `json:"carrier_source"`
+		TCMechanism   string `json:"tc_mechanism"`
+	}
+	out := ns.exec(t, binary(t), "features", "--json", "--log.level", "error")
+	if err := json.Unmarshal([]byte(out), &f); err != nil {
+		t.Fatalf("features --json: %v\n%s", err, out)
+	}
+	return f.CarrierSource, f.TCMechanism
+}
