@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -103,9 +104,26 @@ func parseGuestOutput(raw []byte) (*guestReport, error) {
 		case "pass", "fail", "skip":
 			gt.Action = ev.Action
 			gt.Elapsed = ev.Elapsed
+			if gt.Elapsed == 0 {
+				gt.Elapsed = elapsedFromOutput(gt)
+			}
 		}
 	}
 	return rep, nil
+}
+
+// resultLine matches "--- PASS: TestX (1.23s)"; test2json does not always
+// carry Elapsed over from the framed output.
+var resultLine = regexp.MustCompile(`--- (?:PASS|FAIL|SKIP): (\S+) \(([0-9.]+)s\)`)
+
+func elapsedFromOutput(gt *guestTest) float64 {
+	for i := len(gt.Output) - 1; i >= 0; i-- {
+		if m := resultLine.FindStringSubmatch(gt.Output[i]); m != nil && m[1] == gt.Name {
+			f, _ := strconv.ParseFloat(m[2], 64)
+			return f
+		}
+	}
+	return 0
 }
 
 // replay turns a guest test into a host subtest with the same result and

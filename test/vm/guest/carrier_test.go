@@ -96,15 +96,15 @@ func TestBurstFentry(t *testing.T) {
 		ev := downs[ifname]
 		n := nlw.next(t, ifname, false, eventTimeout)
 		late := n.At - ev.TimeNS
-		t.Logf("%s: fentry event %s after the cut request, netlink notice %s later", ifname, ms(ev.TimeNS-before), ms(late))
+		t.Logf("%s: %s event %s after the cut request, netlink notice %s after the event", ifname, ev.Source, ms(ev.TimeNS-before), ms(late))
 		if ev.Source != "fentry" {
 			t.Errorf("%s down event source = %q, want fentry", ifname, ev.Source)
 		}
 		if late < 0 {
-			t.Errorf("%s: netlink notice came %s before the fentry event", ifname, ms(-late))
+			t.Errorf("%s: netlink notice came %s before linkbeat's %s event", ifname, ms(-late), ev.Source)
 		}
 	}
-	t.Logf("fentry events %s apart", ms(abs(downs["eth1"].TimeNS-downs["eth0"].TimeNS)))
+	t.Logf("down events %s apart", ms(abs(downs["eth1"].TimeNS-downs["eth0"].TimeNS)))
 
 	setLinks(t, true, "net0", "net1")
 	ups := map[string]bool{}

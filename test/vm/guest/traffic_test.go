@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 type ifStats struct {
@@ -226,7 +227,7 @@ func setupPeer(t *testing.T) *echoServer {
 		t.Cleanup(func() {
 			// Move eth3 back so later tests find it; deleting the netns
 			// would return it too, but possibly renamed.
-			if h, err := netlink.NewHandleAt(r.ns); err == nil {
+			if h, err := netlink.NewHandleAt(r.ns, unix.NETLINK_ROUTE); err == nil {
 				if l, err := h.LinkByName("eth3"); err == nil {
 					if err := h.LinkSetNsPid(l, 1); err != nil {
 						t.Errorf("move eth3 back: %v", err)
@@ -246,9 +247,9 @@ func setupPeer(t *testing.T) *echoServer {
 	if err := netlink.LinkSetNsFd(eth3, int(r.ns)); err != nil {
 		t.Fatalf("move eth3 into netns peer: %v", err)
 	}
-	h, err := netlink.NewHandleAt(r.ns)
+	h, err := netlink.NewHandleAt(r.ns, unix.NETLINK_ROUTE)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("netlink handle in peer: %v", err)
 	}
 	defer h.Close()
 	for _, name := range []string{"lo", "eth3"} {
