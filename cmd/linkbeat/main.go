@@ -21,6 +21,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/traffic"
@@ -75,6 +76,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var runFlags pipelineFlags
 	runFlags.register(runCmd)
 	runPinDir := runCmd.Flag("bpffs-dir", "bpffs directory for linkbeat's pinned maps.").Default(defaultPinDir).String()
+	var act actionFlags
+	act.register(runCmd)
+
+	checkCmd := app.Command("check", "Exit 2 if IFACE has carrier, 3 if not, 1 on error (like ifplugd -w).")
+	checkIface := checkCmd.Arg("iface", "Interface name.").Required().String()
+
+	cfgCmd := app.Command("config", "Config file tools.")
+	cfgCheckCmd := cfgCmd.Command("check", "Validate a config file without running.")
+	cfgCheckFile := cfgCheckCmd.Arg("file", "Config file.").Required().String()
 
 	monCmd := app.Command("monitor", "Stream carrier events of the monitored interfaces.")
 	var monFlags pipelineFlags
@@ -107,19 +117,23 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case runCmd.FullCommand():
 		cfg := runFlags.config()
 		cfg.PinDir = *runPinDir
-		return runDaemon(ctx, cfg, log, func(_ context.Context, ev carrier.Event) {
-			log.Info("carrier", "ifname", ev.Ifname, "ifindex", ev.Ifindex, "state", ev.State(), "source", ev.Source,
-				"kernel_time", ev.Time, "up_count", ev.UpCount, "down_count", ev.DownCount)
-		})
+		return runActions(ctx, cfg, &act, log)
 	case monCmd.FullCommand():
 		enc := json.NewEncoder(stdout)
-		return runDaemon(ctx, monFlags.config(), log, func(_ context.Context, ev carrier.Event) {
+		return runDaemon(ctx, monFlags.config(), log, daemon.Handler{Carrier: func(_ context.Context, ev carrier.Event) {
 			if *monJSON {
 				_ = enc.Encode(ev)
 				return
 			}
 			fmt.Fprintf(stdout, "%s %s\n", time.Now().Format(time.RFC3339Nano), ev)
-		})
+		}})
+	case checkCmd.FullCommand():
+		return check(*checkIface, stdout)
+	case cfgCheckCmd.FullCommand():
+		if _, err := config.Load(*cfgCheckFile); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: valid\n", *cfgCheckFile)
 	case featCmd.FullCommand():
 		return features(featFlags.config(), log, stdout, *featJSON)
 	case linksCmd.FullCommand():
@@ -142,13 +156,13 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func runDaemon(ctx context.Context, cfg daemon.Config, log *slog.Logger, sink daemon.Sink) error {
+func runDaemon(ctx context.Context, cfg daemon.Config, log *slog.Logger, h daemon.Handler) error {
 	d, err := daemon.Open(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	return d.Run(ctx, sink)
+	return d.Run(ctx, h)
 }
 
 func features(cfg daemon.Config, log *slog.Logger, w io.Writer, asJSON bool) error {

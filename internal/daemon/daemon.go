@@ -234,12 +234,19 @@ func (d *Daemon) monitored(l registry.Link) bool {
 	return d.wanted[l.Name]
 }
 
-// monotonic is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
-func monotonic() time.Duration {
+// Monotonic is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+func Monotonic() time.Duration {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return time.Duration(ts.Nano())
 }
 
-// Sink receives carrier events of monitored interfaces, in order.
-type Sink func(ctx context.Context, ev carrier.Event)
+// Handler receives, in order and from the loop's goroutine, what the loop
+// learns about monitored interfaces. Its functions must not block.
+type Handler struct {
+	// Carrier gets each carrier change.
+	Carrier func(ctx context.Context, ev carrier.Event)
+	// Link, if set, gets a monitored link's first sight (Added, with its
+	// carrier) and its removal (Removed).
+	Link func(ctx context.Context, c registry.Change)
+}

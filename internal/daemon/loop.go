@@ -19,7 +19,7 @@ type netlinkBatch struct {
 // loop is the state owned by Run's goroutine.
 type loop struct {
 	d         *Daemon
-	sink      Sink
+	h         Handler
 	table     *registry.Table
 	tracker   *carrier.Tracker
 	lastDrops uint64
@@ -28,8 +28,8 @@ type loop struct {
 // Run streams events to sink until ctx ends. Where an event enters: the
 // BPF reader and the netlink reader below; where it is decided: the carrier
 // tracker; where it leaves: sink.
-func (d *Daemon) Run(ctx context.Context, sink Sink) error {
-	l := &loop{d: d, sink: sink, table: registry.NewTable(), tracker: carrier.NewTracker()}
+func (d *Daemon) Run(ctx context.Context, h Handler) error {
+	l := &loop{d: d, h: h, table: registry.NewTable(), tracker: carrier.NewTracker()}
 
 	bpfEvents := make(chan carrier.Event, 1024)
 	nlBatches := make(chan netlinkBatch, 64)
@@ -127,7 +127,7 @@ func readNetlink(ctx context.Context, w *registry.Watcher, d *Daemon, out chan<-
 func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 	report, gap := l.tracker.Kernel(ev)
 	if report && l.monitoredIndex(ev.Ifindex, ev.Ifname) {
-		l.sink(ctx, ev)
+		l.h.Carrier(ctx, ev)
 	}
 	if gap {
 		l.d.log.Warn("carrier counters jumped: events were lost", "ifname", ev.Ifname, "up_count", ev.UpCount, "down_count", ev.DownCount)
@@ -139,39 +139,50 @@ func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 
 func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier.Source) {
 	for _, c := range l.table.Apply(u) {
-		l.linkChanged(c)
+		l.linkChanged(ctx, c)
 	}
 	if u.Deleted {
 		return
 	}
-	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotonic(), src); ok && l.d.monitored(u.Link) {
-		l.sink(ctx, ev)
+	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), Monotonic(), src); ok && l.d.monitored(u.Link) {
+		l.h.Carrier(ctx, ev)
 	}
 }
 
 // linkChanged keeps the TC attachments and the tracker in step with the
 // interfaces: new ones, deleted ones, renamed ones.
-func (l *loop) linkChanged(c registry.Change) {
+func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
 	log := l.d.log.With("ifname", c.Link.Name, "ifindex", c.Link.Index)
+	now, was := l.d.monitored(c.Link), c.Kind == registry.Updated && l.d.monitored(c.Old)
 	switch c.Kind {
 	case registry.Removed:
 		l.tracker.Forget(c.Link.Index)
 		l.detach(c.Link, true)
-		log.Info("interface removed")
-	case registry.Added:
 		if l.d.monitored(c.Link) {
-			log.Info("interface added", "kind", c.Link.Kind, "carrier", c.Link.Carrier)
-			l.attach(c.Link)
+			log.Info("interface removed")
+			l.tellLink(ctx, c)
 		}
+		return
 	case registry.Updated:
 		if c.Renamed() {
 			log.Info("interface renamed", "old", c.Old.Name)
 		}
-		if l.d.monitored(c.Link) {
-			l.attach(c.Link)
-		} else if l.d.monitored(c.Old) {
-			l.detach(c.Link, false)
-		}
+	}
+	switch {
+	case now && (c.Kind == registry.Added || !was):
+		log.Info("interface added", "kind", c.Link.Kind, "carrier", c.Link.Carrier)
+		l.attach(c.Link)
+		l.tellLink(ctx, registry.Change{Kind: registry.Added, Link: c.Link})
+	case !now && was:
+		// Renamed out of the monitored set.
+		l.detach(c.Link, false)
+		l.tellLink(ctx, registry.Change{Kind: registry.Removed, Link: c.Link, Old: c.Old})
+	}
+}
+
+func (l *loop) tellLink(ctx context.Context, c registry.Change) {
+	if l.h.Link != nil {
+		l.h.Link(ctx, c)
 	}
 }
 
@@ -217,13 +228,13 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 		return fmt.Errorf("resync (%s): %w", reason, err)
 	}
 	for _, c := range l.table.Replace(dump) {
-		l.linkChanged(c)
+		l.linkChanged(ctx, c)
 	}
-	now := monotonic()
+	now := Monotonic()
 	src := carrier.SourceResync
 	for _, link := range dump {
 		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.d.monitored(link) {
-			l.sink(ctx, ev)
+			l.h.Carrier(ctx, ev)
 		}
 	}
 	if reason != "start" {

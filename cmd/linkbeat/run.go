@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/daemon"
+	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/script"
+)
+
+// actionFlags are `run`'s flags for what to do on a change.
+type actionFlags struct {
+	configFile     string
+	script         string
+	upDelayMS      int
+	downDelayMS    int
+	noScriptOnExit bool
+	stateDir       string
+}
+
+func (a *actionFlags) register(cmd *kingpin.CmdClause) {
+	cmd.Flag("config", "YAML config file (see docs/config.md). Without it, the embedded defaults apply.").StringVar(&a.configFile)
+	cmd.Flag("action-script", "ifplugd-compatible action script, run as SCRIPT IFACE up|down [EXTRA].").StringVar(&a.script)
+	cmd.Flag("up-delay", "Milliseconds a link must keep carrier before it is treated as up (ifplugd -u, in ms).").Default("-1").IntVar(&a.upDelayMS)
+	cmd.Flag("down-delay", "Milliseconds a link must lack carrier before it is treated as down (ifplugd -d, in ms).").Default("-1").IntVar(&a.downDelayMS)
+	cmd.Flag("no-script-on-exit", "Do not run the down script for up links when the daemon quits (ifplugd -q).").BoolVar(&a.noScriptOnExit)
+	cmd.Flag("state-dir", "Directory for crash-safe state (withdrawn routes).").Default("/run/linkbeat").StringVar(&a.stateDir)
+}
+
+// load merges the config file with the flags; flags win.
+func (a *actionFlags) load() (*config.Config, error) {
+	c := &config.Config{}
+	if a.configFile != "" {
+		var err error
+		if c, err = config.Load(a.configFile); err != nil {
+			return nil, err
+		}
+	}
+	if a.script != "" {
+		c.Defaults.Script = &a.script
+	}
+	for _, d := range []struct {
+		ms   int
+		dst  **config.Duration
+		name string
+	}{{a.upDelayMS, &c.Defaults.UpDelay, "--up-delay"}, {a.downDelayMS, &c.Defaults.DownDelay, "--down-delay"}} {
+		if d.ms < -1 {
+			return nil, fmt.Errorf("%s %d: want 0 or more milliseconds", d.name, d.ms)
+		}
+		if d.ms >= 0 {
+			v := config.Duration(int64(d.ms) * 1e6)
+			*d.dst = &v
+		}
+	}
+	if a.noScriptOnExit {
+		f := false
+		c.ScriptOnExit = &f
+	}
+	return c, nil
+}
+
+func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *slog.Logger) error {
+	cfg, err := af.load()
+	if err != nil {
+		return err
+	}
+	if len(dcfg.Interfaces) == 0 && !cfg.MonitorAll {
+		dcfg.Interfaces = cfg.Listed()
+	}
+	d, err := daemon.Open(dcfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+
+	// Scripts outlive ctx's cancellation only for the quit-time run.
+	scripts := script.NewRunner(context.WithoutCancel(ctx), log, nil)
+	act := actions.New(log, func() *config.Config { return cfg }, nil, scripts, daemon.Monotonic)
+
+	in := make(chan actions.Input, 4096)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); act.Run(ctx, in) }()
+	send := func(x actions.Input) {
+		select {
+		case in <- x:
+		default:
+			// Never block the event loop; a full queue means the actors
+			// are stuck, and the resync on the next change repairs it.
+			log.Error("action queue full: event dropped", "ifname", x.Event.Ifname)
+		}
+	}
+	live := map[int]string{}
+	err = d.Run(ctx, daemon.Handler{
+		Carrier: func(_ context.Context, ev carrier.Event) { send(actions.Input{Event: ev}) },
+		Link: func(_ context.Context, c registry.Change) {
+			ev := carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}
+			if c.Kind == registry.Removed {
+				delete(live, c.Link.Index)
+				send(actions.Input{Event: ev, Removed: true})
+				return
+			}
+			live[c.Link.Index] = c.Link.Name
+			send(actions.Input{Event: ev, Initial: true})
+		},
+	})
+	wg.Wait()
+	if cfg.RunScriptOnExit() {
+		for idx, name := range live {
+			s := cfg.For(name)
+			if up, known := act.Effective(idx); s.Script != "" && known && up {
+				scripts.Run(script.Job{Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Ifname: name, Up: false,
+					Env: script.Env(idx, "exit", 0, "", "")}, "up")
+			}
+		}
+	}
+	scripts.Wait()
+	return err
+}
+
+// check is ifplugd -w's answer as an exit status: 2 carrier, 3 none.
+func check(iface string, w io.Writer) error {
+	dump, err := registry.Dump()
+	if err != nil {
+		return err
+	}
+	for _, l := range dump {
+		if l.Name == iface {
+			state, code := "no carrier", 3
+			if l.Carrier {
+				state, code = "carrier", 2
+			}
+			fmt.Fprintf(w, "%s: %s\n", iface, state)
+			os.Exit(code)
+		}
+	}
+	return errors.New("no interface " + iface)
+}

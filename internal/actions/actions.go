@@ -1,0 +1,134 @@
+// Package actions is where decisions become changes to the system: it runs
+// the policy over the event stream and calls the actors (routes, scripts)
+// in order, routes first, so the fast path never waits on a script.
+package actions
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/policy"
+	"github.com/linkbeat/linkbeat/internal/script"
+)
+
+// Routes is the route actor, as the actions need it.
+type Routes interface {
+	LinkDown(ifindex int, ifname string) (withdrawn int, err error)
+	LinkUp(ifindex int, ifname string) (restored int, err error)
+}
+
+// Scripts is the script actor.
+type Scripts interface {
+	Submit(script.Job)
+}
+
+// Input is one thing the daemon tells the actions: a carrier change, or
+// the carrier of a link seen for the first time (Initial), or a link gone.
+type Input struct {
+	Event   carrier.Event
+	Initial bool
+	Removed bool
+}
+
+// Actions owns the policy; one goroutine runs it.
+type Actions struct {
+	log     *slog.Logger
+	cfg     func() *config.Config
+	policy  *policy.Policy
+	routes  Routes
+	scripts Scripts
+	now     func() time.Time
+	mono    func() time.Duration
+	// Done, if set, is called after each decision is carried out, with the
+	// time from the kernel event to the end of the route change.
+	Done func(d policy.Decision, latency time.Duration)
+}
+
+// New builds the actions. cfg is read at each decision, so a reload takes
+// effect on the next event. routes or scripts may be nil (off).
+func New(log *slog.Logger, cfg func() *config.Config, routes Routes, scripts Scripts, monotonic func() time.Duration) *Actions {
+	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic}
+	a.policy = policy.New(func(ifname string) policy.Rules { return cfg().For(ifname).Rules })
+	return a
+}
+
+// Run consumes inputs until ctx ends or in is closed.
+func (a *Actions) Run(ctx context.Context, in <-chan Input) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case x, ok := <-in:
+			if !ok {
+				return
+			}
+			a.Handle(x)
+		case <-timer.C:
+			a.apply(a.policy.Tick(a.now()))
+		}
+		if next, ok := a.policy.NextDeadline(); ok {
+			timer.Reset(max(time.Until(next), 0))
+		}
+	}
+}
+
+// Handle takes one input synchronously.
+func (a *Actions) Handle(x Input) {
+	switch {
+	case x.Removed:
+		a.policy.Forget(x.Event.Ifindex)
+	case x.Initial:
+		a.apply(a.policy.Initial(x.Event))
+	default:
+		a.apply(a.policy.Event(x.Event, a.now()))
+	}
+}
+
+func (a *Actions) apply(ds []policy.Decision) {
+	for _, d := range ds {
+		a.carryOut(d)
+	}
+}
+
+func (a *Actions) carryOut(d policy.Decision) {
+	s := a.cfg().For(d.Ifname)
+	log := a.log.With("ifname", d.Ifname, "ifindex", d.Ifindex, "reason", d.Reason)
+	state := "down"
+	if d.Up {
+		state = "up"
+	}
+	n := 0
+	if a.routes != nil && s.WithdrawRoutes {
+		var err error
+		if d.Up {
+			n, err = a.routes.LinkUp(d.Ifindex, d.Ifname)
+		} else {
+			n, err = a.routes.LinkDown(d.Ifindex, d.Ifname)
+		}
+		if err != nil {
+			log.Error("route change failed", "state", state, "err", err)
+		}
+	}
+	var latency time.Duration
+	if d.Event.Time > 0 && a.mono != nil {
+		latency = a.mono() - d.Event.Time
+	}
+	log.Info("link "+state, "routes", n, "source", d.Event.Source, "latency", latency)
+	if a.Done != nil {
+		a.Done(d, latency)
+	}
+	if a.scripts != nil && s.Script != "" {
+		a.scripts.Submit(script.Job{
+			Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Ifname: d.Ifname, Up: d.Up,
+			Env: script.Env(d.Ifindex, d.Event.Source.String(), int64(d.Event.Time), "", ""),
+		})
+	}
+}
+
+// Effective says how a link is treated now.
+func (a *Actions) Effective(ifindex int) (up, known bool) { return a.policy.Effective(ifindex) }
