@@ -43,7 +43,7 @@ test-unit:
 test-host: deps build
 	LINKBEAT_BIN=$(CURDIR)/$(BIN) $(GO) test -v -count=1 -timeout 10m ./test/host/...
 
--include test/vm/vm.mk
+include test/vm/vm.mk
 
 test: lint test-unit test-host test-vm
 

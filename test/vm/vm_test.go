@@ -28,6 +28,7 @@ const howToRun = "run it with `make test-vm`, or `LINKBEAT_VM=1 go test -v ./tes
 //	LINKBEAT_VM_RUN=REGEX    -test.run for the guest (or -vm.run, or the third
 //	                         element of -run TestVM/linux-6.1/REGEX)
 //	LINKBEAT_VM_SHELL=1      boot the first selected kernel to a shell on stdio
+//	LINKBEAT_VM_COUNT=N      -test.count for the guest (flake hunting)
 //	LINKBEAT_VM_TIMEOUT=6m   per-boot limit
 //	LINKBEAT_BIN=path        linkbeat binary (default bin/linkbeat)
 func TestVM(t *testing.T) {
@@ -78,6 +79,10 @@ func TestVM(t *testing.T) {
 	guestArgs := []string{"-test.v=test2json"}
 	if re := guestRunRegexp(); re != "" {
 		guestArgs = append(guestArgs, "-test.run="+re)
+	}
+	if n := os.Getenv("LINKBEAT_VM_COUNT"); n != "" {
+		// Repeat the guest tests in one boot, to hunt flakes.
+		guestArgs = append(guestArgs, "-test.count="+n)
 	}
 	if timeout > 2*time.Minute {
 		// The guest's own timeout fires first and prints goroutine stacks.

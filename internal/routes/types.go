@@ -1,0 +1,151 @@
+package routes
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Attr is a netlink attribute linkbeat does not interpret (metrics, pref,
+// encap, flow...): it is replayed verbatim so a restore is exact.
+type Attr struct {
+	Type uint16 `json:"type"`
+	Data []byte `json:"data"`
+}
+
+// Hop is one nexthop of a route. A single-path route has exactly one.
+type Hop struct {
+	Ifindex int        `json:"ifindex"`
+	Gateway netip.Addr `json:"gateway,omitzero"`
+	Weight  int        `json:"weight"` // 1..256, rtnh_hops+1
+	Flags   uint8      `json:"flags,omitempty"`
+	Attrs   []Attr     `json:"attrs,omitempty"`
+}
+
+func (h Hop) same(o Hop) bool { return h.Ifindex == o.Ifindex && h.Gateway == o.Gateway }
+
+// Route is everything needed to re-create a kernel route exactly.
+type Route struct {
+	Family    uint8        `json:"family"`
+	Dst       netip.Prefix `json:"dst"`
+	Src       netip.Prefix `json:"src,omitzero"` // IPv6 source-specific routing (RTA_SRC)
+	TOS       uint8        `json:"tos,omitempty"`
+	Table     uint32       `json:"table"`
+	Protocol  uint8        `json:"protocol"`
+	Scope     uint8        `json:"scope"`
+	Type      uint8        `json:"type"`
+	Flags     uint32       `json:"flags,omitempty"` // rtm_flags as dumped
+	Priority  uint32       `json:"priority,omitempty"`
+	PrefSrc   netip.Addr   `json:"prefsrc,omitzero"`
+	NHID      uint32       `json:"nhid,omitempty"`     // route uses a nexthop object
+	Hops      []Hop        `json:"hops,omitempty"`     // resolved hops; not sent when NHID is set
+	Multipath bool         `json:"multipath,omitempty"` // hops came in RTA_MULTIPATH
+	Attrs     []Attr       `json:"attrs,omitempty"`
+}
+
+// routeKey is what the kernel uses to tell routes apart: adding a second
+// route with the same key and NLM_F_EXCL fails with EEXIST.
+type routeKey struct {
+	Family   uint8
+	Table    uint32
+	Dst, Src netip.Prefix
+	TOS      uint8
+	Priority uint32
+}
+
+func (r *Route) key() routeKey {
+	return routeKey{r.Family, r.Table, r.Dst, r.Src, r.TOS, r.Priority}
+}
+
+func (k routeKey) String() string {
+	s := fmt.Sprintf("%s table %d metric %d", k.Dst, k.Table, k.Priority)
+	if k.Src.IsValid() {
+		s += " from " + k.Src.String()
+	}
+	return s
+}
+
+func (r *Route) String() string {
+	var b strings.Builder
+	b.WriteString(r.key().String())
+	if r.NHID != 0 {
+		fmt.Fprintf(&b, " nhid %d", r.NHID)
+	}
+	for _, h := range r.Hops {
+		fmt.Fprintf(&b, " [dev %d", h.Ifindex)
+		if h.Gateway.IsValid() {
+			fmt.Fprintf(&b, " via %s", h.Gateway)
+		}
+		fmt.Fprintf(&b, " w %d]", h.Weight)
+	}
+	return b.String()
+}
+
+func (r *Route) clone() *Route {
+	c := *r
+	c.Hops = slices.Clone(r.Hops)
+	return &c
+}
+
+// withHops returns a copy of r using hops, in RTA_MULTIPATH form when
+// there are several of them or the original was multipath.
+func (r *Route) withHops(hops []Hop) *Route {
+	c := r.clone()
+	c.Hops = slices.Clone(hops)
+	c.Multipath = len(hops) > 1
+	return c
+}
+
+func hasHop(hops []Hop, h Hop) bool {
+	return slices.ContainsFunc(hops, h.same)
+}
+
+// GroupMember is one entry of a nexthop group.
+type GroupMember struct {
+	ID     uint32 `json:"id"`
+	Weight int    `json:"weight"` // 1..65536
+}
+
+// Nexthop is a kernel nexthop object (`ip nexthop`).
+type Nexthop struct {
+	ID        uint32        `json:"id"`
+	Family    uint8         `json:"family"`
+	Protocol  uint8         `json:"protocol"`
+	Scope     uint8         `json:"scope,omitempty"`
+	Flags     uint32        `json:"flags,omitempty"`
+	Ifindex   int           `json:"ifindex,omitempty"`
+	Gateway   netip.Addr    `json:"gateway,omitzero"`
+	Blackhole bool          `json:"blackhole,omitempty"`
+	FDB       bool          `json:"fdb,omitempty"`
+	Group     []GroupMember `json:"group,omitempty"`
+	GroupType uint16        `json:"group_type,omitempty"`
+	Attrs     []Attr        `json:"attrs,omitempty"`
+}
+
+func (n *Nexthop) clone() *Nexthop {
+	c := *n
+	c.Group = slices.Clone(n.Group)
+	return &c
+}
+
+func (n *Nexthop) withGroup(g []GroupMember) *Nexthop {
+	c := n.clone()
+	c.Group = slices.Clone(g)
+	return c
+}
+
+func hasMember(g []GroupMember, id uint32) bool {
+	return slices.ContainsFunc(g, func(m GroupMember) bool { return m.ID == id })
+}
+
+func (n *Nexthop) String() string {
+	if len(n.Group) > 0 {
+		ids := make([]string, len(n.Group))
+		for i, m := range n.Group {
+			ids[i] = fmt.Sprintf("%d,%d", m.ID, m.Weight)
+		}
+		return fmt.Sprintf("nexthop %d group %s", n.ID, strings.Join(ids, "/"))
+	}
+	return fmt.Sprintf("nexthop %d dev %d via %s", n.ID, n.Ifindex, n.Gateway)
+}
