@@ -30,6 +30,16 @@ struct {
 	__type(value, __u64);
 } carrier_drops SEC(".maps");
 
+/* How many events were queued; read by the daemon before it trusts a
+ * netlink notice over the ring, since the driver's call (and so its event)
+ * always comes before linkwatch's notice. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} carrier_seq SEC(".maps");
+
 static __always_inline int emit(struct net_device *dev, bool up, __u8 source)
 {
 	unsigned long state = BPF_CORE_READ(dev, state);
@@ -48,15 +58,17 @@ static __always_inline int emit(struct net_device *dev, bool up, __u8 source)
 	if (target_netns && netns != target_netns)
 		return 0;
 
+	__u32 zero = 0;
 	struct carrier_event *e = bpf_ringbuf_reserve(&carrier_events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
 		__u64 *drops = bpf_map_lookup_elem(&carrier_drops, &zero);
 		if (drops)
 			__sync_fetch_and_add(drops, 1);
 		return 0;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
+	__u64 *seq = bpf_map_lookup_elem(&carrier_seq, &zero);
+	e->seq = seq ? __sync_fetch_and_add(seq, 1) + 1 : 0;
 	e->ifindex = BPF_CORE_READ(dev, ifindex);
 	e->netns_ino = netns;
 	e->up_count = BPF_CORE_READ(dev, carrier_up_count.counter) + (up ? 1 : 0);

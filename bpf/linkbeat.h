@@ -13,6 +13,9 @@ enum carrier_source {
  * device's counters after this transition, so the daemon can spot gaps. */
 struct carrier_event {
 	__u64 ts_ns; /* CLOCK_MONOTONIC, bpf_ktime_get_ns() */
+	/* 1, 2, 3, ... per queued event (see carrier_seq): lets the daemon
+	 * tell whether every event queued before a netlink notice was read. */
+	__u64 seq;
 	__u32 ifindex;
 	__u32 netns_ino;
 	__u32 up_count;

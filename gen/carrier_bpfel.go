@@ -16,6 +16,7 @@ import (
 type CarrierCarrierEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
+	Seq       uint64
 	Ifindex   uint32
 	NetnsIno  uint32
 	UpCount   uint32
@@ -39,6 +40,7 @@ const (
 const (
 	CarrierMapCarrierDrops        = "carrier_drops"
 	CarrierMapCarrierEvents       = "carrier_events"
+	CarrierMapCarrierSeq          = "carrier_seq"
 	CarrierProgFentryCarrierOff   = "fentry_carrier_off"
 	CarrierProgFentryCarrierOn    = "fentry_carrier_on"
 	CarrierProgKprobeCarrierOff   = "kprobe_carrier_off"
@@ -102,6 +104,7 @@ type CarrierProgramSpecs struct {
 type CarrierMapSpecs struct {
 	CarrierDrops  *ebpf.MapSpec `ebpf:"carrier_drops"`
 	CarrierEvents *ebpf.MapSpec `ebpf:"carrier_events"`
+	CarrierSeq    *ebpf.MapSpec `ebpf:"carrier_seq"`
 }
 
 // CarrierVariableSpecs contains global variables before they are loaded into the kernel.
@@ -135,12 +138,14 @@ func (o *CarrierObjects) Close() error {
 type CarrierMaps struct {
 	CarrierDrops  *ebpf.Map `ebpf:"carrier_drops"`
 	CarrierEvents *ebpf.Map `ebpf:"carrier_events"`
+	CarrierSeq    *ebpf.Map `ebpf:"carrier_seq"`
 }
 
 func (m *CarrierMaps) Close() error {
 	return _CarrierClose(
 		m.CarrierDrops,
 		m.CarrierEvents,
+		m.CarrierSeq,
 	)
 }
 

@@ -39,6 +39,7 @@ type BPF struct {
 	source Source
 	events *ebpf.Map
 	drops  *ebpf.Map
+	seq    *ebpf.Map
 	progs  []*ebpf.Program
 	links  []link.Link
 	reader *ringbuf.Reader
@@ -51,6 +52,7 @@ type carrierObjects struct {
 	Off    *ebpf.Program `ebpf:"off"`
 	Events *ebpf.Map     `ebpf:"carrier_events"`
 	Drops  *ebpf.Map     `ebpf:"carrier_drops"`
+	Seq    *ebpf.Map     `ebpf:"carrier_seq"`
 }
 
 // OpenBPF walks the fallback chain (fentry, then kprobe) and returns the
@@ -94,7 +96,7 @@ func openPath(src Source, opts BPFOptions) (*BPF, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s programs: %w", src, explainLoad(err))
 	}
-	b := &BPF{source: src, events: objs.Events, drops: objs.Drops, progs: []*ebpf.Program{objs.On, objs.Off}}
+	b := &BPF{source: src, events: objs.Events, drops: objs.Drops, seq: objs.Seq, progs: []*ebpf.Program{objs.On, objs.Off}}
 	for _, p := range []struct {
 		fn   string
 		prog *ebpf.Program
@@ -152,6 +154,16 @@ func (b *BPF) Drops() (uint64, error) {
 	return n, nil
 }
 
+// Queued returns the sequence number of the last event the kernel queued.
+// Every event up to it is in the ring or already read.
+func (b *BPF) Queued() (uint64, error) {
+	var n uint64
+	if err := b.seq.Lookup(uint32(0), &n); err != nil {
+		return 0, fmt.Errorf("read carrier sequence: %w", err)
+	}
+	return n, nil
+}
+
 // Close detaches the programs and unblocks Read.
 func (b *BPF) Close() error {
 	var errs []error
@@ -166,7 +178,7 @@ func (b *BPF) Close() error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, m := range []*ebpf.Map{b.events, b.drops} {
+	for _, m := range []*ebpf.Map{b.events, b.drops, b.seq} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}
@@ -191,6 +203,7 @@ func DecodeEvent(raw []byte) (Event, error) {
 	}
 	return Event{
 		Time:      time.Duration(e.TsNs),
+		Seq:       e.Seq,
 		Ifindex:   int(e.Ifindex),
 		Ifname:    cString(e.Ifname[:]),
 		Up:        e.Up != 0,

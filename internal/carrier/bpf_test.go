@@ -12,6 +12,7 @@ import (
 func TestDecodeEvent(t *testing.T) {
 	var raw gen.CarrierCarrierEvent
 	raw.TsNs = 123456789
+	raw.Seq = 42
 	raw.Ifindex = 7
 	raw.UpCount = 3
 	raw.DownCount = 2
@@ -24,14 +25,14 @@ func TestDecodeEvent(t *testing.T) {
 	if err := binary.Write(&buf, binary.NativeEndian, &raw); err != nil {
 		t.Fatal(err)
 	}
-	if buf.Len() != 48 {
-		t.Fatalf("event is %d bytes, C struct is 48", buf.Len())
+	if buf.Len() != 56 {
+		t.Fatalf("event is %d bytes, C struct is 56", buf.Len())
 	}
 	ev, err := DecodeEvent(buf.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Event{Time: 123456789 * time.Nanosecond, Ifindex: 7, Ifname: "eth0", Up: true, Source: SourceFentry, UpCount: 3, DownCount: 2}
+	want := Event{Time: 123456789 * time.Nanosecond, Ifindex: 7, Ifname: "eth0", Up: true, Source: SourceFentry, UpCount: 3, DownCount: 2, Seq: 42}
 	if ev != want {
 		t.Fatalf("got %+v, want %+v", ev, want)
 	}
@@ -41,8 +42,8 @@ func TestDecodeEventRejectsShortAndUnknownSource(t *testing.T) {
 	if _, err := DecodeEvent(make([]byte, 10)); err == nil {
 		t.Fatal("short record decoded")
 	}
-	raw := make([]byte, 48)
-	raw[25] = 9 // source
+	raw := make([]byte, 56)
+	raw[33] = 9 // source
 	if _, err := DecodeEvent(raw); err == nil {
 		t.Fatal("unknown source decoded")
 	}

@@ -57,6 +57,8 @@ type Event struct {
 	Source    Source
 	UpCount   uint32
 	DownCount uint32
+	// Seq orders BPF events (1, 2, ...); 0 for netlink.
+	Seq uint64
 }
 
 func (e Event) State() string {

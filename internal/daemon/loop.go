@@ -23,6 +23,10 @@ type loop struct {
 	table     *registry.Table
 	tracker   *carrier.Tracker
 	lastDrops uint64
+	// bpfEvents and handledSeq let a netlink notice wait for the BPF
+	// events queued before it (see catchUp).
+	bpfEvents  <-chan carrier.Event
+	handledSeq uint64
 }
 
 // Run streams events to sink until ctx ends. Where an event enters: the
@@ -32,6 +36,7 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 	l := &loop{d: d, h: h, table: registry.NewTable(), tracker: carrier.NewTracker()}
 
 	bpfEvents := make(chan carrier.Event, 1024)
+	l.bpfEvents = bpfEvents
 	nlBatches := make(chan netlinkBatch, 64)
 	readersDone := make(chan struct{}, 2)
 	bpf, watcher := d.bpf, d.watcher
@@ -125,6 +130,7 @@ func readNetlink(ctx context.Context, w *registry.Watcher, d *Daemon, out chan<-
 }
 
 func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
+	l.handledSeq = max(l.handledSeq, ev.Seq)
 	report, gap := l.tracker.Kernel(ev)
 	if report && l.monitoredIndex(ev.Ifindex, ev.Ifname) {
 		l.h.Carrier(ctx, ev)
@@ -143,6 +149,9 @@ func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier
 	}
 	if u.Deleted {
 		return
+	}
+	if up, known := l.tracker.Carrier(u.Link.Index); known && up != u.Link.Carrier {
+		l.catchUp(ctx)
 	}
 	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), Monotonic(), src); ok && l.d.monitored(u.Link) {
 		l.h.Carrier(ctx, ev)
@@ -241,6 +250,35 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 		l.d.log.Info("resynced from netlink dump", "reason", reason, "links", len(dump))
 	}
 	return nil
+}
+
+// catchUp handles the BPF events queued before a netlink notice that shows
+// a change. The driver's call, and so its BPF event, always precedes
+// linkwatch's notice, but the two readers race: without this, a slow ring
+// reader (as under emulation) lets netlink report the change first, late.
+func (l *loop) catchUp(ctx context.Context) {
+	if l.d.bpf == nil {
+		return
+	}
+	queued, err := l.d.bpf.Queued()
+	if err != nil {
+		l.d.log.Warn("cannot read carrier sequence", "err", err)
+		return
+	}
+	// Bounded: a stuck reader must not stall netlink, the fallback.
+	timeout := time.NewTimer(time.Second)
+	defer timeout.Stop()
+	for l.handledSeq < queued {
+		select {
+		case ev := <-l.bpfEvents:
+			l.kernelEvent(ctx, ev)
+		case <-timeout.C:
+			l.d.log.Warn("carrier ring reader is behind; trusting netlink", "handled", l.handledSeq, "queued", queued)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func (l *loop) checkDrops(ctx context.Context) {

@@ -38,8 +38,8 @@ type Route struct {
 	Flags     uint32       `json:"flags,omitempty"` // rtm_flags as dumped
 	Priority  uint32       `json:"priority,omitempty"`
 	PrefSrc   netip.Addr   `json:"prefsrc,omitzero"`
-	NHID      uint32       `json:"nhid,omitempty"`     // route uses a nexthop object
-	Hops      []Hop        `json:"hops,omitempty"`     // resolved hops; not sent when NHID is set
+	NHID      uint32       `json:"nhid,omitempty"`      // route uses a nexthop object
+	Hops      []Hop        `json:"hops,omitempty"`      // resolved hops; not sent when NHID is set
 	Multipath bool         `json:"multipath,omitempty"` // hops came in RTA_MULTIPATH
 	Attrs     []Attr       `json:"attrs,omitempty"`
 }

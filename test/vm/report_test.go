@@ -67,8 +67,10 @@ func parseGuestOutput(raw []byte) (*guestReport, error) {
 		return nil, fmt.Errorf("go tool test2json: %v: %s", err, stderr.String())
 	}
 	byName := map[string]*guestTest{}
-	get := func(name string) *guestTest {
-		if gt, ok := byName[name]; ok {
+	get := func(name string, action string) *guestTest {
+		// A finished test that runs again (-test.count) is a new entry;
+		// the host's t.Run numbers the duplicates (#01, ...).
+		if gt, ok := byName[name]; ok && !(action == "run" && gt.Action != "") {
 			return gt
 		}
 		gt := &guestTest{Name: name}
@@ -97,7 +99,7 @@ func parseGuestOutput(raw []byte) (*guestReport, error) {
 			}
 			continue
 		}
-		gt := get(ev.Test)
+		gt := get(ev.Test, ev.Action)
 		switch ev.Action {
 		case "output":
 			gt.Output = append(gt.Output, ev.Output)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -170,7 +169,10 @@ func report(t *testing.T, res *vmResult) {
 		abnormal = "the guest ran no tests (check LINKBEAT_VM_RUN / -vm.run)"
 	}
 	if abnormal != "" {
-		t.Errorf("%s\nguest output outside tests:\n%s", abnormal, strings.Join(rep.PkgOutput, ""))
+		if out := strings.TrimSpace(strings.Join(rep.PkgOutput, "")); out != "" {
+			abnormal += "\nguest output outside tests:\n" + out
+		}
+		t.Error(abnormal)
 		unfinishedLogged.Do(func() { consoleTail(t) })
 	}
 }
@@ -253,11 +255,15 @@ func guestRunRegexp() string {
 	return ""
 }
 
+// goTool finds the go command for building the guest and for test2json.
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return "go"
+	if p := filepath.Join(os.Getenv("GOROOT"), "bin", "go"); os.Getenv("GOROOT") != "" && fileExists(p) {
+		return p
+	}
+	return "/usr/local/go/bin/go"
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

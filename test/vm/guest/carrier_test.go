@@ -33,8 +33,8 @@ func TestCarrierFentry(t *testing.T) {
 	})
 	notice := nlw.next(t, "eth0", false, eventTimeout)
 	t.Logf("monitor: %s", down.raw)
-	t.Logf("fentry event %s after the cut request; netlink notice %s after the fentry event",
-		ms(down.TimeNS-before), ms(notice.At-down.TimeNS))
+	t.Logf("%s event %s after the cut request; netlink notice %s after the event",
+		down.Source, ms(down.TimeNS-before), ms(notice.At-down.TimeNS))
 
 	if down.Source != "fentry" {
 		t.Errorf("eth0 down event source = %q, want fentry", down.Source)
@@ -43,8 +43,8 @@ func TestCarrierFentry(t *testing.T) {
 		t.Errorf("eth0 down event time_ns %d is before the cut was requested (%d): not CLOCK_MONOTONIC?", down.TimeNS, before)
 	}
 	if down.TimeNS >= notice.At {
-		t.Errorf("fentry event (time_ns %d) is not earlier than the netlink notice (received at %d, %s earlier)",
-			down.TimeNS, notice.At, ms(down.TimeNS-notice.At))
+		t.Errorf("%s event (time_ns %d) is not earlier than the netlink notice (received at %d, %s earlier)",
+			down.Source, down.TimeNS, notice.At, ms(down.TimeNS-notice.At))
 	}
 
 	setLinks(t, true, "net0")

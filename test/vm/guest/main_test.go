@@ -276,15 +276,19 @@ func watchCarrier(t *testing.T) *carrierWatcher {
 	if err := s.SetReceiveTimeout(&unix.Timeval{Usec: 200000}); err != nil {
 		t.Fatal(err)
 	}
-	// Seed the last known carrier state after subscribing, so no change
-	// falls between the two.
+	// Seed the last known IFLA_CARRIER from a dump taken after subscribing,
+	// so no change falls between the two.
 	last := map[int]bool{}
-	links, err := netlink.LinkList()
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("netlink link dump: %v", err)
 	}
-	for _, l := range links {
-		last[l.Attrs().Index] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+	for _, m := range msgs {
+		if idx, _, carrier, ok := parseCarrier(m); ok {
+			last[idx] = carrier
+		}
 	}
 	w := &carrierWatcher{C: make(chan carrierNotice, 256), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -302,28 +306,11 @@ func watchCarrier(t *testing.T) *carrierWatcher {
 				continue // timeout (EAGAIN) or a transient error
 			}
 			for _, m := range msgs {
-				if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
+				if m.Header.Type != unix.RTM_NEWLINK {
 					continue
 				}
-				ifi := nl.DeserializeIfInfomsg(m.Data)
-				attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofIfInfomsg:])
-				if err != nil {
-					continue
-				}
-				var name string
-				carrier, have := false, false
-				for _, a := range attrs {
-					switch a.Attr.Type {
-					case unix.IFLA_CARRIER: // 33, u8
-						if len(a.Value) > 0 {
-							carrier, have = a.Value[0] != 0, true
-						}
-					case unix.IFLA_IFNAME:
-						name = strings.TrimRight(string(a.Value), "\x00")
-					}
-				}
-				idx := int(ifi.Index)
-				if !have {
+				idx, name, carrier, ok := parseCarrier(m.Data)
+				if !ok {
 					continue
 				}
 				if prev, ok := last[idx]; ok && prev == carrier {
@@ -339,6 +326,30 @@ func watchCarrier(t *testing.T) *carrierWatcher {
 	}()
 	t.Cleanup(func() { close(w.stop); <-w.done })
 	return w
+}
+
+// parseCarrier reads the ifindex, name and raw IFLA_CARRIER (attribute 33,
+// a u8) of an RTM_NEWLINK payload.
+func parseCarrier(data []byte) (ifindex int, name string, carrier, ok bool) {
+	if len(data) < unix.SizeofIfInfomsg {
+		return 0, "", false, false
+	}
+	ifi := nl.DeserializeIfInfomsg(data)
+	attrs, err := nl.ParseRouteAttr(data[unix.SizeofIfInfomsg:])
+	if err != nil {
+		return 0, "", false, false
+	}
+	for _, a := range attrs {
+		switch a.Attr.Type {
+		case unix.IFLA_CARRIER:
+			if len(a.Value) > 0 {
+				carrier, ok = a.Value[0] != 0, true
+			}
+		case unix.IFLA_IFNAME:
+			name = strings.TrimRight(string(a.Value), "\x00")
+		}
+	}
+	return int(ifi.Index), name, carrier, ok
 }
 
 // next returns the next carrier change of ifname to the wanted state.

@@ -1,0 +1,71 @@
+package routes
+
+import (
+	"context"
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+// Op says how AddRoute/AddNexthop write an object.
+type Op int
+
+const (
+	// OpCreate adds only if nothing with the same key exists (NLM_F_EXCL):
+	// EEXIST means someone else already put it back.
+	OpCreate Op = iota
+	// OpReplace replaces an existing object and fails if there is none.
+	OpReplace
+)
+
+// LinkInfo is what the manager needs to know about a link.
+type LinkInfo struct {
+	Name    string
+	Carrier bool
+}
+
+// ErrNoLink is returned by Kernel.Link when the ifindex does not exist.
+var ErrNoLink = errors.New("no such link")
+
+// UpdateKind tells what a notification says.
+type UpdateKind int
+
+const (
+	RouteAdded UpdateKind = iota
+	RouteDeleted
+	NexthopAdded
+	NexthopDeleted
+	// Overrun: notifications were lost (ENOBUFS); the cache must re-dump.
+	Overrun
+)
+
+// Update is one route or nexthop notification.
+type Update struct {
+	Kind    UpdateKind
+	Route   *Route
+	Nexthop *Nexthop
+}
+
+// Kernel is the netlink boundary. Errors keep the kernel errno so that
+// errors.Is(err, unix.EEXIST), unix.ESRCH and unix.ENOENT work.
+type Kernel interface {
+	// Routes dumps IPv4 and IPv6 routes of every table.
+	Routes() ([]*Route, error)
+	// Nexthops dumps nexthop objects (none if the kernel lacks them).
+	Nexthops() ([]*Nexthop, error)
+	AddRoute(r *Route, op Op) error
+	// DeleteRoute deletes the route with r's key, every hop of it.
+	DeleteRoute(r *Route) error
+	AddNexthop(n *Nexthop, op Op) error
+	DeleteNexthop(id uint32) error
+	// Subscribe delivers route and nexthop notifications until ctx ends;
+	// the channel is closed then.
+	Subscribe(ctx context.Context) (<-chan Update, error)
+	// Link returns the link's name and carrier, or ErrNoLink.
+	Link(ifindex int) (LinkInfo, error)
+}
+
+func isExist(err error) bool { return errors.Is(err, unix.EEXIST) }
+
+// isGone: the object to delete or replace is not there.
+func isGone(err error) bool { return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) }

@@ -1,0 +1,752 @@
+// Package routes withdraws the routes and nexthop objects that go through a
+// link when it loses carrier, and restores exactly those when carrier comes
+// back. The kernel leaves such routes in place (only marking them linkdown),
+// so without this traffic keeps being sent into a dead link; worse, it
+// flushes nexthop objects on carrier loss and never puts them back.
+//
+// What counts: unicast routes of every table but local (255), IPv4 and
+// IPv6, static and connected (proto kernel) ones. IPv6 link-local routes
+// (fe80::/10) are left alone: link-local traffic is scoped to the link
+// anyway, so withdrawing them steers nothing, and the kernel would not
+// re-add them.
+//
+// What was withdrawn is written to a state file before anything is deleted,
+// so a restarted daemon still restores it.
+package routes
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultStateDir is where the state file lives unless Config says otherwise.
+const DefaultStateDir = "/run/linkbeat"
+
+type Config struct {
+	StateDir string
+	Log      *slog.Logger
+}
+
+// Result tells what one LinkDown or LinkUp did. Counts are of routes and
+// nexthop objects (a partially withdrawn multipath route counts once).
+type Result struct {
+	Withdrawn, Restored, Skipped int
+	Duration                     time.Duration
+	// NoCarrier: LinkUp found the link without carrier and restored nothing.
+	NoCarrier bool
+}
+
+type Manager struct {
+	cfg   Config
+	k     Kernel
+	log   *slog.Logger
+	cache *cache
+
+	mu sync.Mutex // guards st
+	st *state
+}
+
+// New loads the state left by a previous run.
+func New(cfg Config, k Kernel) (*Manager, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	st, err := loadState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{cfg: cfg, k: k, log: cfg.Log, cache: newCache(), st: st}, nil
+}
+
+// Start subscribes to route and nexthop notifications, then fills the
+// cache with one dump, and keeps it current until ctx ends.
+func (m *Manager) Start(ctx context.Context) error {
+	// Subscribe first so that nothing changing during the dump is missed.
+	ch, err := m.k.Subscribe(ctx)
+	if err != nil {
+		return fmt.Errorf("subscribe to routes: %w", err)
+	}
+	rs, ns, err := m.dump()
+	if err != nil {
+		return err
+	}
+	m.cache.fill(rs, ns)
+	go m.watch(ch)
+	return nil
+}
+
+func (m *Manager) dump() ([]*Route, []*Nexthop, error) {
+	rs, err := m.k.Routes()
+	if err != nil {
+		return nil, nil, fmt.Errorf("list routes: %w", err)
+	}
+	ns, err := m.k.Nexthops()
+	if err != nil {
+		return nil, nil, fmt.Errorf("list nexthops: %w", err)
+	}
+	return rs, ns, nil
+}
+
+func (m *Manager) watch(ch <-chan Update) {
+	for u := range ch {
+		if u.Kind == Overrun {
+			m.log.Warn("route notifications lost, re-reading routes")
+			if err := m.redump(); err != nil {
+				m.log.Error("re-read routes", "err", err)
+			}
+			continue
+		}
+		m.cache.apply(u, m.hasCarrier)
+	}
+}
+
+// redump refreshes the cache after lost notifications. Nexthop objects the
+// kernel flushed at a carrier loss not yet handled by LinkDown are kept,
+// with the routes using them: a dump can no longer show them.
+func (m *Manager) redump() error {
+	rs, ns, err := m.dump()
+	if err != nil {
+		return err
+	}
+	// Copy under the lock: LinkDown/LinkUp update the maps concurrently.
+	m.cache.mu.Lock()
+	old := maps.Clone(m.cache.nexthops)
+	var oldRoutes []*Route
+	for k := range m.cache.byNHID {
+		oldRoutes = append(oldRoutes, m.cache.routes[k])
+	}
+	m.cache.mu.Unlock()
+	have := map[uint32]bool{}
+	for _, n := range ns {
+		have[n.ID] = true
+	}
+	kept := map[uint32]bool{}
+	for id, n := range old {
+		if have[id] || len(n.Group) > 0 || n.Ifindex == 0 || m.hasCarrier(n.Ifindex) {
+			continue
+		}
+		ns = append(ns, n)
+		kept[id] = true
+	}
+	for _, r := range oldRoutes {
+		if r.NHID != 0 && kept[r.NHID] {
+			rs = append(rs, r)
+		}
+	}
+	m.cache.fill(rs, ns)
+	return nil
+}
+
+func (m *Manager) hasCarrier(ifindex int) bool {
+	li, err := m.k.Link(ifindex)
+	return err == nil && li.Carrier
+}
+
+// eligible: routes linkbeat manages at all.
+func eligible(r *Route) bool {
+	if r.Table == unix.RT_TABLE_LOCAL || r.Type != unix.RTN_UNICAST {
+		return false // kernel-managed local/broadcast/multicast/anycast
+	}
+	if r.Family == unix.AF_INET6 && r.Dst.Addr().IsLinkLocalUnicast() {
+		return false
+	}
+	return true
+}
+
+// plan decides what a carrier loss on ifindex withdraws.
+func plan(ifindex int, routes []*Route, nhs map[uint32]*Nexthop, flushed []*Route) ([]*routeEntry, []*nexthopEntry) {
+	var nents []*nexthopEntry
+	dead := map[uint32]bool{} // nexthop objects that go entirely
+	for _, n := range nhs {
+		if len(n.Group) == 0 && n.Ifindex == ifindex && !n.FDB && !n.Blackhole {
+			dead[n.ID] = true
+			nents = append(nents, &nexthopEntry{Nexthop: n})
+		}
+	}
+	for _, n := range nhs {
+		if len(n.Group) == 0 {
+			continue
+		}
+		var removed []GroupMember
+		for _, mb := range n.Group {
+			if dead[mb.ID] {
+				removed = append(removed, mb)
+			}
+		}
+		switch {
+		case len(removed) == 0:
+		case len(removed) == len(n.Group):
+			dead[n.ID] = true
+			nents = append(nents, &nexthopEntry{Nexthop: n, Merge: true})
+		default:
+			nents = append(nents, &nexthopEntry{Nexthop: n, Removed: removed, Merge: true})
+		}
+	}
+	var rents []*routeEntry
+	seen := map[routeKey]bool{}
+	for _, r := range slices.Concat(routes, flushed) {
+		if !eligible(r) || seen[r.key()] {
+			continue
+		}
+		seen[r.key()] = true
+		if r.NHID != 0 {
+			if dead[r.NHID] {
+				rents = append(rents, &routeEntry{Route: r})
+			}
+			continue
+		}
+		var removed []Hop
+		for _, h := range r.Hops {
+			if h.Ifindex == ifindex {
+				removed = append(removed, h)
+			}
+		}
+		switch {
+		case len(removed) == 0:
+		case len(removed) == len(r.Hops):
+			rents = append(rents, &routeEntry{Route: r, Merge: len(r.Hops) > 1})
+		default:
+			rents = append(rents, &routeEntry{Route: r, Removed: removed, Merge: true})
+		}
+	}
+	// Map order is random: keep the state file and the kernel calls stable.
+	slices.SortFunc(nents, func(a, b *nexthopEntry) int { return cmp.Compare(a.Nexthop.ID, b.Nexthop.ID) })
+	slices.SortFunc(rents, func(a, b *routeEntry) int { return cmp.Compare(a.Route.String(), b.Route.String()) })
+	return rents, nents
+}
+
+// connected: a route with no gateway and no nexthop object. Restored first,
+// because gateways and nexthop objects are validated against them.
+func (e *routeEntry) connected() bool {
+	if e.Route.NHID != 0 {
+		return false
+	}
+	for _, h := range e.Route.Hops {
+		if h.Gateway.IsValid() {
+			return false
+		}
+	}
+	return true
+}
+
+// LinkDown withdraws what goes through ifindex, persisting it first.
+func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
+	start := time.Now()
+	var res Result
+	routes, nhs, flushed := m.cache.snapshot(ifindex)
+	rents, nents := plan(ifindex, routes, nhs, flushed)
+	if len(rents)+len(nents) == 0 {
+		res.Duration = time.Since(start)
+		return res, nil
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := linkID(ifname, ifindex)
+	ls := m.st.Links[id]
+	prev := m.st.Links[id]
+	if ls == nil {
+		ls = &linkState{Ifname: ifname, Ifindex: ifindex, Since: time.Now().UTC()}
+	} else {
+		c := *ls
+		c.Routes, c.Nexthops = slices.Clone(ls.Routes), slices.Clone(ls.Nexthops)
+		ls = &c
+	}
+	for _, e := range rents {
+		// A route already cut down by another link is part of a multipath
+		// set: restoring it must merge, not skip.
+		if !e.Merge && m.keyWithdrawnElsewhere(e.Route.key(), id) {
+			e.Merge = true
+		}
+		ls.Routes = slices.DeleteFunc(ls.Routes, func(o *routeEntry) bool { return o.Route.key() == e.Route.key() })
+		ls.Routes = append(ls.Routes, e)
+	}
+	for _, e := range nents {
+		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(o *nexthopEntry) bool { return o.Nexthop.ID == e.Nexthop.ID })
+		ls.Nexthops = append(ls.Nexthops, e)
+	}
+	m.st.Links[id] = ls
+	if err := m.st.save(m.cfg.StateDir); err != nil {
+		// Without a durable record, deleting could lose routes for good.
+		if prev == nil {
+			delete(m.st.Links, id)
+		} else {
+			m.st.Links[id] = prev
+		}
+		res.Duration = time.Since(start)
+		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+	}
+
+	var errs []error
+	drop := map[any]bool{} // entries that turned out not to be withdrawn
+	// Multipath routes first: moving traffic off the dead hop matters most.
+	slices.SortStableFunc(rents, func(a, b *routeEntry) int {
+		return cmp.Compare(rank(a, len(a.Removed) > 0), rank(b, len(b.Removed) > 0))
+	})
+	for _, e := range rents {
+		r := e.Route
+		if len(e.Removed) > 0 {
+			var live []Hop
+			for _, h := range r.Hops {
+				if !hasHop(e.Removed, h) {
+					live = append(live, h)
+				}
+			}
+			want := r.withHops(live)
+			err := m.k.AddRoute(want, OpReplace)
+			switch {
+			case err == nil:
+				m.cache.setRoute(want)
+				res.Withdrawn++
+			case isGone(err):
+				drop[e] = true
+				res.Skipped++
+			default:
+				errs = append(errs, fmt.Errorf("remove dead nexthops from %s: %w", r, err))
+			}
+			continue
+		}
+		err := m.k.DeleteRoute(r)
+		switch {
+		case err == nil:
+			m.cache.delRoute(r.key())
+			res.Withdrawn++
+		case isGone(err) && r.NHID != 0:
+			// The kernel flushed it with its nexthop object at carrier loss.
+			m.cache.delRoute(r.key())
+			res.Withdrawn++
+		case isGone(err):
+			// Stale cache: someone else removed it; not ours to restore.
+			m.cache.delRoute(r.key())
+			drop[e] = true
+			res.Skipped++
+		default:
+			errs = append(errs, fmt.Errorf("delete route %s: %w", r, err))
+		}
+	}
+	// Groups before their members; members are gone already anyway: the
+	// kernel flushes nexthop objects of a link that loses carrier.
+	slices.SortStableFunc(nents, func(a, b *nexthopEntry) int {
+		return cmp.Compare(len(b.Nexthop.Group), len(a.Nexthop.Group))
+	})
+	for _, e := range nents {
+		n := e.Nexthop
+		if len(e.Removed) > 0 {
+			var live []GroupMember
+			for _, mb := range n.Group {
+				if !hasMember(e.Removed, mb.ID) {
+					live = append(live, mb)
+				}
+			}
+			want := n.withGroup(live)
+			err := m.k.AddNexthop(want, OpReplace)
+			switch {
+			case err == nil:
+				m.cache.setNexthop(want)
+				res.Withdrawn++
+			case isGone(err):
+				drop[e] = true
+				res.Skipped++
+			default:
+				errs = append(errs, fmt.Errorf("remove dead members from %s: %w", n, err))
+			}
+			continue
+		}
+		err := m.k.DeleteNexthop(n.ID)
+		if err == nil || isGone(err) {
+			m.cache.delNexthop(n.ID)
+			res.Withdrawn++
+		} else {
+			errs = append(errs, fmt.Errorf("delete %s: %w", n, err))
+		}
+	}
+	if len(drop) > 0 {
+		ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return drop[e] })
+		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return drop[e] })
+		if ls.count() == 0 {
+			delete(m.st.Links, id)
+		}
+		if err := m.st.save(m.cfg.StateDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	res.Duration = time.Since(start)
+	m.log.Info("routes withdrawn", "link", ifname, "ifindex", ifindex, "withdrawn", res.Withdrawn,
+		"skipped", res.Skipped, "errors", len(errs), "duration", res.Duration)
+	if err := errors.Join(errs...); err != nil {
+		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+	}
+	return res, nil
+}
+
+// rank orders route operations: partial first, then routes via gateways or
+// nexthop objects, connected routes last (they are what gateways need).
+func rank(e *routeEntry, partial bool) int {
+	switch {
+	case partial:
+		return 0
+	case !e.connected():
+		return 1
+	}
+	return 2
+}
+
+// keyWithdrawnElsewhere: another link's state also holds this route key.
+func (m *Manager) keyWithdrawnElsewhere(k routeKey, except string) bool {
+	for id, ls := range m.st.Links {
+		if id == except {
+			continue
+		}
+		for _, e := range ls.Routes {
+			if e.Route.key() == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (m *Manager) nexthopWithdrawnElsewhere(nhid uint32, except string) bool {
+	for id, ls := range m.st.Links {
+		if id == except {
+			continue
+		}
+		for _, e := range ls.Nexthops {
+			if e.Nexthop.ID == nhid {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// LinkUp restores what LinkDown withdrew from this link, if it has carrier.
+func (m *Manager) LinkUp(ifindex int, ifname string) (Result, error) {
+	start := time.Now()
+	m.cache.forgetFlushed(ifindex)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	res, err := m.restore(linkID(ifname, ifindex))
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+type outcome int
+
+const (
+	restored outcome = iota
+	skipped
+	failed
+)
+
+// restore puts a link's withdrawn routes back; m.mu must be held.
+func (m *Manager) restore(id string) (Result, error) {
+	var res Result
+	ls := m.st.Links[id]
+	if ls == nil {
+		return res, nil
+	}
+	li, err := m.k.Link(ls.Ifindex)
+	if err != nil {
+		return res, fmt.Errorf("restore routes of %s: %w", ls.Ifname, err)
+	}
+	if li.Name != ls.Ifname {
+		return res, fmt.Errorf("restore routes of %s: ifindex %d is now %s", ls.Ifname, ls.Ifindex, li.Name)
+	}
+	if !li.Carrier {
+		// Down again since the caller decided: never restore onto it.
+		res.NoCarrier = true
+		res.Skipped = ls.count()
+		return res, nil
+	}
+	var errs []error
+	count := func(o outcome, err error) bool {
+		switch o {
+		case restored:
+			res.Restored++
+		case skipped:
+			res.Skipped++
+		default:
+			errs = append(errs, err)
+			return false
+		}
+		return true
+	}
+	var routes []*routeEntry
+	for _, e := range ls.Routes {
+		if e.connected() {
+			routes = append(routes, e)
+		}
+	}
+	for _, e := range ls.Routes {
+		if !e.connected() {
+			routes = append(routes, e)
+		}
+	}
+	done := map[any]bool{}
+	restoreRoutes := func(connected bool) {
+		for _, e := range routes {
+			if e.connected() == connected && !done[e] {
+				o, err := m.restoreRoute(e, id)
+				done[e] = count(o, err)
+			}
+		}
+	}
+	// Connected routes, then nexthop objects (members before groups), then
+	// the rest: each step is validated by the kernel against the previous.
+	restoreRoutes(true)
+	nhs := slices.Clone(ls.Nexthops)
+	slices.SortStableFunc(nhs, func(a, b *nexthopEntry) int {
+		return cmp.Compare(len(a.Nexthop.Group), len(b.Nexthop.Group))
+	})
+	for _, e := range nhs {
+		o, err := m.restoreNexthop(e, id)
+		done[e] = count(o, err)
+	}
+	restoreRoutes(false)
+
+	ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return done[e] })
+	ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return done[e] })
+	if ls.count() == 0 {
+		delete(m.st.Links, id)
+	}
+	if err := m.st.save(m.cfg.StateDir); err != nil {
+		errs = append(errs, err)
+	}
+	m.log.Info("routes restored", "link", ls.Ifname, "ifindex", ls.Ifindex, "restored", res.Restored,
+		"skipped", res.Skipped, "errors", len(errs))
+	if err := errors.Join(errs...); err != nil {
+		return res, fmt.Errorf("restore routes of %s: %w", ls.Ifname, err)
+	}
+	return res, nil
+}
+
+func (m *Manager) restoreRoute(e *routeEntry, id string) (outcome, error) {
+	r := e.Route
+	removed := e.Removed
+	if len(removed) == 0 {
+		removed = r.Hops
+	}
+	cur := m.cache.route(r.key())
+	if cur == nil {
+		want := r
+		if len(e.Removed) > 0 {
+			// Only our hops are ours to bring back, and only if the rest
+			// of the route went because of another dead link rather than
+			// because someone deleted it.
+			if !m.keyWithdrawnElsewhere(r.key(), id) {
+				return skipped, nil
+			}
+			want = r.withHops(e.Removed)
+		}
+		err := m.k.AddRoute(want, OpCreate)
+		if isExist(err) {
+			return skipped, nil // re-added by someone we have not heard of yet
+		}
+		if err != nil {
+			return failed, fmt.Errorf("add route %s: %w", want, err)
+		}
+		m.cache.setRoute(want)
+		return restored, nil
+	}
+	if !e.Merge || r.NHID != 0 || cur.NHID != 0 {
+		return skipped, nil // someone else re-added it meanwhile
+	}
+	var missing []Hop
+	for _, h := range removed {
+		if !hasHop(cur.Hops, h) {
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) == 0 {
+		return skipped, nil
+	}
+	want := cur.withHops(mergeHops(r.Hops, cur.Hops, missing, cur.Multipath))
+	if err := m.k.AddRoute(want, OpReplace); err != nil {
+		return failed, fmt.Errorf("put nexthops back into %s: %w", want, err)
+	}
+	m.cache.setRoute(want)
+	return restored, nil
+}
+
+// mergeHops puts add back into cur, in orig's order (so weights and order
+// come back exactly as they were); hops unknown to orig go last. A
+// single-path cur has no weight (the kernel drops it), so orig's counts.
+func mergeHops(orig, cur, add []Hop, curMultipath bool) []Hop {
+	var out []Hop
+	for _, h := range orig {
+		if i := slices.IndexFunc(cur, h.same); i >= 0 {
+			if curMultipath {
+				h = cur[i]
+			}
+			out = append(out, h)
+		} else if hasHop(add, h) {
+			out = append(out, h)
+		}
+	}
+	for _, h := range slices.Concat(cur, add) {
+		if !hasHop(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
+	n := e.Nexthop
+	cur := m.cache.nexthop(n.ID)
+	if len(n.Group) == 0 {
+		if cur != nil {
+			return skipped, nil
+		}
+		err := m.k.AddNexthop(n, OpCreate)
+		if isExist(err) {
+			return skipped, nil
+		}
+		if err != nil {
+			return failed, fmt.Errorf("add %s: %w", n, err)
+		}
+		m.cache.setNexthop(n)
+		return restored, nil
+	}
+	removed := e.Removed
+	if len(removed) == 0 {
+		removed = n.Group
+	}
+	// Members still withdrawn by another link cannot be referenced yet.
+	var ours []GroupMember
+	for _, mb := range removed {
+		if m.cache.nexthop(mb.ID) != nil {
+			ours = append(ours, mb)
+		}
+	}
+	if cur == nil {
+		if len(e.Removed) > 0 && !m.nexthopWithdrawnElsewhere(n.ID, id) {
+			return skipped, nil // the group was deleted meanwhile
+		}
+		if len(ours) == 0 {
+			return failed, fmt.Errorf("restore %s: none of its members exists", n)
+		}
+		want := n.withGroup(mergeMembers(n.Group, nil, ours))
+		err := m.k.AddNexthop(want, OpCreate)
+		if isExist(err) {
+			return skipped, nil
+		}
+		if err != nil {
+			return failed, fmt.Errorf("add %s: %w", want, err)
+		}
+		m.cache.setNexthop(want)
+		return restored, nil
+	}
+	if len(cur.Group) == 0 {
+		return skipped, nil // the id is now a plain nexthop someone added
+	}
+	var missing []GroupMember
+	for _, mb := range ours {
+		if !hasMember(cur.Group, mb.ID) {
+			missing = append(missing, mb)
+		}
+	}
+	if len(missing) == 0 {
+		if len(ours) < len(removed) {
+			return failed, fmt.Errorf("restore %s: some members do not exist", n)
+		}
+		return skipped, nil
+	}
+	want := cur.withGroup(mergeMembers(n.Group, cur.Group, missing))
+	if err := m.k.AddNexthop(want, OpReplace); err != nil {
+		return failed, fmt.Errorf("put members back into %s: %w", want, err)
+	}
+	m.cache.setNexthop(want)
+	if len(ours) < len(removed) {
+		return failed, fmt.Errorf("restore %s: some members do not exist", n)
+	}
+	return restored, nil
+}
+
+func mergeMembers(orig, cur, add []GroupMember) []GroupMember {
+	var out []GroupMember
+	for _, mb := range orig {
+		if i := slices.IndexFunc(cur, func(c GroupMember) bool { return c.ID == mb.ID }); i >= 0 {
+			out = append(out, cur[i])
+		} else if hasMember(add, mb.ID) {
+			out = append(out, mb)
+		}
+	}
+	for _, mb := range slices.Concat(cur, add) {
+		if !hasMember(out, mb.ID) {
+			out = append(out, mb)
+		}
+	}
+	return out
+}
+
+// Reconcile runs at start: links that have carrier get their routes back,
+// state of links that no longer exist (same ifindex and name) is dropped.
+// carrier holds what the caller knows; other links are asked of the kernel.
+func (m *Manager) Reconcile(carrier map[int]bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := make([]string, 0, len(m.st.Links))
+	for id := range m.st.Links {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var errs []error
+	forgot := false
+	for _, id := range ids {
+		ls := m.st.Links[id]
+		li, err := m.k.Link(ls.Ifindex)
+		if errors.Is(err, ErrNoLink) || (err == nil && li.Name != ls.Ifname) {
+			m.log.Warn("forgetting withdrawn routes of a link that is gone", "link", ls.Ifname,
+				"ifindex", ls.Ifindex, "routes", len(ls.Routes), "nexthops", len(ls.Nexthops))
+			delete(m.st.Links, id)
+			forgot = true
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reconcile %s: %w", ls.Ifname, err))
+			continue
+		}
+		up, known := carrier[ls.Ifindex]
+		if !known {
+			up = li.Carrier
+		}
+		if !up {
+			continue
+		}
+		m.cache.forgetFlushed(ls.Ifindex)
+		if _, err := m.restore(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if forgot {
+		if err := m.st.save(m.cfg.StateDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Withdrawn counts, per link name, routes and nexthop objects withdrawn now.
+func (m *Manager) Withdrawn() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]int{}
+	for _, ls := range m.st.Links {
+		out[ls.Ifname] += ls.count()
+	}
+	return out
+}
