@@ -16,6 +16,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/script"
 )
 
@@ -84,9 +85,22 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 	defer d.Close()
 
+	rm, err := routes.New(routes.Config{StateDir: af.stateDir, Log: log}, routes.NewKernel())
+	if err != nil {
+		return err
+	}
+	if err := rm.Start(ctx); err != nil {
+		return err
+	}
+	// Routes withdrawn by an earlier run come back now if their link has
+	// carrier again; links still down keep them withdrawn until it returns.
+	if err := rm.Reconcile(nil); err != nil {
+		log.Error("restoring routes withdrawn by an earlier run", "err", err)
+	}
+
 	// Scripts outlive ctx's cancellation only for the quit-time run.
 	scripts := script.NewRunner(context.WithoutCancel(ctx), log, nil)
-	act := actions.New(log, func() *config.Config { return cfg }, nil, scripts, daemon.Monotonic)
+	act := actions.New(log, func() *config.Config { return cfg }, rm, scripts, daemon.Monotonic)
 
 	in := make(chan actions.Input, 4096)
 	var wg sync.WaitGroup

@@ -11,13 +11,14 @@ import (
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/policy"
+	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/script"
 )
 
-// Routes is the route actor, as the actions need it.
+// Routes is the route actor (routes.Manager), as the actions need it.
 type Routes interface {
-	LinkDown(ifindex int, ifname string) (withdrawn int, err error)
-	LinkUp(ifindex int, ifname string) (restored int, err error)
+	LinkDown(ifindex int, ifname string) (routes.Result, error)
+	LinkUp(ifindex int, ifname string) (routes.Result, error)
 }
 
 // Scripts is the script actor.
@@ -104,14 +105,21 @@ func (a *Actions) carryOut(d policy.Decision) {
 	}
 	n := 0
 	if a.routes != nil && s.WithdrawRoutes {
-		var err error
+		var (
+			res routes.Result
+			err error
+		)
 		if d.Up {
-			n, err = a.routes.LinkUp(d.Ifindex, d.Ifname)
+			res, err = a.routes.LinkUp(d.Ifindex, d.Ifname)
 		} else {
-			n, err = a.routes.LinkDown(d.Ifindex, d.Ifname)
+			res, err = a.routes.LinkDown(d.Ifindex, d.Ifname)
 		}
+		n = res.Withdrawn + res.Restored
 		if err != nil {
 			log.Error("route change failed", "state", state, "err", err)
+		}
+		if res.NoCarrier {
+			log.Info("carrier gone again: routes stay withdrawn")
 		}
 	}
 	var latency time.Duration

@@ -8,6 +8,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/script"
 )
 
@@ -18,13 +19,13 @@ type call struct {
 
 type fakeRoutes struct{ calls *[]call }
 
-func (f fakeRoutes) LinkDown(i int, _ string) (int, error) {
+func (f fakeRoutes) LinkDown(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes down", i})
-	return 1, nil
+	return routes.Result{Withdrawn: 1}, nil
 }
-func (f fakeRoutes) LinkUp(i int, _ string) (int, error) {
+func (f fakeRoutes) LinkUp(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes up", i})
-	return 1, nil
+	return routes.Result{Restored: 1}, nil
 }
 
 type fakeScripts struct{ calls *[]call }

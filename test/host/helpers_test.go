@@ -215,3 +215,7 @@ func (ns netns) features(t *testing.T) (carrierSource, tc string) {
 	}
 	return f.CarrierSource, f.TCMechanism
 }
+
+func execQuiet(name string, args ...string) error {
+	return exec.Command(name, args...).Run()
+}
