@@ -76,3 +76,13 @@ func TestLoadNamesTheFile(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+func TestShippedExampleIsValid(t *testing.T) {
+	c, err := Load("../../docs/linkbeat.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.For("eth1"); s.Rules.Transitions != 6 || s.Rules.UpDelay != 500*time.Millisecond {
+		t.Fatalf("eth1 %+v", s)
+	}
+}

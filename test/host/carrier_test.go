@@ -2,12 +2,10 @@ package host
 
 import (
 	"os"
-	"runtime"
 	"testing"
 	"time"
 	"unsafe"
 
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,24 +49,14 @@ func TestVethPeerDownUp(t *testing.T) {
 // its own ifindex, like a physical NIC.
 const tunSetCarrier = 0x400454e2 // _IOW('T', 226, int)
 
-func openTap(t *testing.T, ns netns, name string) *os.File {
+func openTap(t *testing.T, ns netns, name string) (tap *os.File) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := vnetns.GetFromName(string(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := vnetns.Set(target); err != nil {
-		t.Fatal(err)
-	}
-	defer vnetns.Set(orig)
+	ns.do(t, func() { tap = createTap(t, name) })
+	return tap
+}
+
+// createTap runs inside the netns: the device lands in the opener's netns.
+func createTap(t *testing.T, name string) *os.File {
 
 	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
 	if err != nil {

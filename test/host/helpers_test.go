@@ -3,11 +3,14 @@
 package host
 
 import (
+	"runtime"
+
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	vnetns "github.com/vishvananda/netns"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,4 +221,31 @@ func (ns netns) features(t *testing.T) (carrierSource, tc string) {
 
 func execQuiet(name string, args ...string) error {
 	return exec.Command(name, args...).Run()
+}
+
+// do runs fn on a thread switched into ns: sockets and devices it creates
+// belong to ns.
+func (ns netns) do(t *testing.T, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := vnetns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	target, err := vnetns.GetFromName(string(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := vnetns.Set(target); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := vnetns.Set(orig); err != nil {
+			panic(err) // this thread must not go back to the pool in ns
+		}
+	}()
+	fn()
 }

@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/routes"
-	vnetns "github.com/vishvananda/netns"
 )
 
 // These tests drive internal/routes in-process against the real kernel: the
@@ -83,27 +81,9 @@ func rtSetup(t *testing.T) *rtTopo {
 // the namespace that was current when they were opened.
 func rtKernel(t *testing.T, ns netns) routes.Kernel {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := vnetns.GetFromName(string(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := vnetns.Set(target); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := vnetns.Set(orig); err != nil {
-			panic(err) // this thread must not go back to the pool in ns
-		}
-	}()
-	return routes.NewKernel()
+	var k routes.Kernel
+	ns.do(t, func() { k = routes.NewKernel() })
+	return k
 }
 
 func (tp *rtTopo) manager(t *testing.T) (*routes.Manager, context.CancelFunc) {

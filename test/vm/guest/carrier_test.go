@@ -124,3 +124,34 @@ func abs(x int64) int64 {
 	}
 	return x
 }
+
+// TestCarrierKprobe forces the second path of the fallback chain, which
+// kernels that refuse fentry but have kprobes use, and checks it reports
+// the driver's call too.
+func TestCarrierKprobe(t *testing.T) {
+	setAdmin(t, "eth0", true)
+	setLinks(t, true, "net0")
+	restoreLinksOnCleanup(t, "net0")
+	waitCarrier(t, "eth0", true, 30*time.Second)
+
+	mon := startDaemon(t, "monitor", "--json", "--interfaces", "eth0", "--carrier-source", "kprobe")
+	mon.WaitReady(readyTimeout)
+	nlw := watchCarrier(t)
+
+	setLinks(t, false, "net0")
+	down := mon.nextEvent(eventTimeout, "eth0 carrier down event", func(e monitorEvent) bool {
+		return e.Ifname == "eth0" && e.Carrier == "down"
+	})
+	notice := nlw.next(t, "eth0", false, eventTimeout)
+	t.Logf("monitor: %s; netlink notice %s after the event", down.raw, ms(notice.At-down.TimeNS))
+	if down.Source != "kprobe" {
+		t.Errorf("eth0 down event source = %q, want kprobe", down.Source)
+	}
+	if down.TimeNS >= notice.At {
+		t.Errorf("kprobe event (time_ns %d) is not earlier than the netlink notice (%d)", down.TimeNS, notice.At)
+	}
+	setLinks(t, true, "net0")
+	mon.nextEvent(eventTimeout, "eth0 carrier up event", func(e monitorEvent) bool {
+		return e.Ifname == "eth0" && e.Carrier == "up" && e.Source == "kprobe"
+	})
+}
