@@ -29,7 +29,11 @@ type vmConfig struct {
 	LogDir    string // console.log, guest.out land here and are kept
 	Shell     bool   // interactive: console on the caller's stdio
 	Timeout   time.Duration
-	Logf      func(string, ...any)
+	// BootTimeout ends the run early when the guest has produced nothing
+	// by then: the kernel hung while booting (seen rarely with 6.1 under
+	// TCG), which says nothing about linkbeat. 0 means no limit.
+	BootTimeout time.Duration
+	Logf        func(string, ...any)
 }
 
 type vmResult struct {
@@ -38,6 +42,7 @@ type vmResult struct {
 	BootTime   time.Duration // QEMU start until the guest's first request or output
 	Elapsed    time.Duration
 	TimedOut   bool
+	BootHung   bool // nothing from the guest within BootTimeout
 	QEMUErr    error
 	Requests   []string // request channel log
 }
@@ -192,15 +197,22 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 		}
 	}()
 
-	var timeout <-chan time.Time
+	var timeout, bootTimeout <-chan time.Time
 	if cfg.Timeout > 0 {
 		timeout = time.After(cfg.Timeout)
+	}
+	if cfg.BootTimeout > 0 {
+		bootTimeout = time.After(cfg.BootTimeout)
 	}
 	for {
 		select {
 		case <-firstContact:
 			res.BootTime = time.Since(start)
-			firstContact = nil
+			firstContact, bootTimeout = nil, nil
+			continue
+		case <-bootTimeout:
+			res.BootHung = true
+			timeout = closedTimer()
 			continue
 		case err := <-exited:
 			res.Elapsed = time.Since(start)
@@ -225,6 +237,12 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 			return res, nil
 		}
 	}
+}
+
+func closedTimer() <-chan time.Time {
+	c := make(chan time.Time, 1)
+	c <- time.Now()
+	return c
 }
 
 // qmpClient speaks QMP. Commands are serialised; batch sends several
