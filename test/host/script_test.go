@@ -129,3 +129,22 @@ func TestFlapStormWithDampening(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestFailingScriptDoesNotStopLaterEvents(t *testing.T) {
+	ns := newNetns(t)
+	ns.ip(t, "link", "add", "lbx0", "type", "veth", "peer", "name", "lbx1")
+	ns.ip(t, "link", "set", "lbx0", "up")
+	ns.ip(t, "link", "set", "lbx1", "up")
+	out := filepath.Join(t.TempDir(), "calls")
+	sc := writeScript(t, `echo "$2" >> `+out+"\nexit 1\n")
+	d := ns.start(t, "run", "--interfaces", "lbx0", "--action-script", sc, "--bpffs-dir", pinDir(t), "--state-dir", t.TempDir(), "--no-script-on-exit")
+	for i, state := range []string{"down", "up", "down"} {
+		ns.ip(t, "link", "set", "lbx1", state)
+		if lines := waitLines(t, out, i+1, eventTimeout); lines[i] != state {
+			t.Fatalf("run %d: %q, want %q", i, lines[i], state)
+		}
+	}
+	if n := strings.Count(d.stderr.String(), "action script failed"); n < 2 {
+		t.Fatalf("%d failures logged, want each run's:\n%s", n, d.stderr.String())
+	}
+}
