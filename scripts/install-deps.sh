@@ -4,6 +4,7 @@
 # /usr/local/go or on PATH; Go tools come through the module proxy.
 #   scripts/install-deps.sh          build and host tests
 #   scripts/install-deps.sh generate + clang/llvm for `make generate`
+#   scripts/install-deps.sh vm       + the QEMU testbed's host tools
 set -eu
 
 need=""
@@ -14,10 +15,23 @@ check ip iproute2
 check tc iproute2
 check ping iputils-ping
 check bpftool bpftool
-if [ "${1:-}" = generate ]; then
+case "${1:-}" in
+generate)
 	check clang clang
 	check llvm-strip llvm
-fi
+	;;
+vm)
+	check qemu-system-x86_64 qemu-system-x86
+	check cpio cpio
+	check depmod kmod
+	check modinfo kmod
+	check zstd zstd
+	check xz xz-utils
+	check dpkg-deb dpkg
+	# The guest needs the static busybox, not the dynamic build.
+	dpkg -s busybox-static >/dev/null 2>&1 || need="$need busybox-static"
+	;;
+esac
 
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
