@@ -129,6 +129,9 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 			send(actions.Input{Event: ev, Initial: true})
 		},
 	})
+	// Run also returns on a start-up error, with ctx still live: closing
+	// the queue is what stops the actions then.
+	close(in)
 	wg.Wait()
 	if cfg.RunScriptOnExit() {
 		for idx, name := range live {
