@@ -24,9 +24,7 @@ func expectedSource(t *testing.T, ns netns) string {
 
 func TestVethPeerDownUp(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "link", "add", "lb0", "type", "veth", "peer", "name", "lb1")
-	ns.ip(t, "link", "set", "lb0", "up")
-	ns.ip(t, "link", "set", "lb1", "up")
+	ns.vethPair(t, "lb0", "lb1")
 	want := expectedSource(t, ns)
 
 	d := ns.start(t, "monitor", "--json", "--interfaces", "lb0")

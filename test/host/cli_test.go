@@ -26,9 +26,7 @@ func (ns netns) exitCode(t *testing.T, args ...string) (int, string) {
 
 func TestCheckExitCodesLikeIfplugd(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "link", "add", "lbk0", "type", "veth", "peer", "name", "lbk1")
-	ns.ip(t, "link", "set", "lbk0", "up")
-	ns.ip(t, "link", "set", "lbk1", "up")
+	ns.vethPair(t, "lbk0", "lbk1")
 	waitFor(t, "lbk0 carrier", func() bool { return carrierOf(t, ns, "lbk0") })
 	if code, out := ns.exitCode(t, "check", "lbk0"); code != 2 {
 		t.Fatalf("check with carrier: exit %d, want 2: %s", code, out)

@@ -249,3 +249,12 @@ func (ns netns) do(t *testing.T, fn func()) {
 	}()
 	fn()
 }
+
+// vethPair creates a veth pair inside ns with both ends up: setting the
+// peer down then drops a's carrier, like a pulled cable.
+func (ns netns) vethPair(t *testing.T, a, peer string) {
+	t.Helper()
+	ns.ip(t, "link", "add", a, "type", "veth", "peer", "name", peer)
+	ns.ip(t, "link", "set", a, "up")
+	ns.ip(t, "link", "set", peer, "up")
+}

@@ -37,9 +37,7 @@ func writeScript(t *testing.T, body string) string {
 
 func TestActionScriptArgumentsAndEnvironment(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "link", "add", "lbs0", "type", "veth", "peer", "name", "lbs1")
-	ns.ip(t, "link", "set", "lbs0", "up")
-	ns.ip(t, "link", "set", "lbs1", "up")
+	ns.vethPair(t, "lbs0", "lbs1")
 	out := filepath.Join(t.TempDir(), "calls")
 	sc := writeScript(t, `echo "$# $1 $2 prev=$IFPLUGD_PREVIOUS cur=$IFPLUGD_CURRENT idx=$LINKBEAT_IFINDEX src=$LINKBEAT_SOURCE t=${LINKBEAT_KERNEL_TIME_NS:+set}" >> `+out+"\n")
 	ns.start(t, "run", "--interfaces", "lbs0", "--action-script", sc, "--bpffs-dir", pinDir(t), "--state-dir", t.TempDir(), "--no-script-on-exit")
@@ -61,9 +59,7 @@ func TestActionScriptArgumentsAndEnvironment(t *testing.T) {
 
 func TestHangingScriptIsKilledAndLaterEventsStillRun(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "link", "add", "lbh0", "type", "veth", "peer", "name", "lbh1")
-	ns.ip(t, "link", "set", "lbh0", "up")
-	ns.ip(t, "link", "set", "lbh1", "up")
+	ns.vethPair(t, "lbh0", "lbh1")
 	dir := t.TempDir()
 	out := filepath.Join(dir, "calls")
 	// The down run hangs past its timeout; the up run must still happen.
@@ -92,9 +88,7 @@ func TestFlapStormWithDampening(t *testing.T) {
 	ns := newNetns(t)
 	// veth, not tap: linkwatch sends a veth's notices at once, so the
 	// netlink source sees each flap (a tap's are batched for up to 1s).
-	ns.ip(t, "link", "add", "lbf0", "type", "veth", "peer", "name", "lbf1")
-	ns.ip(t, "link", "set", "lbf0", "up")
-	ns.ip(t, "link", "set", "lbf1", "up")
+	ns.vethPair(t, "lbf0", "lbf1")
 	dir := t.TempDir()
 	out := filepath.Join(dir, "calls")
 	sc := writeScript(t, `echo "$2" >> `+out+"\n")
@@ -132,9 +126,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 
 func TestFailingScriptDoesNotStopLaterEvents(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "link", "add", "lbx0", "type", "veth", "peer", "name", "lbx1")
-	ns.ip(t, "link", "set", "lbx0", "up")
-	ns.ip(t, "link", "set", "lbx1", "up")
+	ns.vethPair(t, "lbx0", "lbx1")
 	out := filepath.Join(t.TempDir(), "calls")
 	sc := writeScript(t, `echo "$2" >> `+out+"\nexit 1\n")
 	d := ns.start(t, "run", "--interfaces", "lbx0", "--action-script", sc, "--bpffs-dir", pinDir(t), "--state-dir", t.TempDir(), "--no-script-on-exit")

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -139,30 +138,21 @@ func TestRecreatedInterfaceReattached(t *testing.T) {
 		ns.ip(t, "link", "set", "lbr0", "up")
 		return ns.ifindex(t, "lbr0")
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 
 	first := create()
-	waitFor("counters for the first lbr0", func() bool { _, ok := ns.stats(t, dir)[first]; return ok })
-	waitFor("TC on the first lbr0", func() bool { return tcAttached(t, ns, "lbr0", first, mech) == 1 })
+	waitFor(t, "counters for the first lbr0", func() bool { _, ok := ns.stats(t, dir)[first]; return ok })
+	waitFor(t, "TC on the first lbr0", func() bool { return tcAttached(t, ns, "lbr0", first, mech) == 1 })
 
 	ns.ip(t, "link", "del", "lbr0")
 	second := create()
 	if second == first {
 		t.Fatalf("kernel reused ifindex %d; the test needs a new one", first)
 	}
-	waitFor("counters to move to the new lbr0", func() bool {
+	waitFor(t, "counters to move to the new lbr0", func() bool {
 		s := ns.stats(t, dir)
 		_, old := s[first]
 		_, cur := s[second]
 		return !old && cur
 	})
-	waitFor("TC on the new lbr0, once", func() bool { return tcAttached(t, ns, "lbr0", second, mech) == 1 })
+	waitFor(t, "TC on the new lbr0, once", func() bool { return tcAttached(t, ns, "lbr0", second, mech) == 1 })
 }
