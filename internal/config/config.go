@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -44,6 +45,57 @@ type Config struct {
 	// ScriptOnExit runs the down script for up links on exit (ifplugd's
 	// default; -q turns it off).
 	ScriptOnExit *bool `yaml:"script_on_exit"`
+	// Bonds configures the fast failover and path health of bonds, by
+	// bond name. A bond not listed gets the defaults: fast failover on,
+	// no ARP probing.
+	Bonds map[string]Bond `yaml:"bonds"`
+}
+
+// Bond is one bond's section.
+type Bond struct {
+	// FastFailover switches active-backup (and tlb/alb) bonds on the
+	// driver's carrier event instead of waiting for miimon. Default true.
+	FastFailover *bool `yaml:"fast_failover"`
+	// ARPTargets are IPv4 addresses probed through every slave.
+	ARPTargets []string `yaml:"arp_targets"`
+	// ARPInterval is the probe interval (default 100ms).
+	ARPInterval *Duration `yaml:"arp_interval"`
+	// MissedMax is how many intervals without a reply make a path dead
+	// (default 3).
+	MissedMax *int `yaml:"missed_max"`
+}
+
+// BondSettings are one bond's resolved settings.
+type BondSettings struct {
+	FastFailover bool
+	ARPTargets   []netip.Addr
+	ARPInterval  time.Duration
+	MissedMax    int
+}
+
+// ForBond resolves a bond's settings over the built-in defaults.
+func (c *Config) ForBond(name string) BondSettings {
+	s := BondSettings{FastFailover: true, ARPInterval: 100 * time.Millisecond, MissedMax: 3}
+	b, ok := c.Bonds[name]
+	if !ok {
+		return s
+	}
+	if b.FastFailover != nil {
+		s.FastFailover = *b.FastFailover
+	}
+	for _, t := range b.ARPTargets {
+		// validate has checked them.
+		if a, err := netip.ParseAddr(t); err == nil {
+			s.ARPTargets = append(s.ARPTargets, a)
+		}
+	}
+	if b.ARPInterval != nil && *b.ARPInterval > 0 {
+		s.ARPInterval = time.Duration(*b.ARPInterval)
+	}
+	if b.MissedMax != nil {
+		s.MissedMax = *b.MissedMax
+	}
+	return s
 }
 
 // Settings are one interface's resolved settings.
@@ -140,8 +192,10 @@ func allowedKeys(typ string) string {
 		return "routes, up_delay, down_delay, dampening, script, script_timeout, script_extra"
 	case strings.HasSuffix(typ, "config.Dampening"):
 		return "transitions, window, hold_down"
+	case strings.HasSuffix(typ, "config.Bond"):
+		return "fast_failover, arp_targets, arp_interval, missed_max"
 	default:
-		return "monitor_all, defaults, interfaces, script_on_exit"
+		return "monitor_all, defaults, interfaces, script_on_exit, bonds"
 	}
 }
 
@@ -179,6 +233,26 @@ func (c *Config) validate(root *yaml.Node) error {
 		}
 		if err := check([]string{"interfaces", name}, in); err != nil {
 			return err
+		}
+	}
+	for name, b := range c.Bonds {
+		p := []string{"bonds", name}
+		if name == "" || len(name) >= 16 || strings.ContainsAny(name, "/ \t") {
+			return fmt.Errorf("line %d: bonds: %q is not a valid interface name", line(root, p), name)
+		}
+		for _, t := range b.ARPTargets {
+			if a, err := netip.ParseAddr(t); err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
+				return fmt.Errorf("line %d: bonds.%s.arp_targets: %q is not a unicast IPv4 address", line(root, append(p, "arp_targets")), name, t)
+			}
+		}
+		if len(b.ARPTargets) > 16 {
+			return fmt.Errorf("line %d: bonds.%s.arp_targets: %d targets, at most 16 are allowed (as in bonding)", line(root, append(p, "arp_targets")), name, len(b.ARPTargets))
+		}
+		if b.ARPInterval != nil && time.Duration(*b.ARPInterval) < 10*time.Millisecond {
+			return fmt.Errorf("line %d: bonds.%s.arp_interval: %v is too short: want 10ms or more", line(root, append(p, "arp_interval")), name, time.Duration(*b.ARPInterval))
+		}
+		if b.MissedMax != nil && (*b.MissedMax < 1 || *b.MissedMax > 255) {
+			return fmt.Errorf("line %d: bonds.%s.missed_max: %d is out of range: want 1 to 255", line(root, append(p, "missed_max")), name, *b.MissedMax)
 		}
 	}
 	return nil

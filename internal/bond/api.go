@@ -1,0 +1,61 @@
+// Package bond switches active-backup (and tlb/alb) bonds to a live slave
+// on the driver's carrier event, before the bonding driver's own miimon or
+// ARP monitor would, without ever fighting the bond: it honours downdelay,
+// updelay, primary and primary_reselect, and leaves the switch to the bond
+// whenever the kernel would refuse it.
+//
+// Where the decision is made: decide.go (pure). Where the kernel is changed:
+// switcher.go. The Manager (manager.go) owns the timers and the state, on
+// one goroutine.
+package bond
+
+import "time"
+
+// Reasons a switch is made, as the failover metric's label.
+const (
+	ReasonCarrier  = "carrier"  // the active slave lost carrier
+	ReasonPath     = "path"     // the active slave stopped hearing its ARP targets
+	ReasonPrimary  = "primary"  // the primary came back (primary_reselect)
+	ReasonBond     = "bond"     // the bonding driver switched by itself
+	ReasonNoActive = "no_active"
+)
+
+// Failover is one change of a bond's active slave.
+type Failover struct {
+	Bond   string `json:"bond"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Reason string `json:"reason"`
+	// By is "linkbeat" when linkbeat made the switch, "bond" when the
+	// driver did.
+	By string `json:"by"`
+	// KernelNs is the triggering event's CLOCK_MONOTONIC time.
+	KernelNs int64 `json:"kernel_ns"`
+	// Duration is from the kernel event to the switch being confirmed.
+	Duration time.Duration `json:"duration_ns"`
+	At       time.Time     `json:"at"`
+}
+
+// Declined is a switch linkbeat wanted but left to the bond.
+type Declined struct {
+	Bond   string
+	Slave  string
+	Reason string // "no_live_slave", "target_not_up", "no_current_active", "kernel_refused", ...
+}
+
+// Observer is told what the manager did, for metrics and status. Its
+// methods are called from the manager's goroutine and must not block.
+type Observer interface {
+	Failover(Failover)
+	Declined(Declined)
+}
+
+// PathReport is the path monitor's verdict on one slave: whether it still
+// hears its ARP targets.
+type PathReport struct {
+	BondIndex  int
+	SlaveIndex int
+	Alive      bool
+	// KernelNs is when the verdict was reached (CLOCK_MONOTONIC).
+	KernelNs int64
+}
