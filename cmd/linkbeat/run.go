@@ -12,6 +12,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/daemon"
@@ -102,11 +103,24 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	scripts := script.NewRunner(context.WithoutCancel(ctx), log, nil)
 	act := actions.New(log, func() *config.Config { return cfg }, rm, scripts, daemon.Monotonic)
 
+	bk, err := bond.NewKernel()
+	if err != nil {
+		return err
+	}
+	defer bk.Close()
+	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Settings: func(name string) config.BondSettings { return cfg.ForBond(name) },
+		StateDir: af.stateDir, Now: func() int64 { return int64(daemon.Monotonic()) }})
+	bctx, stopBonds := context.WithCancel(ctx)
+	defer stopBonds()
+
 	in := make(chan actions.Input, 4096)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); act.Run(ctx, in) }()
+	go func() { defer wg.Done(); bonds.Run(bctx) }()
+	links := newLinkNames()
 	send := func(x actions.Input) {
+		x.Bond, x.Slave = links.bondOf(x.Event.Ifindex)
 		select {
 		case in <- x:
 		default:
@@ -117,7 +131,12 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 	live := map[int]string{}
 	err = d.Run(ctx, daemon.Handler{
-		Carrier: func(_ context.Context, ev carrier.Event) { send(actions.Input{Event: ev}) },
+		// Bonds first: their switch is the one a millisecond matters to.
+		Carrier: func(_ context.Context, ev carrier.Event) { bonds.Carrier(ev); send(actions.Input{Event: ev}) },
+		Update: func(_ context.Context, c registry.Change) {
+			links.update(c)
+			bonds.Link(c)
+		},
 		Link: func(_ context.Context, c registry.Change) {
 			ev := carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}
 			if c.Kind == registry.Removed {
@@ -130,8 +149,9 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 		},
 	})
 	// Run also returns on a start-up error, with ctx still live: closing
-	// the queue is what stops the actions then.
+	// the queue and cancelling the bonds is what stops them then.
 	close(in)
+	stopBonds()
 	wg.Wait()
 	if cfg.RunScriptOnExit() {
 		for idx, name := range live {
@@ -163,4 +183,47 @@ func check(iface string, w io.Writer) error {
 		}
 	}
 	return errors.New("no interface " + iface)
+}
+
+// linkNames remembers, from the daemon's link updates, which bond each
+// link belongs to, for the scripts' LINKBEAT_BOND and LINKBEAT_SLAVE.
+type linkNames struct {
+	names  map[int]string
+	master map[int]int // bond slave -> bond
+	active map[int]int // bond -> active slave
+}
+
+func newLinkNames() *linkNames {
+	return &linkNames{names: map[int]string{}, master: map[int]int{}, active: map[int]int{}}
+}
+
+func (n *linkNames) update(c registry.Change) {
+	l := c.Link
+	if c.Kind == registry.Removed {
+		delete(n.names, l.Index)
+		delete(n.master, l.Index)
+		delete(n.active, l.Index)
+		return
+	}
+	n.names[l.Index] = l.Name
+	if l.BondSlave != nil {
+		n.master[l.Index] = l.MasterIndex
+	} else {
+		delete(n.master, l.Index)
+	}
+	if l.Bond != nil {
+		n.active[l.Index] = l.Bond.ActiveSlave
+	}
+}
+
+// bondOf is (bond, slave) for a bond slave, (bond, active slave) for a
+// bond, and nothing for other links.
+func (n *linkNames) bondOf(idx int) (string, string) {
+	if m, ok := n.master[idx]; ok {
+		return n.names[m], n.names[idx]
+	}
+	if a, ok := n.active[idx]; ok {
+		return n.names[idx], n.names[a]
+	}
+	return "", ""
 }

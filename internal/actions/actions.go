@@ -32,6 +32,10 @@ type Input struct {
 	Event   carrier.Event
 	Initial bool
 	Removed bool
+	// Bond and Slave name the bond an event's link belongs to (or is)
+	// and the slave concerned, for the scripts' LINKBEAT_BOND and
+	// LINKBEAT_SLAVE.
+	Bond, Slave string
 }
 
 // Actions owns the policy; one goroutine runs it.
@@ -43,6 +47,7 @@ type Actions struct {
 	scripts Scripts
 	now     func() time.Time
 	mono    func() time.Duration
+	bonds   map[int][2]string // ifindex -> bond, slave
 	// Done, if set, is called after each decision is carried out, with the
 	// time from the kernel event to the end of the route change.
 	Done func(d policy.Decision, latency time.Duration)
@@ -51,7 +56,7 @@ type Actions struct {
 // New builds the actions. cfg is read at each decision, so a reload takes
 // effect on the next event. routes or scripts may be nil (off).
 func New(log *slog.Logger, cfg func() *config.Config, routes Routes, scripts Scripts, monotonic func() time.Duration) *Actions {
-	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic}
+	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, bonds: map[int][2]string{}}
 	a.policy = policy.New(func(ifname string) policy.Rules { return cfg().For(ifname).Rules })
 	return a
 }
@@ -80,8 +85,14 @@ func (a *Actions) Run(ctx context.Context, in <-chan Input) {
 
 // Handle takes one input synchronously.
 func (a *Actions) Handle(x Input) {
+	if x.Bond != "" {
+		a.bonds[x.Event.Ifindex] = [2]string{x.Bond, x.Slave}
+	} else {
+		delete(a.bonds, x.Event.Ifindex)
+	}
 	switch {
 	case x.Removed:
+		delete(a.bonds, x.Event.Ifindex)
 		a.policy.Forget(x.Event.Ifindex)
 	case x.Initial:
 		a.apply(a.policy.Initial(x.Event))
@@ -133,7 +144,7 @@ func (a *Actions) carryOut(d policy.Decision) {
 	if a.scripts != nil && s.Script != "" {
 		a.scripts.Submit(script.Job{
 			Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Ifname: d.Ifname, Up: d.Up,
-			Env: script.Env(d.Ifindex, d.Event.Source.String(), int64(d.Event.Time), "", ""),
+			Env: script.Env(d.Ifindex, d.Event.Source.String(), int64(d.Event.Time), a.bonds[d.Ifindex][0], a.bonds[d.Ifindex][1]),
 		})
 	}
 }

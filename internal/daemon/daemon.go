@@ -227,11 +227,13 @@ func (d *Daemon) Close() error {
 	return errors.Join(errs...)
 }
 
-func (d *Daemon) monitored(l registry.Link) bool {
+// monitored decides by name: a listed interface, or a port of a listed
+// bond or bridge, so that listing bond0 watches its slaves too.
+func (d *Daemon) monitored(l registry.Link, master string) bool {
 	if len(d.wanted) == 0 {
 		return !l.Loopback
 	}
-	return d.wanted[l.Name]
+	return d.wanted[l.Name] || (master != "" && d.wanted[master])
 }
 
 // Monotonic is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
@@ -249,4 +251,8 @@ type Handler struct {
 	// Link, if set, gets a monitored link's first sight (Added, with its
 	// carrier) and its removal (Removed).
 	Link func(ctx context.Context, c registry.Change)
+	// Update, if set, gets every change netlink shows of any link,
+	// monitored or not, before Carrier hears of it: the bond manager's
+	// view of bonds and their slaves.
+	Update func(ctx context.Context, c registry.Change)
 }

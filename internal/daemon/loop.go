@@ -147,13 +147,13 @@ func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier
 	for _, c := range l.table.Apply(u) {
 		l.linkChanged(ctx, c)
 	}
-	if u.Deleted {
+	if u.Deleted || u.Bridge {
 		return
 	}
 	if up, known := l.tracker.Carrier(u.Link.Index); known && up != u.Link.Carrier {
 		l.catchUp(ctx)
 	}
-	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), Monotonic(), src); ok && l.d.monitored(u.Link) {
+	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), Monotonic(), src); ok && l.monitored(u.Link) {
 		l.h.Carrier(ctx, ev)
 	}
 }
@@ -161,13 +161,16 @@ func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier
 // linkChanged keeps the TC attachments and the tracker in step with the
 // interfaces: new ones, deleted ones, renamed ones.
 func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
+	if l.h.Update != nil {
+		l.h.Update(ctx, c)
+	}
 	log := l.d.log.With("ifname", c.Link.Name, "ifindex", c.Link.Index)
-	now, was := l.d.monitored(c.Link), c.Kind == registry.Updated && l.d.monitored(c.Old)
+	now, was := l.monitored(c.Link), c.Kind == registry.Updated && l.monitored(c.Old)
 	switch c.Kind {
 	case registry.Removed:
 		l.tracker.Forget(c.Link.Index)
 		l.detach(c.Link, true)
-		if l.d.monitored(c.Link) {
+		if l.monitored(c.Link) {
 			log.Info("interface removed")
 			l.tellLink(ctx, c)
 		}
@@ -224,9 +227,17 @@ func (l *loop) attachedCount() int {
 // has told us of the interface.
 func (l *loop) monitoredIndex(idx int, name string) bool {
 	if link, ok := l.table.Get(idx); ok {
-		return l.d.monitored(link)
+		return l.monitored(link)
 	}
-	return l.d.monitored(registry.Link{Index: idx, Name: name, Loopback: name == "lo"})
+	return l.d.monitored(registry.Link{Index: idx, Name: name, Loopback: name == "lo"}, "")
+}
+
+func (l *loop) monitored(link registry.Link) bool {
+	master := ""
+	if m, ok := l.table.Get(link.MasterIndex); ok && link.MasterIndex != 0 {
+		master = m.Name
+	}
+	return l.d.monitored(link, master)
 }
 
 // resync makes the table and tracker equal to a full dump and reports the
@@ -242,7 +253,7 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 	now := Monotonic()
 	src := carrier.SourceResync
 	for _, link := range dump {
-		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.d.monitored(link) {
+		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.monitored(link) {
 			l.h.Carrier(ctx, ev)
 		}
 	}

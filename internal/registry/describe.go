@@ -10,15 +10,12 @@ type Description struct {
 	Master  string           `json:"master"`
 	Bond    *BondDescription `json:"bond,omitempty"`
 	Slave   *BondSlave       `json:"bond_slave,omitempty"`
+	Bridge  *BridgePort      `json:"bridge_port,omitempty"`
 }
 
 // BondDescription names slaves rather than giving ifindexes.
 type BondDescription struct {
-	Mode        string   `json:"mode"`
-	Miimon      int      `json:"miimon"`
-	UpDelay     int      `json:"updelay"`
-	DownDelay   int      `json:"downdelay"`
-	ArpInterval int      `json:"arp_interval"`
+	Bond
 	Slaves      []string `json:"slaves"`
 	ActiveSlave string   `json:"active_slave"`
 	Primary     string   `json:"primary"`
@@ -35,10 +32,9 @@ func (t *Table) Describe() []Description {
 	var out []Description
 	for _, l := range t.Links() {
 		d := Description{Ifindex: l.Index, Name: l.Name, Kind: l.Kind, AdminUp: l.AdminUp, Carrier: l.Carrier,
-			Master: name(l.MasterIndex), Slave: l.BondSlave}
+			Master: name(l.MasterIndex), Slave: l.BondSlave, Bridge: l.BridgePort}
 		if l.Bond != nil {
-			b := &BondDescription{Mode: l.Bond.Mode, Miimon: l.Bond.Miimon, UpDelay: l.Bond.UpDelay, DownDelay: l.Bond.DownDelay,
-				ArpInterval: l.Bond.ArpInterval, ActiveSlave: name(l.Bond.ActiveSlave), Primary: name(l.Bond.Primary), Slaves: []string{}}
+			b := &BondDescription{Bond: *l.Bond, ActiveSlave: name(l.Bond.ActiveSlave), Primary: name(l.Bond.Primary), Slaves: []string{}}
 			for _, s := range t.Slaves(l.Index) {
 				b.Slaves = append(b.Slaves, s.Name)
 			}

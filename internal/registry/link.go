@@ -6,6 +6,8 @@ package registry
 
 import (
 	"fmt"
+	"strings"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -25,26 +27,61 @@ type Link struct {
 	UpCount     uint32
 	DownCount   uint32
 	MasterIndex int
-	Bond        *Bond      // set when Kind is "bond"
-	BondSlave   *BondSlave // set when the master is a bond
+	Bond        *Bond       // set when Kind is "bond"
+	BondSlave   *BondSlave  // set when the master is a bond
+	BridgePort  *BridgePort // set when the master is a bridge
 }
 
 // Bond is a bond master's configuration.
 type Bond struct {
-	Mode        string
-	Miimon      int
-	UpDelay     int
-	DownDelay   int
-	ArpInterval int
-	ActiveSlave int // ifindex, 0 when none
-	Primary     int // ifindex, 0 when none
+	Mode            string   `json:"mode"`
+	Miimon          int      `json:"miimon"`
+	UpDelay         int      `json:"updelay"`
+	DownDelay       int      `json:"downdelay"`
+	ArpInterval     int      `json:"arp_interval"`
+	ArpIPTargets    []string `json:"arp_ip_target"`
+	ArpValidate     string   `json:"arp_validate"`
+	ActiveSlave     int      `json:"-"` // ifindex, 0 when none
+	Primary         int      `json:"-"` // ifindex, 0 when none
+	PrimaryReselect string   `json:"primary_reselect"`
+	FailOverMac     string   `json:"fail_over_mac"`
+	// AdAggregator is 802.3ad's active aggregator, 0 when none.
+	AdAggregator int    `json:"ad_aggregator,omitempty"`
+	AdPartnerMac string `json:"ad_partner_mac,omitempty"`
 }
 
 // BondSlave is a port's state in its bond's own view.
 type BondSlave struct {
-	State     string // "active" or "backup"
-	MiiStatus string // "up", "going_down", "down", "going_back"
+	State            string `json:"state"`      // "active" or "backup"
+	MiiStatus        string `json:"mii_status"` // "up", "going_down", "down", "going_back"
+	LinkFailureCount uint32 `json:"link_failure_count"`
+	PermHWAddr       string `json:"perm_hwaddr"`
+	QueueID          uint16 `json:"queue_id"`
+	// 802.3ad: the aggregator the port is in and the LACP port states
+	// (bits: activity, timeout, aggregation, sync, collecting,
+	// distributing, defaulted, expired).
+	AggregatorID uint16 `json:"ad_aggregator_id,omitempty"`
+	ActorState   uint8  `json:"ad_actor_oper_port_state,omitempty"`
+	PartnerState uint16 `json:"ad_partner_oper_port_state,omitempty"`
 }
+
+// BridgePort is a bridge port's STP state.
+type BridgePort struct {
+	State string `json:"stp_state"` // disabled, listening, learning, forwarding, blocking
+}
+
+// bridgeStates are BR_STATE_* in order.
+var bridgeStates = []string{"disabled", "listening", "learning", "forwarding", "blocking"}
+
+func bridgeState(v byte) string {
+	if int(v) < len(bridgeStates) {
+		return bridgeStates[v]
+	}
+	return fmt.Sprintf("state%d", v)
+}
+
+// LinkUp reports whether the bond counts the port as up (BOND_LINK_UP).
+func (s *BondSlave) LinkUp() bool { return s != nil && s.MiiStatus == "up" }
 
 // CarrierState is the link's carrier as the carrier tracker wants it.
 func (l Link) CarrierState() carrier.LinkState {
@@ -55,6 +92,10 @@ func (l Link) CarrierState() carrier.LinkState {
 type Update struct {
 	Deleted bool
 	Link    Link
+	// Bridge marks an AF_BRIDGE message: it carries only a bridge port's
+	// state (Link.BridgePort, nil when the port left its bridge), never
+	// the link's carrier or its deletion.
+	Bridge bool
 }
 
 // ParseMessage parses an RTM_NEWLINK or RTM_DELLINK payload (the bytes after
@@ -65,6 +106,9 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 	}
 	if len(data) < unix.SizeofIfInfomsg {
 		return Update{}, fmt.Errorf("short link message: %d bytes", len(data))
+	}
+	if data[0] == unix.AF_BRIDGE {
+		return parseBridgeMessage(msgType, data)
 	}
 	nlLink, err := netlink.LinkDeserialize(nil, data)
 	if err != nil {
@@ -100,14 +144,87 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 	}
 	if b, ok := nlLink.(*netlink.Bond); ok {
 		l.Bond = &Bond{
-			Mode: b.Mode.String(), Miimon: b.Miimon, UpDelay: b.UpDelay, DownDelay: b.DownDelay,
-			ArpInterval: b.ArpInterval, ActiveSlave: max(b.ActiveSlave, 0), Primary: max(b.Primary, 0),
+			Mode: b.Mode.String(), Miimon: max(b.Miimon, 0), UpDelay: max(b.UpDelay, 0), DownDelay: max(b.DownDelay, 0),
+			ArpInterval: max(b.ArpInterval, 0), ActiveSlave: max(b.ActiveSlave, 0), Primary: max(b.Primary, 0),
+			ArpValidate: b.ArpValidate.String(), PrimaryReselect: b.PrimaryReselect.String(), FailOverMac: b.FailOverMac.String(),
+			ArpIPTargets: []string{},
+		}
+		for _, ip := range b.ArpIpTargets {
+			l.Bond.ArpIPTargets = append(l.Bond.ArpIPTargets, ip.String())
+		}
+		if b.AdInfo != nil {
+			l.Bond.AdAggregator = b.AdInfo.AggregatorId
+			l.Bond.AdPartnerMac = b.AdInfo.PartnerMac.String()
 		}
 	}
 	if s, ok := a.Slave.(*netlink.BondSlave); ok {
-		l.BondSlave = &BondSlave{State: s.State.String(), MiiStatus: s.MiiStatus.String()}
+		l.BondSlave = &BondSlave{State: s.State.String(), MiiStatus: s.MiiStatus.String(),
+			LinkFailureCount: s.LinkFailureCount, PermHWAddr: s.PermHardwareAddr.String(), QueueID: s.QueueId,
+			AggregatorID: s.AggregatorId, ActorState: s.AdActorOperPortState, PartnerState: s.AdPartnerOperPortState}
 	}
+	l.BridgePort = bridgeSlaveData(attrs)
 	return Update{Deleted: msgType == unix.RTM_DELLINK, Link: l}, nil
+}
+
+// bridgeSlaveData reads IFLA_LINKINFO's bridge slave data, which
+// AF_UNSPEC messages (and dumps) carry for a bridge port.
+func bridgeSlaveData(attrs []syscall.NetlinkRouteAttr) *BridgePort {
+	for _, at := range attrs {
+		if at.Attr.Type&nl.NLA_TYPE_MASK != unix.IFLA_LINKINFO {
+			continue
+		}
+		info, err := nl.ParseRouteAttr(at.Value)
+		if err != nil {
+			return nil
+		}
+		kind := ""
+		for _, i := range info {
+			switch i.Attr.Type & nl.NLA_TYPE_MASK {
+			case unix.IFLA_INFO_SLAVE_KIND:
+				kind = strings.TrimRight(string(i.Value), "\x00")
+			case unix.IFLA_INFO_SLAVE_DATA:
+				if kind == "bridge" {
+					return brportState(i.Value)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// brportState finds IFLA_BRPORT_STATE in a list of IFLA_BRPORT_* attributes.
+func brportState(b []byte) *BridgePort {
+	data, err := nl.ParseRouteAttr(b)
+	if err != nil {
+		return nil
+	}
+	for _, d := range data {
+		if d.Attr.Type&nl.NLA_TYPE_MASK == unix.IFLA_BRPORT_STATE && len(d.Value) >= 1 {
+			return &BridgePort{State: bridgeState(d.Value[0])}
+		}
+	}
+	return nil
+}
+
+// parseBridgeMessage reads the bridge's own notice about a port
+// (br_ifinfo_notify), sent on STP state changes. RTM_DELLINK here means
+// the port left its bridge, not that the link is gone.
+func parseBridgeMessage(msgType uint16, data []byte) (Update, error) {
+	info := nl.DeserializeIfInfomsg(data)
+	u := Update{Bridge: true, Link: Link{Index: int(info.Index)}}
+	if msgType == unix.RTM_DELLINK {
+		return u, nil
+	}
+	attrs, err := nl.ParseRouteAttr(data[unix.SizeofIfInfomsg:])
+	if err != nil {
+		return Update{}, fmt.Errorf("parse bridge port attributes: %w", err)
+	}
+	for _, at := range attrs {
+		if at.Attr.Type&nl.NLA_TYPE_MASK == unix.IFLA_PROTINFO {
+			u.Link.BridgePort = brportState(at.Value)
+		}
+	}
+	return u, nil
 }
 
 func native32(b []byte) uint32 {

@@ -86,3 +86,54 @@ func TestParseMessageRejectsGarbage(t *testing.T) {
 		t.Fatal("short message accepted")
 	}
 }
+
+func TestParseBridgeMessages(t *testing.T) {
+	protinfo := nl.NewRtAttr(unix.IFLA_PROTINFO|unix.NLA_F_NESTED, nil)
+	protinfo.AddRtAttr(unix.IFLA_BRPORT_STATE, []byte{4})
+	msg := nl.NewIfInfomsg(unix.AF_BRIDGE)
+	msg.Index = 7
+	data := append(msg.Serialize(), nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("eth3")).Serialize()...)
+	data = append(data, protinfo.Serialize()...)
+
+	u, err := ParseMessage(unix.RTM_NEWLINK, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !u.Bridge || u.Deleted || u.Link.Index != 7 || u.Link.BridgePort == nil || u.Link.BridgePort.State != "blocking" {
+		t.Fatalf("parsed %+v (port %+v)", u, u.Link.BridgePort)
+	}
+	// The port leaving its bridge is not the link going away.
+	u, err = ParseMessage(unix.RTM_DELLINK, msg.Serialize())
+	if err != nil || !u.Bridge || u.Deleted || u.Link.BridgePort != nil {
+		t.Fatalf("parsed %+v, %v", u, err)
+	}
+
+	tab := NewTable()
+	tab.Apply(Update{Link: Link{Index: 7, Name: "eth3", Carrier: true, UpCount: 3}})
+	ch := tab.Apply(Update{Bridge: true, Link: Link{Index: 7, BridgePort: &BridgePort{State: "forwarding"}}})
+	l, _ := tab.Get(7)
+	if len(ch) != 1 || ch[0].Kind != Updated || l.BridgePort.State != "forwarding" || !l.Carrier || l.UpCount != 3 || l.Name != "eth3" {
+		t.Fatalf("changes %+v, link %+v", ch, l)
+	}
+	if ch := tab.Apply(Update{Bridge: true, Link: Link{Index: 7, BridgePort: &BridgePort{State: "forwarding"}}}); len(ch) != 0 {
+		t.Fatalf("an unchanged port state is a change: %+v", ch)
+	}
+	if ch := tab.Apply(Update{Bridge: true, Link: Link{Index: 99}}); len(ch) != 0 {
+		t.Fatalf("a port of an unknown link is a change: %+v", ch)
+	}
+}
+
+func TestParseBridgeSlaveDataInLinkMessage(t *testing.T) {
+	li := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	li.AddRtAttr(unix.IFLA_INFO_SLAVE_KIND, nl.ZeroTerminated("bridge"))
+	sd := li.AddRtAttr(unix.IFLA_INFO_SLAVE_DATA, nil)
+	sd.AddRtAttr(unix.IFLA_BRPORT_STATE, []byte{3})
+	data := linkMessage(5, unix.IFF_UP, nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("veth0")), li)
+	u, err := ParseMessage(unix.RTM_NEWLINK, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Bridge || u.Link.BridgePort == nil || u.Link.BridgePort.State != "forwarding" {
+		t.Fatalf("parsed %+v", u.Link)
+	}
+}

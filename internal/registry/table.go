@@ -48,6 +48,15 @@ func NewTable() *Table { return &Table{links: make(map[int]Link)} }
 // Apply folds one message into the table.
 func (t *Table) Apply(u Update) []Change {
 	old, had := t.links[u.Link.Index]
+	if u.Bridge {
+		if !had || bridgeEqual(old.BridgePort, u.Link.BridgePort) {
+			return nil
+		}
+		l := old
+		l.BridgePort = u.Link.BridgePort
+		t.links[l.Index] = l
+		return []Change{{Kind: Updated, Link: l, Old: old}}
+	}
 	switch {
 	case u.Deleted && had:
 		delete(t.links, u.Link.Index)
@@ -114,4 +123,8 @@ func (t *Table) Slaves(master int) []Link {
 		}
 	}
 	return out
+}
+
+func bridgeEqual(a, b *BridgePort) bool {
+	return (a == nil && b == nil) || (a != nil && b != nil && *a == *b)
 }

@@ -1,0 +1,381 @@
+package bond
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/registry"
+)
+
+// Options configure a Manager.
+type Options struct {
+	Kernel Kernel
+	Log    *slog.Logger
+	// Observer, if set, is told of every failover and declined switch.
+	Observer Observer
+	// Settings gives a bond's settings by name (the live config).
+	Settings func(bond string) config.BondSettings
+	// StateDir keeps the last failover of each bond (empty: none).
+	StateDir string
+	// Now is CLOCK_MONOTONIC in ns, the clock of the kernel's events.
+	Now func() int64
+}
+
+type input struct {
+	ev     *carrier.Event
+	change *registry.Change
+	path   *PathReport
+}
+
+// Manager owns the bonds' state on one goroutine (Run). Its input methods
+// never block.
+type Manager struct {
+	o  Options
+	in chan input
+
+	bonds map[int]*Bond
+	ports map[int]*port
+	order map[int][]string // bond ifindex -> slave names in bond order
+	// declined remembers the last reason a bond's switch was left to
+	// the bond, so it is logged and counted once per episode.
+	declined map[int]string
+	wake     map[int]int64
+	state    State
+}
+
+// port is a bond slave and the bond it belongs to.
+type port struct {
+	Slave
+	master int
+}
+
+// NewManager makes a Manager; Run starts it.
+func NewManager(o Options) *Manager {
+	if o.Settings == nil {
+		o.Settings = func(string) config.BondSettings { return (&config.Config{}).ForBond("") }
+	}
+	m := &Manager{
+		o: o, in: make(chan input, 1024),
+		bonds: map[int]*Bond{}, ports: map[int]*port{}, order: map[int][]string{},
+		declined: map[int]string{}, wake: map[int]int64{},
+	}
+	if o.StateDir != "" {
+		if st, err := ReadState(o.StateDir); err == nil {
+			m.state = st
+		} else {
+			o.Log.Warn("ignoring unreadable bond state", "err", err)
+		}
+	}
+	if m.state.Last == nil {
+		m.state.Last = map[string]Failover{}
+	}
+	return m
+}
+
+func (m *Manager) send(x input) {
+	select {
+	case m.in <- x:
+	default:
+		// The manager is stuck; the next netlink update or event
+		// brings its view up to date again.
+		m.o.Log.Error("bond manager queue full: input dropped")
+	}
+}
+
+// Carrier feeds a carrier change (from the driver's event or netlink).
+func (m *Manager) Carrier(ev carrier.Event) { m.send(input{ev: &ev}) }
+
+// Link feeds a netlink change of any link.
+func (m *Manager) Link(c registry.Change) { m.send(input{change: &c}) }
+
+// Path feeds the path monitor's verdict on a slave.
+func (m *Manager) Path(r PathReport) { m.send(input{path: &r}) }
+
+// Run handles inputs until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case x := <-m.in:
+			switch {
+			case x.ev != nil:
+				m.carrier(*x.ev)
+			case x.change != nil:
+				m.link(*x.change)
+			case x.path != nil:
+				m.pathReport(*x.path)
+			}
+		case <-timer.C:
+			now := m.o.Now()
+			for idx, at := range m.wake {
+				if at <= now {
+					delete(m.wake, idx)
+					m.evaluate(idx)
+				}
+			}
+		}
+		// One timer for the earliest pending delay.
+		if len(m.wake) > 0 {
+			next := slices.Min(slices.Collect(maps.Values(m.wake)))
+			timer.Reset(time.Duration(max(next-m.o.Now(), 0)))
+		}
+	}
+}
+
+func (m *Manager) carrier(ev carrier.Event) {
+	p, ok := m.ports[ev.Ifindex]
+	if !ok {
+		return
+	}
+	if !p.applyCarrier(ev.Up, uint64(ev.UpCount)+uint64(ev.DownCount), int64(ev.Time)) {
+		return
+	}
+	m.evaluate(p.master)
+}
+
+// applyCarrier takes a carrier report unless an earlier one is newer: the
+// kernel's carrier counters order the driver's events against netlink's
+// notices, which may be read late.
+func (p *port) applyCarrier(up bool, changes uint64, ns int64) bool {
+	if changes < p.changes || (changes == p.changes && up == p.Carrier) {
+		return false
+	}
+	p.changes = changes
+	if up != p.Carrier {
+		p.Carrier, p.CarrierNs = up, ns
+	}
+	return true
+}
+
+func (m *Manager) pathReport(r PathReport) {
+	p, ok := m.ports[r.SlaveIndex]
+	if !ok || p.PathDead == !r.Alive {
+		return
+	}
+	p.PathDead, p.PathNs = !r.Alive, r.KernelNs
+	m.o.Log.Info("bond slave path", "bond", m.name(p.master), "slave", p.Name, "alive", r.Alive)
+	m.evaluate(p.master)
+}
+
+func (m *Manager) link(c registry.Change) {
+	l := c.Link
+	if c.Kind == registry.Removed {
+		if p, ok := m.ports[l.Index]; ok {
+			delete(m.ports, l.Index)
+			m.membership(p.master)
+		}
+		if _, ok := m.bonds[l.Index]; ok {
+			delete(m.bonds, l.Index)
+			delete(m.order, l.Index)
+			delete(m.declined, l.Index)
+			delete(m.wake, l.Index)
+		}
+		return
+	}
+	if l.Bond != nil {
+		m.bondLink(l)
+	}
+	p, had := m.ports[l.Index]
+	switch {
+	case l.BondSlave == nil && had:
+		// Released from its bond.
+		delete(m.ports, l.Index)
+		m.membership(p.master)
+		return
+	case l.BondSlave == nil:
+		return
+	case !had:
+		p = &port{Slave: Slave{Index: l.Index, Carrier: l.Carrier, CarrierNs: m.o.Now(),
+			changes: uint64(l.UpCount) + uint64(l.DownCount)}, master: l.MasterIndex}
+		m.ports[l.Index] = p
+		defer m.membership(l.MasterIndex)
+	case p.master != l.MasterIndex:
+		old := p.master
+		p.master = l.MasterIndex
+		defer m.membership(old)
+		defer m.membership(l.MasterIndex)
+	}
+	p.Name, p.AdminUp, p.BondUp = l.Name, l.AdminUp, l.BondSlave.LinkUp()
+	p.applyCarrier(l.Carrier, uint64(l.UpCount)+uint64(l.DownCount), m.o.Now())
+	m.evaluate(p.master)
+}
+
+// bondLink takes a bond's own netlink state, and notices the bond
+// switching by itself.
+func (m *Manager) bondLink(l registry.Link) {
+	b, had := m.bonds[l.Index]
+	if !had {
+		b = &Bond{Index: l.Index, Active: l.Bond.ActiveSlave}
+		m.bonds[l.Index] = b
+		m.o.Log.Info("bond found", "bond", l.Name, "mode", l.Bond.Mode, "miimon", l.Bond.Miimon,
+			"active_slave", m.portName(l.Bond.ActiveSlave), "fast_failover", m.o.Settings(l.Name).FastFailover && Switchable(l.Bond.Mode))
+		defer m.membership(l.Index)
+	}
+	b.Name, b.Mode, b.Miimon, b.ArpInterval = l.Name, l.Bond.Mode, l.Bond.Miimon, l.Bond.ArpInterval
+	b.UpDelay = time.Duration(l.Bond.UpDelay) * time.Millisecond
+	b.DownDelay = time.Duration(l.Bond.DownDelay) * time.Millisecond
+	b.Primary, b.PrimaryReselect = l.Bond.Primary, l.Bond.PrimaryReselect
+	if had && l.Bond.ActiveSlave != b.Active {
+		m.bondMoved(b, l.Bond.ActiveSlave)
+	}
+	m.evaluate(l.Index)
+}
+
+// membership refreshes a bond's slave order after slaves come or go.
+func (m *Manager) membership(bondIdx int) {
+	b, ok := m.bonds[bondIdx]
+	if !ok {
+		return
+	}
+	order, err := m.o.Kernel.SlaveOrder(b.Name)
+	if err != nil {
+		// Without sysfs (another netns), ifindex order is the best
+		// guess: it is the enslave order unless ports were re-created.
+		m.o.Log.Debug("bond slave order unknown, using ifindex order", "bond", b.Name, "err", err)
+		order = nil
+	}
+	m.order[bondIdx] = order
+}
+
+// view fills a bond's slaves and settings for Decide.
+func (m *Manager) view(b *Bond) {
+	s := m.o.Settings(b.Name)
+	b.FastFailover, b.PathChecks = s.FastFailover, len(s.ARPTargets) > 0
+	b.Slaves = b.Slaves[:0]
+	var mine []*port
+	for _, idx := range slices.Sorted(maps.Keys(m.ports)) {
+		if p := m.ports[idx]; p.master == b.Index {
+			mine = append(mine, p)
+		}
+	}
+	rank := func(p *port) int {
+		if i := slices.Index(m.order[b.Index], p.Name); i >= 0 {
+			return i
+		}
+		return len(m.order[b.Index])
+	}
+	slices.SortStableFunc(mine, func(x, y *port) int { return rank(x) - rank(y) })
+	for _, p := range mine {
+		if b.PrimaryReselect == "better" {
+			p.Speed, p.Duplex = m.o.Kernel.Speed(p.Name)
+		}
+		b.Slaves = append(b.Slaves, &p.Slave)
+	}
+}
+
+// evaluate decides for one bond and acts: where the decision meets the
+// kernel.
+func (m *Manager) evaluate(bondIdx int) {
+	b, ok := m.bonds[bondIdx]
+	if !ok {
+		return
+	}
+	m.view(b)
+	d := Decide(b, m.o.Now())
+	delete(m.wake, bondIdx)
+	switch {
+	case d.WakeNs != 0:
+		m.wake[bondIdx] = d.WakeNs
+	case d.Declined != "":
+		m.decline(b, d.Declined, "")
+	case d.To != 0:
+		m.switchTo(b, d)
+	default:
+		delete(m.declined, bondIdx)
+	}
+}
+
+func (m *Manager) decline(b *Bond, reason, detail string) {
+	if m.declined[b.Index] == reason {
+		return
+	}
+	m.declined[b.Index] = reason
+	m.o.Log.Warn("bond switch left to the bond", "bond", b.Name, "active_slave", m.portName(b.Active), "reason", reason, "detail", detail)
+	if m.o.Observer != nil {
+		m.o.Observer.Declined(Declined{Bond: b.Name, Slave: m.portName(b.Active), Reason: reason})
+	}
+}
+
+func (m *Manager) switchTo(b *Bond, d Decision) {
+	// Never fight the bond: if it has already moved, take its choice.
+	cur, err := m.o.Kernel.Active(b.Index)
+	if err != nil {
+		m.decline(b, "kernel_read_failed", err.Error())
+		return
+	}
+	if cur != b.Active {
+		m.bondMoved(b, cur)
+		return
+	}
+	if err := m.o.Kernel.SetActive(b.Index, d.To); err != nil {
+		m.decline(b, "kernel_refused", err.Error())
+		return
+	}
+	got, err := m.o.Kernel.Active(b.Index)
+	now := m.o.Now()
+	if err != nil || got != d.To {
+		m.decline(b, "kernel_refused", "the active slave did not change")
+		if err == nil && got != b.Active {
+			m.bondMoved(b, got)
+		}
+		return
+	}
+	from := b.Active
+	b.Active = d.To
+	delete(m.declined, b.Index)
+	m.record(Failover{Bond: b.Name, From: m.portName(from), To: m.portName(d.To), Reason: d.Reason, By: "linkbeat",
+		KernelNs: d.TriggerNs, Duration: time.Duration(now - d.TriggerNs), At: time.Now()})
+}
+
+// bondMoved records a switch the bonding driver made by itself.
+func (m *Manager) bondMoved(b *Bond, to int) {
+	from := b.Active
+	b.Active = to
+	if to == 0 {
+		m.o.Log.Warn("bond has no active slave", "bond", b.Name, "was", m.portName(from))
+		return
+	}
+	f := Failover{Bond: b.Name, From: m.portName(from), To: m.portName(to), Reason: ReasonBond, By: "bond", At: time.Now()}
+	// Time it from the old slave's failure when that is what it was.
+	if p, ok := m.ports[from]; ok && !p.Carrier {
+		f.KernelNs, f.Duration = p.CarrierNs, time.Duration(m.o.Now()-p.CarrierNs)
+	}
+	m.record(f)
+}
+
+func (m *Manager) record(f Failover) {
+	m.o.Log.Info("bond failover", "bond", f.Bond, "from", f.From, "to", f.To, "reason", f.Reason, "by", f.By,
+		"duration", f.Duration, "duration_us", f.Duration.Microseconds())
+	if m.o.Observer != nil {
+		m.o.Observer.Failover(f)
+	}
+	m.state.Last[f.Bond] = f
+	if m.o.StateDir != "" {
+		if err := writeState(m.o.StateDir, m.state); err != nil {
+			m.o.Log.Warn("cannot save bond state", "err", err)
+		}
+	}
+}
+
+func (m *Manager) portName(idx int) string {
+	if p, ok := m.ports[idx]; ok {
+		return p.Name
+	}
+	return ""
+}
+
+func (m *Manager) name(idx int) string {
+	if b, ok := m.bonds[idx]; ok {
+		return b.Name
+	}
+	return ""
+}

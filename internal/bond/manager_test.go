@@ -1,0 +1,235 @@
+package bond
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/registry"
+)
+
+// fakeKernel is a bond whose active slave the manager may change; it
+// refuses like the kernel when asked to.
+type fakeKernel struct {
+	mu      sync.Mutex
+	active  map[int]int
+	sets    []int
+	refuse  bool
+	order   []string
+	speeds  map[string]int
+	moveNow int // when set, the bond has already moved to it before linkbeat acts
+}
+
+func (k *fakeKernel) SetActive(bond, slave int) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.sets = append(k.sets, slave)
+	if k.refuse {
+		return errors.New("invalid argument")
+	}
+	k.active[bond] = slave
+	return nil
+}
+
+func (k *fakeKernel) Active(bond int) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.moveNow != 0 {
+		k.active[bond] = k.moveNow
+	}
+	return k.active[bond], nil
+}
+
+func (k *fakeKernel) SlaveOrder(string) ([]string, error) { return k.order, nil }
+func (k *fakeKernel) Speed(n string) (int, int)           { return k.speeds[n], 1 }
+
+func (k *fakeKernel) setCalls() []int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]int(nil), k.sets...)
+}
+
+type recorder struct {
+	mu        sync.Mutex
+	failovers []Failover
+	declined  []Declined
+}
+
+func (r *recorder) Failover(f Failover) { r.mu.Lock(); r.failovers = append(r.failovers, f); r.mu.Unlock() }
+func (r *recorder) Declined(d Declined) { r.mu.Lock(); r.declined = append(r.declined, d); r.mu.Unlock() }
+func (r *recorder) get() ([]Failover, []Declined) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Failover(nil), r.failovers...), append([]Declined(nil), r.declined...)
+}
+
+type fixture struct {
+	m   *Manager
+	k   *fakeKernel
+	rec *recorder
+	now int64
+	dir string
+}
+
+// newFixture is bond0 (ifindex 10) over eth0 (2, active) and eth1 (3),
+// fed to the manager directly, without Run, so each step is synchronous.
+func newFixture(t *testing.T, cfg *config.Config, bond registry.Bond) *fixture {
+	f := &fixture{k: &fakeKernel{active: map[int]int{10: 2}, order: []string{"eth0", "eth1"}}, rec: &recorder{}, now: int64(time.Second), dir: t.TempDir()}
+	if cfg == nil {
+		cfg = &config.Config{}
+	}
+	f.m = NewManager(Options{Kernel: f.k, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Observer: f.rec,
+		Settings: cfg.ForBond, StateDir: f.dir, Now: func() int64 { return f.now }})
+	bond.ActiveSlave = 2
+	if bond.Mode == "" {
+		bond.Mode = "active-backup"
+	}
+	for _, l := range []registry.Link{
+		{Index: 2, Name: "eth0", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up", State: "active"}},
+		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up", State: "backup"}},
+		{Index: 10, Name: "bond0", Kind: "bond", AdminUp: true, Carrier: true, Bond: &bond},
+	} {
+		f.m.link(registry.Change{Kind: registry.Added, Link: l})
+	}
+	return f
+}
+
+func (f *fixture) cut(idx int, up bool, upCount, downCount uint32) {
+	f.m.carrier(carrier.Event{Time: time.Duration(f.now), Ifindex: idx, Up: up, Source: carrier.SourceFentry, UpCount: upCount, DownCount: downCount})
+}
+
+func TestManagerSwitchesOnActiveCarrierLoss(t *testing.T) {
+	f := newFixture(t, nil, registry.Bond{Miimon: 100, PrimaryReselect: "always"})
+	if calls := f.k.setCalls(); len(calls) != 0 {
+		t.Fatalf("a healthy bond was switched: %v", calls)
+	}
+	cutAt := f.now
+	f.now += 300 * int64(time.Microsecond) // the manager's clock when it acts
+	f.m.carrier(carrier.Event{Time: time.Duration(cutAt), Ifindex: 2, Up: false, Source: carrier.SourceFentry, UpCount: 1, DownCount: 1})
+	if calls := f.k.setCalls(); len(calls) != 1 || calls[0] != 3 {
+		t.Fatalf("SetActive calls %v, want [3]", calls)
+	}
+	fo, _ := f.rec.get()
+	if len(fo) != 1 || fo[0].From != "eth0" || fo[0].To != "eth1" || fo[0].Reason != ReasonCarrier || fo[0].By != "linkbeat" ||
+		fo[0].Duration != 300*time.Microsecond || fo[0].KernelNs != cutAt {
+		t.Fatalf("failovers %+v", fo)
+	}
+	st, err := ReadState(f.dir)
+	if err != nil || st.Last["bond0"].To != "eth1" {
+		t.Fatalf("state %+v, %v", st, err)
+	}
+	// The netlink notice of its own switch is not a bond failover.
+	f.m.link(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 10, Name: "bond0", Kind: "bond",
+		Bond: &registry.Bond{Mode: "active-backup", Miimon: 100, ActiveSlave: 3}}})
+	if fo, _ := f.rec.get(); len(fo) != 1 {
+		t.Fatalf("failovers after the notice %+v", fo)
+	}
+}
+
+func TestManagerDoesNotFightTheBond(t *testing.T) {
+	f := newFixture(t, nil, registry.Bond{Miimon: 100})
+	f.k.moveNow = 3 // miimon got there first
+	f.cut(2, false, 1, 1)
+	if calls := f.k.setCalls(); len(calls) != 0 {
+		t.Fatalf("switched a bond that had already moved: %v", calls)
+	}
+	fo, _ := f.rec.get()
+	if len(fo) != 1 || fo[0].By != "bond" || fo[0].To != "eth1" {
+		t.Fatalf("failovers %+v", fo)
+	}
+}
+
+func TestManagerKernelRefusalIsDeclinedOnce(t *testing.T) {
+	f := newFixture(t, nil, registry.Bond{Miimon: 100})
+	f.k.refuse = true
+	f.cut(2, false, 1, 1)
+	f.m.evaluate(10)
+	f.m.evaluate(10)
+	fo, dec := f.rec.get()
+	if len(fo) != 0 || len(dec) != 1 || dec[0].Reason != "kernel_refused" || dec[0].Bond != "bond0" {
+		t.Fatalf("failovers %+v declined %+v", fo, dec)
+	}
+}
+
+func TestManagerIgnoresStaleNetlinkCarrier(t *testing.T) {
+	f := newFixture(t, &config.Config{Bonds: map[string]config.Bond{"bond0": {FastFailover: new(false)}}}, registry.Bond{Miimon: 100})
+	f.cut(2, false, 1, 1)
+	// A notice read late, from before the cut (counters 1/0), must not
+	// bring the carrier back.
+	f.m.link(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 2, Name: "eth0", AdminUp: true, Carrier: true, UpCount: 1,
+		MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}}})
+	if f.m.ports[2].Carrier {
+		t.Fatal("a stale notice brought the carrier back")
+	}
+	if calls := f.k.setCalls(); len(calls) != 0 {
+		t.Fatalf("fast_failover: false still switched: %v", calls)
+	}
+}
+
+func TestManagerSlaveLifecycle(t *testing.T) {
+	f := newFixture(t, nil, registry.Bond{Miimon: 100})
+	// eth1 released: eth0's loss has nowhere to go.
+	f.m.link(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1}})
+	f.cut(2, false, 1, 1)
+	if calls := f.k.setCalls(); len(calls) != 0 {
+		t.Fatalf("switched to a released slave: %v", calls)
+	}
+	_, dec := f.rec.get()
+	if len(dec) != 1 || dec[0].Reason != "no_live_slave" {
+		t.Fatalf("declined %+v", dec)
+	}
+	f.m.link(registry.Change{Kind: registry.Removed, Link: registry.Link{Index: 10, Name: "bond0"}})
+	if len(f.m.bonds) != 0 {
+		t.Fatalf("bond kept after removal: %+v", f.m.bonds)
+	}
+}
+
+// TestManagerRunDownDelay runs the real loop and timer: the switch waits
+// for downdelay, and a blip shorter than it causes none.
+func TestManagerRunDownDelay(t *testing.T) {
+	k := &fakeKernel{active: map[int]int{10: 2}}
+	rec := &recorder{}
+	start := time.Now()
+	now := func() int64 { return int64(time.Since(start)) + int64(time.Second) }
+	m := NewManager(Options{Kernel: k, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Observer: rec, Now: now})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for _, l := range []registry.Link{
+		{Index: 2, Name: "eth0", AdminUp: true, Carrier: true, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}},
+		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}},
+		{Index: 10, Name: "bond0", Kind: "bond", Bond: &registry.Bond{Mode: "active-backup", Miimon: 100, DownDelay: 200, ActiveSlave: 2}},
+	} {
+		m.Link(registry.Change{Kind: registry.Added, Link: l})
+	}
+	// A 50ms blip.
+	m.Carrier(carrier.Event{Time: time.Duration(now()), Ifindex: 2, Up: false, UpCount: 0, DownCount: 1})
+	time.Sleep(50 * time.Millisecond)
+	m.Carrier(carrier.Event{Time: time.Duration(now()), Ifindex: 2, Up: true, UpCount: 1, DownCount: 1})
+	time.Sleep(400 * time.Millisecond)
+	if calls := k.setCalls(); len(calls) != 0 {
+		t.Fatalf("a blip shorter than downdelay switched the bond: %v", calls)
+	}
+	// A real loss.
+	lost := now()
+	m.Carrier(carrier.Event{Time: time.Duration(lost), Ifindex: 2, Up: false, UpCount: 1, DownCount: 2})
+	deadline := time.Now().Add(5 * time.Second)
+	for len(k.setCalls()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	fo, _ := rec.get()
+	if len(fo) != 1 || fo[0].To != "eth1" {
+		t.Fatalf("failovers %+v", fo)
+	}
+	if fo[0].Duration < 200*time.Millisecond {
+		t.Fatalf("switched %v after the loss, before downdelay (200ms) ran out", fo[0].Duration)
+	}
+}
