@@ -197,15 +197,19 @@ func (m *Manager) link(c registry.Change) {
 		p = &port{Slave: Slave{Index: l.Index, Carrier: l.Carrier, CarrierNs: m.o.Now(),
 			changes: uint64(l.UpCount) + uint64(l.DownCount)}, master: l.MasterIndex}
 		m.ports[l.Index] = p
-		defer m.membership(l.MasterIndex)
-	case p.master != l.MasterIndex:
-		old := p.master
-		p.master = l.MasterIndex
-		defer m.membership(old)
-		defer m.membership(l.MasterIndex)
 	}
+	moved := p.master != l.MasterIndex
+	old := p.master
+	p.master = l.MasterIndex
 	p.Name, p.AdminUp, p.BondUp = l.Name, l.AdminUp, l.BondSlave.LinkUp()
 	p.applyCarrier(l.Carrier, uint64(l.UpCount)+uint64(l.DownCount), m.o.Now())
+	if !had || moved || c.Renamed() {
+		m.membership(l.MasterIndex)
+	}
+	if moved {
+		m.membership(old)
+		m.evaluate(old)
+	}
 	m.evaluate(p.master)
 }
 
@@ -214,16 +218,19 @@ func (m *Manager) link(c registry.Change) {
 func (m *Manager) bondLink(l registry.Link) {
 	b, had := m.bonds[l.Index]
 	if !had {
-		b = &Bond{Index: l.Index, Active: l.Bond.ActiveSlave}
+		b = &Bond{Index: l.Index, Name: l.Name, Active: l.Bond.ActiveSlave}
 		m.bonds[l.Index] = b
 		m.o.Log.Info("bond found", "bond", l.Name, "mode", l.Bond.Mode, "miimon", l.Bond.Miimon,
 			"active_slave", m.portName(l.Bond.ActiveSlave), "fast_failover", m.o.Settings(l.Name).FastFailover && Switchable(l.Bond.Mode))
-		defer m.membership(l.Index)
 	}
+	renamed := b.Name != l.Name
 	b.Name, b.Mode, b.Miimon, b.ArpInterval = l.Name, l.Bond.Mode, l.Bond.Miimon, l.Bond.ArpInterval
 	b.UpDelay = time.Duration(l.Bond.UpDelay) * time.Millisecond
 	b.DownDelay = time.Duration(l.Bond.DownDelay) * time.Millisecond
 	b.Primary, b.PrimaryReselect = l.Bond.Primary, l.Bond.PrimaryReselect
+	if !had || renamed {
+		m.membership(l.Index)
+	}
 	if had && l.Bond.ActiveSlave != b.Active {
 		m.bondMoved(b, l.Bond.ActiveSlave)
 	}
