@@ -86,3 +86,29 @@ func TestShippedExampleIsValid(t *testing.T) {
 		t.Fatalf("eth1 %+v", s)
 	}
 }
+
+func TestBonds(t *testing.T) {
+	c, err := Parse([]byte("bonds:\n  bond0:\n    fast_failover: false\n    arp_targets: [192.0.2.1, 192.0.2.2]\n    arp_interval: 50ms\n    missed_max: 5\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.ForBond("bond0")
+	if s.FastFailover || len(s.ARPTargets) != 2 || s.ARPTargets[1].String() != "192.0.2.2" || s.ARPInterval != 50*time.Millisecond || s.MissedMax != 5 {
+		t.Fatalf("bond0 settings %+v", s)
+	}
+	if d := c.ForBond("bond1"); !d.FastFailover || d.ARPTargets != nil || d.ARPInterval != 100*time.Millisecond || d.MissedMax != 3 {
+		t.Fatalf("default settings %+v", d)
+	}
+	for _, bad := range []struct{ yaml, want string }{
+		{"bonds:\n  bond0:\n    arp_targets: [2001:db8::1]\n", "line 3: bonds.bond0.arp_targets"},
+		{"bonds:\n  bond0:\n    arp_targets: [nope]\n", "not a unicast IPv4"},
+		{"bonds:\n  bond0:\n    arp_interval: 1ms\n", "line 3: bonds.bond0.arp_interval: 1ms is too short"},
+		{"bonds:\n  bond0:\n    missed_max: 0\n", "line 3: bonds.bond0.missed_max: 0 is out of range"},
+		{"bonds:\n  bond0:\n    primary: eth0\n", "allowed: fast_failover, arp_targets, arp_interval, missed_max"},
+	} {
+		_, err := Parse([]byte(bad.yaml))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: error %v, want it to contain %q", bad.yaml, err, bad.want)
+		}
+	}
+}
