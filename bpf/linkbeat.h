@@ -39,3 +39,31 @@ struct if_counters {
 	__u64 tx_errors;
 	__u64 tx_timeouts;
 };
+
+/* What the daemon last saw of a link's carrier, written from user space on
+ * every change (the programs never touch it). Pinned beside if_stats, so
+ * `linkbeat status` and bpftool read it while the daemon is not running. */
+struct link_state {
+	__u64 changed_ns; /* CLOCK_MONOTONIC of the last change; 0: not seen change */
+	__u64 seen_ns;    /* CLOCK_MONOTONIC when the daemon last recorded the link */
+	__u32 up_count;   /* the device's carrier_up_count then */
+	__u32 down_count; /* the device's carrier_down_count then */
+	__u8 carrier;     /* 1: carrier, 0: none */
+	__u8 source;      /* how the change was seen: 1 fentry, 2 kprobe, 3 netlink, 4 resync; 0 first sight */
+	__u8 pad[6];
+};
+
+/* ARP path health (bpf/arp.c): one entry per probed slave and ARP target.
+ * The daemon creates the entry, with the MAC the slave probes from; the
+ * program only counts, so the lookup is also the "is it probed" filter. */
+struct path_key {
+	__u32 ifindex;
+	__u32 target; /* IPv4, network byte order (the packet's bytes) */
+};
+
+struct path_replies {
+	__u64 replies; /* ARP replies from target to mac on ifindex */
+	__u64 last_ns; /* CLOCK_MONOTONIC of the latest, bpf_ktime_get_ns() */
+	__u8 mac[6];   /* the probe's sender MAC: a reply must carry it as tha */
+	__u8 pad[2];
+};

@@ -21,6 +21,15 @@ struct {
 	__type(value, struct if_counters);
 } if_stats SEC(".maps");
 
+/* The daemon's record of each monitored link's carrier (see linkbeat.h).
+ * Kept with the counters so that one pin directory holds linkbeat's state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct link_state);
+} link_state SEC(".maps");
+
 static __always_inline struct if_counters *lookup(__u32 ifindex)
 {
 	return bpf_map_lookup_elem(&if_stats, &ifindex);

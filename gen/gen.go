@@ -5,3 +5,4 @@ package gen
 
 //go:generate go tool bpf2go -go-package gen -target bpfel -tags linux -type carrier_event -type carrier_source Carrier ../bpf/carrier.c -- -D__TARGET_ARCH_x86 -I../bpf -O2 -g -Wall -Werror
 //go:generate go tool bpf2go -go-package gen -target bpfel -tags linux -type if_counters Traffic ../bpf/traffic.c -- -D__TARGET_ARCH_x86 -I../bpf -O2 -g -Wall -Werror
+//go:generate go tool bpf2go -go-package gen -target bpfel -tags linux -type path_key -type path_replies Arp ../bpf/arp.c -- -D__TARGET_ARCH_x86 -I../bpf -O2 -g -Wall -Werror

@@ -25,11 +25,23 @@ type TrafficIfCounters struct {
 	TxTimeouts uint64
 }
 
+type TrafficLinkState struct {
+	_         structs.HostLayout
+	ChangedNs uint64
+	SeenNs    uint64
+	UpCount   uint32
+	DownCount uint32
+	Carrier   uint8
+	Source    uint8
+	Pad       [6]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TrafficMapIfStats       = "if_stats"
+	TrafficMapLinkState     = "link_state"
 	TrafficProgTcEgress     = "tc_egress"
 	TrafficProgTcIngress    = "tc_ingress"
 	TrafficProgXmitErrors   = "xmit_errors"
@@ -88,7 +100,8 @@ type TrafficProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TrafficMapSpecs struct {
-	IfStats *ebpf.MapSpec `ebpf:"if_stats"`
+	IfStats   *ebpf.MapSpec `ebpf:"if_stats"`
+	LinkState *ebpf.MapSpec `ebpf:"link_state"`
 }
 
 // TrafficVariableSpecs contains global variables before they are loaded into the kernel.
@@ -117,12 +130,14 @@ func (o *TrafficObjects) Close() error {
 //
 // It can be passed to LoadTrafficObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TrafficMaps struct {
-	IfStats *ebpf.Map `ebpf:"if_stats"`
+	IfStats   *ebpf.Map `ebpf:"if_stats"`
+	LinkState *ebpf.Map `ebpf:"link_state"`
 }
 
 func (m *TrafficMaps) Close() error {
 	return _TrafficClose(
 		m.IfStats,
+		m.LinkState,
 	)
 }
 

@@ -15,6 +15,9 @@ check ip iproute2
 check tc iproute2
 check ping iputils-ping
 check bpftool bpftool
+# promtool and a real Prometheus for the metrics tests (test/host).
+check promtool prometheus
+check prometheus prometheus
 case "${1:-}" in
 generate)
 	check clang clang

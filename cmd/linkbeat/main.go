@@ -104,6 +104,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	statsPinDir := statsCmd.Flag("bpffs-dir", "bpffs directory of the daemon's pinned maps.").Default(defaultPinDir).String()
 
 	versionCmd := app.Command("version", "Print the version.")
+	opsCmds := registerOpsCommands(app, stdout) // status.go
 
 	cmd, err := app.Parse(args)
 	if err != nil {
@@ -113,6 +114,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	if f, ok := opsCmds[cmd]; ok {
+		return f(ctx, log)
+	}
 	switch cmd {
 	case runCmd.FullCommand():
 		cfg := runFlags.config()

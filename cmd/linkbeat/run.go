@@ -16,9 +16,11 @@ import (
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/daemon"
+	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/script"
+	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
 // actionFlags are `run`'s flags for what to do on a change.
@@ -29,6 +31,7 @@ type actionFlags struct {
 	downDelayMS    int
 	noScriptOnExit bool
 	stateDir       string
+	ops            opsFlags // web.go
 }
 
 func (a *actionFlags) register(cmd *kingpin.CmdClause) {
@@ -38,6 +41,7 @@ func (a *actionFlags) register(cmd *kingpin.CmdClause) {
 	cmd.Flag("down-delay", "Milliseconds a link must lack carrier before it is treated as down (ifplugd -d, in ms).").Default("-1").IntVar(&a.downDelayMS)
 	cmd.Flag("no-script-on-exit", "Do not run the down script for up links when the daemon quits (ifplugd -q).").BoolVar(&a.noScriptOnExit)
 	cmd.Flag("state-dir", "Directory for crash-safe state (withdrawn routes).").Default("/run/linkbeat").StringVar(&a.stateDir)
+	a.ops.register(cmd)
 }
 
 // load merges the config file with the flags; flags win.
@@ -80,11 +84,21 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	if len(dcfg.Interfaces) == 0 && !cfg.MonitorAll {
 		dcfg.Interfaces = cfg.Listed()
 	}
+	tel, err := newTelemetry(&af.ops, log)
+	if err != nil {
+		return err
+	}
+	defer tel.Close()
+	dcfg.Observer, dcfg.ReleaseOnExit = tel.metrics, af.ops.releaseOnExit
 	d, err := daemon.Open(dcfg, log)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	defer tel.Close() // no scrape may read the maps d.Close closes
+	if err := tel.started(d, dcfg, af.stateDir); err != nil {
+		return err
+	}
 
 	rm, err := routes.New(routes.Config{StateDir: af.stateDir, Log: log}, routes.NewKernel())
 	if err != nil {
@@ -100,18 +114,22 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 
 	// Scripts outlive ctx's cancellation only for the quit-time run.
-	scripts := script.NewRunner(context.WithoutCancel(ctx), log, nil)
-	act := actions.New(log, func() *config.Config { return cfg }, rm, scripts, daemon.Monotonic)
+	scripts := script.NewRunner(context.WithoutCancel(ctx), log, tel.metrics.ScriptResult)
+	act := actions.New(log, func() *config.Config { return cfg }, tel.metrics.Routes(rm), scripts, daemon.Monotonic)
+	act.Done = tel.metrics.Reaction
 
 	bk, err := bond.NewKernel()
 	if err != nil {
 		return err
 	}
 	defer bk.Close()
-	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Settings: func(name string) config.BondSettings { return cfg.ForBond(name) },
-		StateDir: af.stateDir, Now: func() int64 { return int64(daemon.Monotonic()) }})
+	pm := openPaths(cfg, dcfg, d, log)
+	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: func(name string) config.BondSettings { return cfg.ForBond(name) },
+		StateDir: af.stateDir, Now: func() int64 { return int64(daemon.Monotonic()) }, Paths: pm != nil})
 	bctx, stopBonds := context.WithCancel(ctx)
 	defer stopBonds()
+	paths := startPaths(bctx, pm, cfg, bonds, log)
+	defer paths.close()
 
 	in := make(chan actions.Input, 4096)
 	var wg sync.WaitGroup
@@ -136,6 +154,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 		Update: func(_ context.Context, c registry.Change) {
 			links.update(c)
 			bonds.Link(c)
+			paths.link(c)
 		},
 		Link: func(_ context.Context, c registry.Change) {
 			ev := carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}
@@ -226,4 +245,89 @@ func (n *linkNames) bondOf(idx int) (string, string) {
 		return n.names[idx], n.names[a]
 	}
 	return "", ""
+}
+
+// wantsPaths says whether any bond has ARP targets to probe.
+func wantsPaths(cfg *config.Config) bool {
+	for name := range cfg.Bonds {
+		if len(cfg.ForBond(name).ARPTargets) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// paths runs the ARP path monitor, when a bond asks for it, off the event
+// loop: attaching its programs is netlink work.
+type paths struct {
+	mon    *pathmon.Monitor
+	in     chan registry.Change
+	done   chan struct{}
+	cancel context.CancelFunc
+	log    *slog.Logger
+}
+
+// openPaths opens the ARP path monitor when a bond has targets to probe.
+func openPaths(cfg *config.Config, dcfg daemon.Config, d *daemon.Daemon, log *slog.Logger) *pathmon.Monitor {
+	if !wantsPaths(cfg) {
+		return nil
+	}
+	mon, err := pathmon.Open(pathmon.Options{PinDir: dcfg.PinDir, Mechanism: traffic.Mechanism(d.Features().TCMechanism), Log: log})
+	if err != nil {
+		// Carrier failover still works; only the ARP path checks are off.
+		log.Error("ARP path health off: bonds fail over on carrier only", "err", err)
+		return nil
+	}
+	return mon
+}
+
+func startPaths(ctx context.Context, mon *pathmon.Monitor, cfg *config.Config, bonds *bond.Manager, log *slog.Logger) *paths {
+	p := &paths{log: log}
+	if mon == nil {
+		return p
+	}
+	p.mon, p.in, p.done = mon, make(chan registry.Change, 1024), make(chan struct{})
+	ctx, p.cancel = context.WithCancel(ctx)
+	sync := pathmon.NewSyncer(mon, cfg.ForBond)
+	go func() {
+		for r := range mon.Reports() {
+			bonds.Path(r)
+		}
+	}()
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-p.in:
+				if err := sync.Link(c); err != nil {
+					log.Warn("path monitor", "ifname", c.Link.Name, "err", err)
+				}
+			}
+		}
+	}()
+	return p
+}
+
+func (p *paths) link(c registry.Change) {
+	if p.in == nil {
+		return
+	}
+	select {
+	case p.in <- c:
+	default:
+		p.log.Error("path monitor queue full: link change dropped", "ifname", c.Link.Name)
+	}
+}
+
+func (p *paths) close() {
+	if p.mon == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
+	if err := p.mon.Close(); err != nil {
+		p.log.Warn("closing the path monitor", "err", err)
+	}
 }

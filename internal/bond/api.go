@@ -13,10 +13,10 @@ import "time"
 
 // Reasons a switch is made, as the failover metric's label.
 const (
-	ReasonCarrier  = "carrier"  // the active slave lost carrier
-	ReasonPath     = "path"     // the active slave stopped hearing its ARP targets
-	ReasonPrimary  = "primary"  // the primary came back (primary_reselect)
-	ReasonBond     = "bond"     // the bonding driver switched by itself
+	ReasonCarrier  = "carrier" // the active slave lost carrier
+	ReasonPath     = "path"    // the active slave stopped hearing its ARP targets
+	ReasonPrimary  = "primary" // the primary came back (primary_reselect)
+	ReasonBond     = "bond"    // the bonding driver switched by itself
 	ReasonNoActive = "no_active"
 )
 

@@ -16,13 +16,22 @@ type Slave struct {
 	// BondUp is BOND_LINK_UP in the bond's own view: the kernel refuses
 	// to make any other slave active.
 	BondUp bool
-	// PathDead is the path monitor's verdict (ARP targets unanswered),
-	// reached at PathNs.
-	PathDead bool
-	PathNs   int64
+	// Path is the path monitor's verdict (are the ARP targets
+	// answering?), reached at PathNs.
+	Path   PathVerdict
+	PathNs int64
 	// Speed and Duplex feed primary_reselect=better (-1: unknown).
 	Speed, Duplex int
 }
+
+// PathVerdict is what the path monitor last said of a slave.
+type PathVerdict uint8
+
+const (
+	PathUnknown PathVerdict = iota // no verdict yet, or no probing
+	PathAlive
+	PathDead
+)
 
 // Bond is one bond as the manager sees it.
 type Bond struct {
@@ -72,9 +81,9 @@ func (b *Bond) slave(idx int) *Slave {
 }
 
 // usable is what the kernel demands of a new active slave (up, with
-// carrier, BOND_LINK_UP) plus a live path when paths are checked.
+// carrier, BOND_LINK_UP), and no dead path when paths are checked.
 func (b *Bond) usable(s *Slave) bool {
-	return s.AdminUp && s.Carrier && s.BondUp && !(b.PathChecks && s.PathDead)
+	return s.AdminUp && s.Carrier && s.BondUp && !(b.PathChecks && s.Path == PathDead)
 }
 
 // Decide picks what to do with a bond at monotonic time now. It never
@@ -105,6 +114,10 @@ func Decide(b *Bond, now int64) Decision {
 		var best *Slave
 		for _, s := range b.Slaves {
 			if s == active || !b.usable(s) {
+				continue
+			}
+			// Leave a dead path only for one known to be alive.
+			if reason == ReasonPath && s.Path != PathAlive {
 				continue
 			}
 			if s.Index == b.Primary {
@@ -150,7 +163,7 @@ func (b *Bond) failing(active *Slave, now int64) (reason string, trigger, wake i
 			return "", 0, until
 		}
 		return ReasonCarrier, active.CarrierNs, 0
-	case b.PathChecks && active.PathDead:
+	case b.PathChecks && active.Path == PathDead:
 		return ReasonPath, active.PathNs, 0
 	}
 	return "", 0, 0

@@ -64,7 +64,7 @@ func TestDecideTargetMustBeUsable(t *testing.T) {
 		b := pair()
 		b.Slaves[0].Carrier = false
 		if spoil == nil {
-			b.Slaves[1].PathDead = true // ignored: no ARP targets configured
+			b.Slaves[1].Path = PathDead // ignored: no ARP targets configured
 			if d := Decide(b, 0); d.To != 3 {
 				t.Errorf("%s: %+v", name, d)
 			}
@@ -147,14 +147,28 @@ func TestDecidePrimaryReturn(t *testing.T) {
 func TestDecidePath(t *testing.T) {
 	b := pair()
 	b.PathChecks = true
-	b.Slaves[0].PathDead, b.Slaves[0].PathNs = true, 7*ms
+	b.Slaves[0].Path, b.Slaves[0].PathNs = PathDead, 7*ms
+	b.Slaves[1].Path = PathAlive
 	if d := Decide(b, 8*ms); d.To != 3 || d.Reason != ReasonPath || d.TriggerNs != 7*ms {
 		t.Fatalf("dead path: %+v", d)
 	}
 	// Only while a backup still hears its targets.
-	b.Slaves[1].PathDead = true
+	for _, v := range []PathVerdict{PathDead, PathUnknown} {
+		b.Slaves[1].Path = v
+		if d := Decide(b, 8*ms); d.To != 0 || d.Declined != "no_live_slave" {
+			t.Fatalf("backup path %d: %+v", v, d)
+		}
+	}
+	// A carrier loss may go to a slave with no verdict yet, never to a
+	// dead path.
+	b.Slaves[0].Carrier, b.Slaves[0].Path = false, PathAlive
+	b.Slaves[1].Path = PathUnknown
+	if d := Decide(b, 8*ms); d.To != 3 || d.Reason != ReasonCarrier {
+		t.Fatalf("carrier loss, backup unknown: %+v", d)
+	}
+	b.Slaves[1].Path = PathDead
 	if d := Decide(b, 8*ms); d.To != 0 || d.Declined != "no_live_slave" {
-		t.Fatalf("all paths dead: %+v", d)
+		t.Fatalf("carrier loss, backup path dead: %+v", d)
 	}
 }
 

@@ -24,6 +24,9 @@ type Options struct {
 	StateDir string
 	// Now is CLOCK_MONOTONIC in ns, the clock of the kernel's events.
 	Now func() int64
+	// Paths says the path monitor runs: without it, configured ARP
+	// targets are not checked (and no slave counts as path-dead).
+	Paths bool
 }
 
 type input struct {
@@ -158,10 +161,14 @@ func (p *port) applyCarrier(up bool, changes uint64, ns int64) bool {
 
 func (m *Manager) pathReport(r PathReport) {
 	p, ok := m.ports[r.SlaveIndex]
-	if !ok || p.PathDead == !r.Alive {
+	v := PathDead
+	if r.Alive {
+		v = PathAlive
+	}
+	if !ok || p.Path == v {
 		return
 	}
-	p.PathDead, p.PathNs = !r.Alive, r.KernelNs
+	p.Path, p.PathNs = v, r.KernelNs
 	m.o.Log.Info("bond slave path", "bond", m.name(p.master), "slave", p.Name, "alive", r.Alive)
 	m.evaluate(p.master)
 }
@@ -256,7 +263,7 @@ func (m *Manager) membership(bondIdx int) {
 // view fills a bond's slaves and settings for Decide.
 func (m *Manager) view(b *Bond) {
 	s := m.o.Settings(b.Name)
-	b.FastFailover, b.PathChecks = s.FastFailover, len(s.ARPTargets) > 0
+	b.FastFailover, b.PathChecks = s.FastFailover, m.o.Paths && len(s.ARPTargets) > 0
 	b.Slaves = b.Slaves[:0]
 	var mine []*port
 	for _, idx := range slices.Sorted(maps.Keys(m.ports)) {

@@ -61,8 +61,16 @@ type recorder struct {
 	declined  []Declined
 }
 
-func (r *recorder) Failover(f Failover) { r.mu.Lock(); r.failovers = append(r.failovers, f); r.mu.Unlock() }
-func (r *recorder) Declined(d Declined) { r.mu.Lock(); r.declined = append(r.declined, d); r.mu.Unlock() }
+func (r *recorder) Failover(f Failover) {
+	r.mu.Lock()
+	r.failovers = append(r.failovers, f)
+	r.mu.Unlock()
+}
+func (r *recorder) Declined(d Declined) {
+	r.mu.Lock()
+	r.declined = append(r.declined, d)
+	r.mu.Unlock()
+}
 func (r *recorder) get() ([]Failover, []Declined) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -39,6 +39,11 @@ type Config struct {
 	TC string
 	// DropPoll is how often the BPF drop counter is read (0: 250ms).
 	DropPoll time.Duration
+	// Observer, if set, hears what the loop does (see observe.go).
+	Observer Observer
+	// ReleaseOnExit detaches the pinned TC and tracepoint programs on
+	// Close; by default they stay attached, counting, until the next run.
+	ReleaseOnExit bool
 }
 
 // Features is the result of probing, as `linkbeat features` prints it.
@@ -175,7 +180,7 @@ func explainRefusal(a carrier.Attempt) string {
 }
 
 func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
-	t, err := traffic.Open(traffic.Options{PinDir: d.cfg.PinDir, Mechanism: traffic.Mechanism(d.cfg.TC), KernelTypes: kernelTypes})
+	t, err := traffic.Open(traffic.Options{PinDir: d.cfg.PinDir, Mechanism: traffic.Mechanism(d.cfg.TC), KernelTypes: kernelTypes, Log: d.log})
 	f := &d.features
 	if err != nil {
 		f.TCMechanism = "none"
@@ -221,7 +226,9 @@ func (d *Daemon) closeSources() error {
 // Close releases everything Open took.
 func (d *Daemon) Close() error {
 	errs := []error{d.closeSources()}
-	if d.traffic != nil {
+	if d.traffic != nil && d.cfg.ReleaseOnExit {
+		errs = append(errs, d.traffic.Release())
+	} else if d.traffic != nil {
 		errs = append(errs, d.traffic.Close())
 	}
 	return errors.Join(errs...)

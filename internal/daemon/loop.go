@@ -33,7 +33,7 @@ type loop struct {
 // BPF reader and the netlink reader below; where it is decided: the carrier
 // tracker; where it leaves: sink.
 func (d *Daemon) Run(ctx context.Context, h Handler) error {
-	l := &loop{d: d, h: h, table: registry.NewTable(), tracker: carrier.NewTracker()}
+	l := &loop{d: d, h: d.observe(h), table: registry.NewTable(), tracker: carrier.NewTracker()}
 
 	bpfEvents := make(chan carrier.Event, 1024)
 	l.bpfEvents = bpfEvents
@@ -58,6 +58,7 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 	if err := l.resync(ctx, "start"); err != nil {
 		return err
 	}
+	d.pruneTraffic()
 	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
 
 	poll := d.cfg.DropPoll
@@ -257,6 +258,7 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 			l.h.Carrier(ctx, ev)
 		}
 	}
+	l.d.observeResync(reason)
 	if reason != "start" {
 		l.d.log.Info("resynced from netlink dump", "reason", reason, "links", len(dump))
 	}
@@ -301,6 +303,7 @@ func (l *loop) checkDrops(ctx context.Context) {
 		l.d.log.Warn("cannot read drop counter", "err", err)
 		return
 	}
+	l.d.observeDrops(n)
 	if n > l.lastDrops {
 		l.d.log.Warn("carrier ring buffer dropped events", "dropped", n-l.lastDrops)
 		l.lastDrops = n

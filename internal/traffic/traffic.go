@@ -1,11 +1,18 @@
 // Package traffic counts per-interface packets and bytes with TC programs
 // (tcx where the kernel has it, clsact + cls_bpf before 6.6), and transmit
 // errors and timeouts with the net tracepoints, into one per-CPU BPF map.
+//
+// With a pin directory, everything lives on past the daemon: the maps, the
+// programs and the attachments are pinned there, so counting goes on while
+// the daemon is down, and a restarted daemon takes them over (see Open).
 package traffic
 
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
@@ -17,13 +24,16 @@ import (
 
 // Options configures Open.
 type Options struct {
-	// PinDir pins the counter map there and reuses an existing pin, so
-	// counters survive a restart. Empty: no pinning.
+	// PinDir pins the maps, the programs and the attachments there and
+	// takes over what an earlier run pinned, so counters and attachments
+	// survive a restart. Empty: nothing is pinned, and Close detaches.
 	PinDir string
 	// Mechanism forces "tcx" or "clsact"; empty probes.
 	Mechanism Mechanism
 	// KernelTypes overrides the kernel's BTF.
 	KernelTypes *btf.Spec
+	// Log gets what happened to an earlier run's pins (nil: discarded).
+	Log *slog.Logger
 }
 
 // Counters is one interface's traffic, summed over CPUs.
@@ -33,40 +43,96 @@ type Counters struct {
 	TxErrors, TxTimeouts         uint64
 }
 
-// Traffic owns the loaded programs, the counter map and the attachments.
+// Traffic owns the loaded programs, the maps and the attachments. It is
+// not safe for concurrent use, except Map and LinkStateMap, whose maps
+// may be read from any goroutine.
 type Traffic struct {
+	log        *slog.Logger
+	pinDir     string
 	objs       gen.TrafficObjects
 	mech       Mechanism
 	tracepoint []link.Link
 	tpErr      error
 	attached   map[int]*attachment
+	// adopted are the tcx links an earlier run pinned, by pin name, until
+	// Attach takes them over or Prune detaches them.
+	adopted map[string]link.Link
+	// ourProgs are the IDs of linkbeat's TC programs, this run's and the
+	// ones pinned before: the clsact filters using one of them are ours.
+	ourProgs map[int]bool
+	replaced map[string]string
 }
 
 // Open loads the programs, attaches the tracepoints and picks the TC
 // mechanism. A refused tracepoint is reported by TracepointErr, not fatal:
 // traffic counting works without it.
+//
+// With a pin directory, a map pinned by an earlier run is reused when its
+// layout (type, sizes and the BTF of key and value) is what this build
+// expects, and replaced otherwise (Replaced says which, and the log says
+// why). The programs' pins are replaced by this build's; the tcx links
+// pinned before are kept for Attach to update in place.
 func Open(opts Options) (*Traffic, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	spec, err := gen.LoadTraffic()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded traffic object: %w", err)
 	}
+	t := &Traffic{log: log, pinDir: opts.PinDir, attached: make(map[int]*attachment),
+		adopted: make(map[string]link.Link), ourProgs: make(map[int]bool), replaced: map[string]string{}}
 	copts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: opts.KernelTypes}}
 	if opts.PinDir != "" {
-		spec.Maps[gen.TrafficMapIfStats].Pinning = ebpf.PinByName
+		if err := checkBpffs(opts.PinDir); err != nil {
+			return nil, err
+		}
+		if t.replaced, err = checkPinnedMaps(opts.PinDir, spec); err != nil {
+			return nil, err
+		}
+		for name, why := range t.replaced {
+			log.Warn("pinned map has another layout than this build's: replaced it, its old contents are gone",
+				"map", name, "pin", filepath.Join(opts.PinDir, name), "change", why)
+		}
+		for _, name := range pinnedMaps {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
 		copts.Maps.PinPath = opts.PinDir
+		t.ourProgs = pinnedProgramIDs(opts.PinDir)
 	}
-	t := &Traffic{attached: make(map[int]*attachment)}
 	// The tracepoint programs need BTF for CO-RE; TC programs do not. Load
 	// them apart so a kernel without BTF still counts traffic.
 	var tc struct {
-		Ingress *ebpf.Program `ebpf:"tc_ingress"`
-		Egress  *ebpf.Program `ebpf:"tc_egress"`
-		Stats   *ebpf.Map     `ebpf:"if_stats"`
+		Ingress   *ebpf.Program `ebpf:"tc_ingress"`
+		Egress    *ebpf.Program `ebpf:"tc_egress"`
+		Stats     *ebpf.Map     `ebpf:"if_stats"`
+		LinkState *ebpf.Map     `ebpf:"link_state"`
 	}
 	if err := spec.LoadAndAssign(&tc, copts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load TC programs: a pinned map in %s changed while linkbeat started: %w", opts.PinDir, err)
+		}
 		return nil, fmt.Errorf("load TC programs: %w", err)
 	}
-	t.objs.TcIngress, t.objs.TcEgress, t.objs.IfStats = tc.Ingress, tc.Egress, tc.Stats
+	t.objs.TcIngress, t.objs.TcEgress, t.objs.IfStats, t.objs.LinkState = tc.Ingress, tc.Egress, tc.Stats, tc.LinkState
+	for _, p := range []*ebpf.Program{tc.Ingress, tc.Egress} {
+		if info, err := p.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				t.ourProgs[int(id)] = true
+			}
+		}
+	}
+	if opts.PinDir != "" {
+		if err := t.pinPrograms(map[string]*ebpf.Program{gen.TrafficProgTcIngress: tc.Ingress, gen.TrafficProgTcEgress: tc.Egress}); err != nil {
+			t.objs.Close()
+			return nil, err
+		}
+		if err := t.adoptLinks(); err != nil {
+			t.objs.Close()
+			return nil, err
+		}
+	}
 
 	t.mech = opts.Mechanism
 	if t.mech == "" {
@@ -76,9 +142,65 @@ func Open(opts Options) (*Traffic, error) {
 	return t, nil
 }
 
+func (t *Traffic) pinPrograms(progs map[string]*ebpf.Program) error {
+	for name, p := range progs {
+		if err := replacePin(filepath.Join(t.pinDir, progPrefix+name), p.Pin); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adoptLinks opens the tcx links an earlier run pinned.
+func (t *Traffic) adoptLinks() error {
+	entries, err := os.ReadDir(t.pinDir)
+	if err != nil {
+		return fmt.Errorf("read pin directory: %w", err)
+	}
+	for _, e := range entries {
+		if _, _, ok := parseTCXPin(e.Name()); !ok {
+			continue
+		}
+		path := filepath.Join(t.pinDir, e.Name())
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			t.log.Warn("cannot open a tcx link pinned by an earlier run: removing the pin", "pin", path, "err", err)
+			os.Remove(path)
+			continue
+		}
+		t.adopted[e.Name()] = l
+	}
+	return nil
+}
+
+// takeAdopted hands over an earlier run's pinned link, or nil.
+func (t *Traffic) takeAdopted(name string) link.Link {
+	l, ok := t.adopted[name]
+	if !ok {
+		return nil
+	}
+	delete(t.adopted, name)
+	return l
+}
+
 func (t *Traffic) attachTracepoints(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions) error {
-	// Share the counter map loaded with the TC programs.
-	copts.MapReplacements = map[string]*ebpf.Map{gen.TrafficMapIfStats: t.objs.IfStats}
+	// Raw tracepoint links cannot be updated in place: an earlier run's go
+	// first, so that no error is counted twice (a few microseconds in which
+	// none is counted instead).
+	if t.pinDir != "" {
+		for _, tp := range tracepoints {
+			path := filepath.Join(t.pinDir, rawTPPrefix+tp.name)
+			if l, err := link.LoadPinnedLink(path, nil); err == nil {
+				l.Unpin()
+				l.Close()
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				t.log.Warn("cannot open a tracepoint link pinned by an earlier run: removing the pin", "pin", path, "err", err)
+				os.Remove(path)
+			}
+		}
+	}
+	// Share the maps loaded with the TC programs.
+	copts.MapReplacements = map[string]*ebpf.Map{gen.TrafficMapIfStats: t.objs.IfStats, gen.TrafficMapLinkState: t.objs.LinkState}
 	var tp struct {
 		Errors   *ebpf.Program `ebpf:"xmit_errors"`
 		Timeouts *ebpf.Program `ebpf:"xmit_timeouts"`
@@ -87,12 +209,23 @@ func (t *Traffic) attachTracepoints(spec *ebpf.CollectionSpec, copts *ebpf.Colle
 		return fmt.Errorf("load tracepoint programs: %w", err)
 	}
 	t.objs.XmitErrors, t.objs.XmitTimeouts = tp.Errors, tp.Timeouts
-	for name, prog := range map[string]*ebpf.Program{"net_dev_xmit": tp.Errors, "net_dev_xmit_timeout": tp.Timeouts} {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: prog})
+	progs := map[string]*ebpf.Program{gen.TrafficProgXmitErrors: tp.Errors, gen.TrafficProgXmitTimeouts: tp.Timeouts}
+	if t.pinDir != "" {
+		if err := t.pinPrograms(progs); err != nil {
+			return err
+		}
+	}
+	for _, x := range tracepoints {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: x.name, Program: progs[x.prog]})
 		if err != nil {
-			return fmt.Errorf("attach raw tracepoint %s: %w", name, err)
+			return fmt.Errorf("attach raw tracepoint %s: %w", x.name, err)
 		}
 		t.tracepoint = append(t.tracepoint, l)
+		if t.pinDir != "" {
+			if err := replacePin(filepath.Join(t.pinDir, rawTPPrefix+x.name), l.Pin); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -106,8 +239,17 @@ func (t *Traffic) TracepointErr() error { return t.tpErr }
 // Map is the counter map, for readers such as the metrics collector.
 func (t *Traffic) Map() *ebpf.Map { return t.objs.IfStats }
 
+// LinkStateMap is the map of recorded carrier states.
+func (t *Traffic) LinkStateMap() *ebpf.Map { return t.objs.LinkState }
+
+// Replaced names the pinned maps Open replaced because their layout was
+// not this build's, each with the difference found.
+func (t *Traffic) Replaced() map[string]string { return t.replaced }
+
 // Attach starts counting on an interface. Counters already in a pinned map
-// (from a previous run) are kept.
+// (from a previous run) are kept, and so are its attachments: a pinned tcx
+// link is updated in place to this run's program, a clsact filter is
+// replaced in place.
 func (t *Traffic) Attach(ifindex int, ifname string) error {
 	if _, ok := t.attached[ifindex]; ok {
 		return nil
@@ -117,7 +259,7 @@ func (t *Traffic) Attach(ifindex int, ifname string) error {
 	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("add %s to the counter map: %w", ifname, err)
 	}
-	a, err := attach(t.mech, ifindex, ifname, t.objs.TcIngress, t.objs.TcEgress)
+	a, err := t.attach(ifindex, ifname)
 	if err != nil {
 		return err
 	}
@@ -135,11 +277,19 @@ func (t *Traffic) Detach(ifindex int, gone bool) error {
 	}
 	delete(t.attached, ifindex)
 	var errs []error
-	if err := a.close(gone); err != nil {
+	if err := t.release(a, gone); err != nil {
 		errs = append(errs, err)
 	}
-	if err := t.objs.IfStats.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		errs = append(errs, fmt.Errorf("remove ifindex %d from the counter map: %w", ifindex, err))
+	errs = append(errs, t.forget(ifindex))
+	return errors.Join(errs...)
+}
+
+func (t *Traffic) forget(ifindex int) error {
+	var errs []error
+	for _, m := range []*ebpf.Map{t.objs.IfStats, t.objs.LinkState} {
+		if err := m.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("remove ifindex %d from %s: %w", ifindex, m, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -153,16 +303,108 @@ func (t *Traffic) Attached() []int {
 	return out
 }
 
-// Close detaches everything. The pinned map, if any, stays.
+// Prune removes what an earlier run left for interfaces this run does not
+// count: their pinned tcx links, their clsact filters, and their entries
+// in the maps. The daemon calls it once it has attached to every
+// monitored interface.
+func (t *Traffic) Prune() error {
+	var errs []error
+	for name, l := range t.adopted {
+		delete(t.adopted, name)
+		_, idx, _ := parseTCXPin(name)
+		t.log.Info("detaching an earlier run's tcx link from an interface not monitored now", "pin", name, "ifindex", idx)
+		errs = append(errs, l.Unpin(), l.Close())
+	}
+	if t.pinDir != "" {
+		errs = append(errs, removeFiltersExcept(t.attached, t.ownsFilter))
+	}
+	for _, m := range []*ebpf.Map{t.objs.IfStats, t.objs.LinkState} {
+		keys, err := mapKeys(m)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, k := range keys {
+			if _, ok := t.attached[int(k)]; ok {
+				continue
+			}
+			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mapKeys lists the ifindex keys of a map.
+func mapKeys(m *ebpf.Map) ([]uint32, error) {
+	var (
+		keys []uint32
+		next uint32
+		prev any // nil: the first key
+	)
+	for {
+		err := m.NextKey(prev, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return keys, nil
+		}
+		if err != nil {
+			return keys, fmt.Errorf("list keys of %s: %w", m, err)
+		}
+		keys = append(keys, next)
+		prev = next
+	}
+}
+
+// Close lets go of everything this process holds. With a pin directory
+// the attachments stay, held by their pins, and count on; without one they
+// are detached.
 func (t *Traffic) Close() error {
 	var errs []error
-	for idx := range t.attached {
-		errs = append(errs, t.Detach(idx, false))
+	for idx, a := range t.attached {
+		delete(t.attached, idx)
+		if t.pinDir != "" {
+			errs = append(errs, a.closeFDs())
+		} else {
+			errs = append(errs, t.release(a, false))
+		}
+	}
+	for name, l := range t.adopted {
+		delete(t.adopted, name)
+		errs = append(errs, l.Close())
 	}
 	for _, l := range t.tracepoint {
 		errs = append(errs, l.Close())
 	}
+	t.tracepoint = nil
 	errs = append(errs, t.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Release detaches everything, pinned or not, removes the pins of the
+// links and the programs, and closes. The maps stay pinned, so the next
+// run's counters continue. This is `run --release-on-exit`.
+func (t *Traffic) Release() error {
+	var errs []error
+	for idx, a := range t.attached {
+		delete(t.attached, idx)
+		errs = append(errs, t.release(a, false))
+	}
+	for name, l := range t.adopted {
+		delete(t.adopted, name)
+		errs = append(errs, l.Unpin(), l.Close())
+	}
+	for _, l := range t.tracepoint {
+		errs = append(errs, l.Unpin(), l.Close())
+	}
+	t.tracepoint = nil
+	if t.pinDir != "" {
+		for _, p := range pinnedProgs {
+			if err := os.Remove(filepath.Join(t.pinDir, progPrefix+p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	errs = append(errs, t.Close())
 	return errors.Join(errs...)
 }
 
@@ -199,12 +441,17 @@ func Sum(percpu []gen.TrafficIfCounters) Counters {
 	return c
 }
 
-// OpenPinned opens the counter map a running daemon pinned in dir.
+// OpenPinned opens the counter map a daemon pinned in dir.
 func OpenPinned(dir string) (*ebpf.Map, error) {
-	path := filepath.Join(dir, gen.TrafficMapIfStats)
+	return OpenPinnedMap(dir, MapCounters)
+}
+
+// OpenPinnedMap opens one of linkbeat's pinned maps read-only.
+func OpenPinnedMap(dir, name string) (*ebpf.Map, error) {
+	path := filepath.Join(dir, name)
 	m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("open pinned counter map %s (is `linkbeat run` running with this --bpffs-dir?): %w", path, err)
+		return nil, fmt.Errorf("open pinned map %s (has `linkbeat run` run with this --bpffs-dir?): %w", path, err)
 	}
 	return m, nil
 }

@@ -1,0 +1,306 @@
+package status
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/routes"
+	"github.com/linkbeat/linkbeat/internal/traffic"
+)
+
+// Inputs is everything status reads, gathered by the command.
+type Inputs struct {
+	Links []registry.Link
+	// Counters and LinkStates come from the pinned maps; nil when there
+	// are no pins (no daemon has run with this --bpffs-dir).
+	Counters   map[int]traffic.Counters
+	LinkStates map[int]traffic.LinkState
+	Bonds      bond.State
+	Withdrawn  []routes.WithdrawnLink
+	// Sources is what the last daemon recorded at start; nil if none did.
+	Sources *Sources
+	// Running says whether that daemon's process is alive.
+	Running  bool
+	BpffsDir string
+	// Now and Mono are the wall clock and CLOCK_MONOTONIC, read together,
+	// to turn the kernel's timestamps into times.
+	Now  time.Time
+	Mono time.Duration
+}
+
+// Report is `linkbeat status --json`.
+type Report struct {
+	Daemon    Daemon                 `json:"daemon"`
+	Links     []Link                 `json:"links"`
+	Bonds     []Bond                 `json:"bonds"`
+	Withdrawn []routes.WithdrawnLink `json:"withdrawn_routes"`
+}
+
+// Daemon is the daemon's state and the paths it found live.
+type Daemon struct {
+	Running bool `json:"running"`
+	// Recorded: a daemon recorded its sources in the state directory.
+	Recorded      bool              `json:"recorded"`
+	PID           int               `json:"pid,omitempty"`
+	Started       *time.Time        `json:"started,omitempty"`
+	Version       string            `json:"version,omitempty"`
+	CarrierSource string            `json:"carrier_source,omitempty"`
+	TCMechanism   string            `json:"tc_mechanism,omitempty"`
+	Tracepoints   bool              `json:"tracepoints"`
+	BpffsDir      string            `json:"bpffs_dir"`
+	Pinned        bool              `json:"pinned"`
+	ReplacedMaps  map[string]string `json:"replaced_maps,omitempty"`
+}
+
+// Link is one interface.
+type Link struct {
+	Ifindex int    `json:"ifindex"`
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Master  string `json:"master,omitempty"`
+	Carrier bool   `json:"carrier"`
+	// Monitored: linkbeat counts this interface (it has pinned counters).
+	Monitored bool `json:"monitored"`
+	// LastChange is the last carrier change linkbeat saw, with the path
+	// that reported it; nil when it saw none (see LastChangeNote).
+	LastChange       *time.Time `json:"last_change,omitempty"`
+	LastChangeSource string     `json:"last_change_source,omitempty"`
+	LastChangeNote   string     `json:"last_change_note,omitempty"`
+	Counters         *Counters  `json:"counters,omitempty"`
+	RxLastSeen       *time.Time `json:"rx_last_seen,omitempty"`
+	TxLastSeen       *time.Time `json:"tx_last_seen,omitempty"`
+}
+
+// Counters are an interface's pinned counters.
+type Counters struct {
+	RxPackets  uint64 `json:"rx_packets"`
+	RxBytes    uint64 `json:"rx_bytes"`
+	TxPackets  uint64 `json:"tx_packets"`
+	TxBytes    uint64 `json:"tx_bytes"`
+	TxErrors   uint64 `json:"tx_errors"`
+	TxTimeouts uint64 `json:"tx_timeouts"`
+}
+
+// Bond is a bond in its own view.
+type Bond struct {
+	Name         string    `json:"name"`
+	Mode         string    `json:"mode"`
+	ActiveSlave  string    `json:"active_slave"`
+	Slaves       []Slave   `json:"slaves"`
+	LastFailover *Failover `json:"last_failover,omitempty"`
+}
+
+// Slave is a bond port in its bond's view.
+type Slave struct {
+	Name      string `json:"name"`
+	Carrier   bool   `json:"carrier"`
+	State     string `json:"state"`
+	MiiStatus string `json:"mii_status"`
+	// 802.3ad only.
+	AggregatorID *uint16    `json:"ad_aggregator_id,omitempty"`
+	ActorState   *uint8     `json:"ad_actor_oper_port_state,omitempty"`
+	PartnerState *uint16    `json:"ad_partner_oper_port_state,omitempty"`
+	RxLastSeen   *time.Time `json:"rx_last_seen,omitempty"`
+}
+
+// Failover is a bond's last change of active slave.
+type Failover struct {
+	From       string    `json:"from"`
+	To         string    `json:"to"`
+	Reason     string    `json:"reason"`
+	By         string    `json:"by"`
+	At         time.Time `json:"at"`
+	DurationNS int64     `json:"duration_ns"`
+}
+
+// Build joins the inputs. Loopback is left out.
+func Build(in Inputs) Report {
+	r := Report{Links: []Link{}, Bonds: []Bond{}, Withdrawn: in.Withdrawn}
+	if r.Withdrawn == nil {
+		r.Withdrawn = []routes.WithdrawnLink{}
+	}
+	r.Daemon = Daemon{Running: in.Running, BpffsDir: in.BpffsDir, Pinned: in.Counters != nil}
+	if s := in.Sources; s != nil {
+		started := s.Started
+		r.Daemon.Recorded, r.Daemon.PID, r.Daemon.Started, r.Daemon.Version = true, s.PID, &started, s.Version
+		r.Daemon.CarrierSource, r.Daemon.TCMechanism, r.Daemon.Tracepoints = s.CarrierSource, s.TCMechanism, s.Tracepoints
+		r.Daemon.ReplacedMaps = s.ReplacedMaps
+	}
+	wall := func(ns uint64) *time.Time {
+		if ns == 0 || time.Duration(ns) > in.Mono {
+			return nil
+		}
+		t := in.Now.Add(-(in.Mono - time.Duration(ns))).Round(time.Microsecond)
+		return &t
+	}
+	byIndex := map[int]registry.Link{}
+	for _, l := range in.Links {
+		byIndex[l.Index] = l
+	}
+	links := slices.Clone(in.Links)
+	slices.SortFunc(links, func(a, b registry.Link) int { return a.Index - b.Index })
+	for _, l := range links {
+		if l.Loopback {
+			continue
+		}
+		out := Link{Ifindex: l.Index, Name: l.Name, Kind: l.Kind, Carrier: l.Carrier}
+		if m, ok := byIndex[l.MasterIndex]; ok && l.MasterIndex != 0 {
+			out.Master = m.Name
+		}
+		if c, ok := in.Counters[l.Index]; ok {
+			out.Monitored = true
+			out.Counters = &Counters{RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
+				TxErrors: c.TxErrors, TxTimeouts: c.TxTimeouts}
+			out.RxLastSeen, out.TxLastSeen = wall(c.RxLastNS), wall(c.TxLastNS)
+		}
+		if s, ok := in.LinkStates[l.Index]; ok {
+			switch {
+			case s.Carrier != l.Carrier || s.UpCount != l.UpCount || s.DownCount != l.DownCount:
+				out.LastChangeNote = "changed since linkbeat last saw it (the daemon was not watching)"
+			case s.ChangedNS == 0:
+				out.LastChangeNote = "no change seen since linkbeat first saw the link"
+				if t := wall(s.SeenNS); t != nil {
+					out.LastChangeNote += " at " + t.Format(time.RFC3339)
+				}
+			default:
+				out.LastChange = wall(s.ChangedNS)
+				out.LastChangeSource = carrier.Source(s.Source).String()
+			}
+		}
+		r.Links = append(r.Links, out)
+
+		if l.Bond == nil {
+			continue
+		}
+		b := Bond{Name: l.Name, Mode: l.Bond.Mode, Slaves: []Slave{}}
+		if a, ok := byIndex[l.Bond.ActiveSlave]; ok && l.Bond.ActiveSlave != 0 {
+			b.ActiveSlave = a.Name
+		}
+		for _, s := range links {
+			if s.MasterIndex != l.Index || s.BondSlave == nil {
+				continue
+			}
+			sl := Slave{Name: s.Name, Carrier: s.Carrier, State: s.BondSlave.State, MiiStatus: s.BondSlave.MiiStatus}
+			if l.Bond.Mode == "802.3ad" {
+				agg, actor, partner := s.BondSlave.AggregatorID, s.BondSlave.ActorState, s.BondSlave.PartnerState
+				sl.AggregatorID, sl.ActorState, sl.PartnerState = &agg, &actor, &partner
+			}
+			if c, ok := in.Counters[s.Index]; ok {
+				sl.RxLastSeen = wall(c.RxLastNS)
+			}
+			b.Slaves = append(b.Slaves, sl)
+		}
+		if f, ok := in.Bonds.Last[l.Name]; ok {
+			b.LastFailover = &Failover{From: f.From, To: f.To, Reason: f.Reason, By: f.By, At: f.At, DurationNS: int64(f.Duration)}
+		}
+		r.Bonds = append(r.Bonds, b)
+	}
+	return r
+}
+
+// WriteText prints the report for people.
+func WriteText(w io.Writer, r Report, now time.Time) error {
+	ago := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%s (%s ago)", t.Format("2006-01-02 15:04:05.000"), now.Sub(*t).Round(time.Millisecond))
+	}
+	d := r.Daemon
+	switch {
+	case d.Running:
+		fmt.Fprintf(w, "daemon:    running, pid %d, started %s\n", d.PID, ago(d.Started))
+	case d.Recorded:
+		fmt.Fprintf(w, "daemon:    not running (last started %s, pid %d)\n", ago(d.Started), d.PID)
+	default:
+		fmt.Fprintln(w, "daemon:    no record of a run in this --state-dir")
+	}
+	if d.Recorded {
+		tp := "on"
+		if !d.Tracepoints {
+			tp = "off"
+		}
+		fmt.Fprintf(w, "sources:   carrier %s, tc %s, tx error counting %s (version %s)\n", d.CarrierSource, d.TCMechanism, tp, d.Version)
+		for m, why := range d.ReplacedMaps {
+			fmt.Fprintf(w, "replaced:  pinned map %s at start: %s\n", m, why)
+		}
+	}
+	pins := "none"
+	if d.Pinned {
+		pins = "present"
+	}
+	fmt.Fprintf(w, "pins:      %s (%s)\n\n", d.BpffsDir, pins)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LINK\tKIND\tCARRIER\tLAST CHANGE\tVIA\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES\tTX ERR\tTX TMO\tRX LAST SEEN")
+	for _, l := range r.Links {
+		car := "down"
+		if l.Carrier {
+			car = "up"
+		}
+		change, via := ago(l.LastChange), l.LastChangeSource
+		if l.LastChange == nil && l.LastChangeNote != "" {
+			change, via = "("+l.LastChangeNote+")", "-"
+		}
+		if via == "" {
+			via = "-"
+		}
+		cnt := []string{"-", "-", "-", "-", "-", "-"}
+		if c := l.Counters; c != nil {
+			cnt = []string{fmt.Sprint(c.RxPackets), fmt.Sprint(c.RxBytes), fmt.Sprint(c.TxPackets), fmt.Sprint(c.TxBytes), fmt.Sprint(c.TxErrors), fmt.Sprint(c.TxTimeouts)}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, l.Kind, car, change, via, strings.Join(cnt, "\t"), ago(l.RxLastSeen))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, b := range r.Bonds {
+		fmt.Fprintf(w, "\nbond %s: mode %s, active slave %s\n", b.Name, b.Mode, orDash(b.ActiveSlave))
+		if f := b.LastFailover; f != nil {
+			fmt.Fprintf(w, "  last failover: %s -> %s, reason %s, by %s, at %s, took %s\n", orDash(f.From), orDash(f.To), f.Reason, f.By,
+				f.At.Format("2006-01-02 15:04:05.000"), time.Duration(f.DurationNS))
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  SLAVE\tCARRIER\tSTATE\tMII\tAGGREGATOR\tACTOR\tPARTNER\tRX LAST SEEN")
+		for _, s := range b.Slaves {
+			agg, actor, partner := "-", "-", "-"
+			if s.AggregatorID != nil {
+				agg, actor, partner = fmt.Sprint(*s.AggregatorID), fmt.Sprintf("%#02x", *s.ActorState), fmt.Sprintf("%#02x", *s.PartnerState)
+			}
+			fmt.Fprintf(tw, "  %s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Carrier, s.State, s.MiiStatus, agg, actor, partner, ago(s.RxLastSeen))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w)
+	if len(r.Withdrawn) == 0 {
+		fmt.Fprintln(w, "withdrawn routes: none")
+		return nil
+	}
+	fmt.Fprintln(w, "withdrawn routes:")
+	for _, wl := range r.Withdrawn {
+		fmt.Fprintf(w, "  %s (ifindex %d) since %s\n", wl.Ifname, wl.Ifindex, wl.Since.Format(time.RFC3339))
+		for _, rt := range wl.Routes {
+			fmt.Fprintf(w, "    route %s\n", rt)
+		}
+		for _, nh := range wl.Nexthops {
+			fmt.Fprintf(w, "    nexthop %s\n", nh)
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
