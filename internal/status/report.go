@@ -93,8 +93,11 @@ type Bond struct {
 	Name         string    `json:"name"`
 	Mode         string    `json:"mode"`
 	ActiveSlave  string    `json:"active_slave"`
+	Primary      string    `json:"primary"`
 	Slaves       []Slave   `json:"slaves"`
 	LastFailover *Failover `json:"last_failover,omitempty"`
+	// Options are the bond's monitoring and failover settings.
+	Options registry.Bond `json:"options"`
 }
 
 // Slave is a bond port in its bond's view.
@@ -108,6 +111,10 @@ type Slave struct {
 	ActorState   *uint8     `json:"ad_actor_oper_port_state,omitempty"`
 	PartnerState *uint16    `json:"ad_partner_oper_port_state,omitempty"`
 	RxLastSeen   *time.Time `json:"rx_last_seen,omitempty"`
+	// RxShare and TxShare are the slave's part of its bond's bytes since
+	// counting began (balance-tlb/alb spread load by them).
+	RxShare *float64 `json:"rx_share,omitempty"`
+	TxShare *float64 `json:"tx_share,omitempty"`
 }
 
 // Failover is a bond's last change of active slave.
@@ -179,9 +186,19 @@ func Build(in Inputs) Report {
 		if l.Bond == nil {
 			continue
 		}
-		b := Bond{Name: l.Name, Mode: l.Bond.Mode, Slaves: []Slave{}}
+		b := Bond{Name: l.Name, Mode: l.Bond.Mode, Slaves: []Slave{}, Options: *l.Bond}
 		if a, ok := byIndex[l.Bond.ActiveSlave]; ok && l.Bond.ActiveSlave != 0 {
 			b.ActiveSlave = a.Name
+		}
+		if p, ok := byIndex[l.Bond.Primary]; ok && l.Bond.Primary != 0 {
+			b.Primary = p.Name
+		}
+		var rxTotal, txTotal uint64
+		for _, s := range links {
+			if c, ok := in.Counters[s.Index]; ok && s.MasterIndex == l.Index && s.BondSlave != nil {
+				rxTotal += c.RxBytes
+				txTotal += c.TxBytes
+			}
 		}
 		for _, s := range links {
 			if s.MasterIndex != l.Index || s.BondSlave == nil {
@@ -194,6 +211,7 @@ func Build(in Inputs) Report {
 			}
 			if c, ok := in.Counters[s.Index]; ok {
 				sl.RxLastSeen = wall(c.RxLastNS)
+				sl.RxShare, sl.TxShare = share(c.RxBytes, rxTotal), share(c.TxBytes, txTotal)
 			}
 			b.Slaves = append(b.Slaves, sl)
 		}
@@ -203,6 +221,14 @@ func Build(in Inputs) Report {
 		r.Bonds = append(r.Bonds, b)
 	}
 	return r
+}
+
+func share(part, total uint64) *float64 {
+	if total == 0 {
+		return nil
+	}
+	v := float64(part) / float64(total)
+	return &v
 }
 
 // WriteText prints the report for people.
@@ -262,19 +288,22 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		return err
 	}
 	for _, b := range r.Bonds {
-		fmt.Fprintf(w, "\nbond %s: mode %s, active slave %s\n", b.Name, b.Mode, orDash(b.ActiveSlave))
+		o := b.Options
+		fmt.Fprintf(w, "\nbond %s: mode %s, active slave %s, primary %s (reselect %s), miimon %dms, updelay %dms, downdelay %dms, arp_interval %dms\n",
+			b.Name, b.Mode, orDash(b.ActiveSlave), orDash(b.Primary), orDash(o.PrimaryReselect), o.Miimon, o.UpDelay, o.DownDelay, o.ArpInterval)
 		if f := b.LastFailover; f != nil {
 			fmt.Fprintf(w, "  last failover: %s -> %s, reason %s, by %s, at %s, took %s\n", orDash(f.From), orDash(f.To), f.Reason, f.By,
 				f.At.Format("2006-01-02 15:04:05.000"), time.Duration(f.DurationNS))
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  SLAVE\tCARRIER\tSTATE\tMII\tAGGREGATOR\tACTOR\tPARTNER\tRX LAST SEEN")
+		fmt.Fprintln(tw, "  SLAVE\tCARRIER\tSTATE\tMII\tAGGREGATOR\tACTOR\tPARTNER\tRX SHARE\tTX SHARE\tRX LAST SEEN")
 		for _, s := range b.Slaves {
 			agg, actor, partner := "-", "-", "-"
 			if s.AggregatorID != nil {
 				agg, actor, partner = fmt.Sprint(*s.AggregatorID), fmt.Sprintf("%#02x", *s.ActorState), fmt.Sprintf("%#02x", *s.PartnerState)
 			}
-			fmt.Fprintf(tw, "  %s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Carrier, s.State, s.MiiStatus, agg, actor, partner, ago(s.RxLastSeen))
+			fmt.Fprintf(tw, "  %s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Carrier, s.State, s.MiiStatus, agg, actor, partner,
+				percent(s.RxShare), percent(s.TxShare), ago(s.RxLastSeen))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -296,6 +325,13 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+func percent(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", *v*100)
 }
 
 func orDash(s string) string {

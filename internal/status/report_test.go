@@ -164,3 +164,22 @@ func TestSourcesRoundTrip(t *testing.T) {
 		t.Fatalf("read back %+v, %v", got, err)
 	}
 }
+
+func TestBuildSlaveTrafficShare(t *testing.T) {
+	in := fixture()
+	in.Links[5].Bond.Mode = "balance-alb"
+	in.Counters[2] = traffic.Counters{RxBytes: 100, TxBytes: 300}
+	in.Counters[3] = traffic.Counters{RxBytes: 300, TxBytes: 100}
+	b := Build(in).Bonds[0]
+	s0, s1 := b.Slaves[0], b.Slaves[1]
+	if s0.RxShare == nil || *s0.RxShare != 0.25 || *s0.TxShare != 0.75 || *s1.RxShare != 0.75 || *s1.TxShare != 0.25 {
+		t.Fatalf("shares eth0 %v/%v eth1 %v/%v", s0.RxShare, s0.TxShare, s1.RxShare, s1.TxShare)
+	}
+	var buf bytes.Buffer
+	if err := WriteText(&buf, Build(in), now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "75.0%") || !strings.Contains(buf.String(), "mode balance-alb") {
+		t.Fatalf("text output lacks the shares:\n%s", buf.String())
+	}
+}
