@@ -105,6 +105,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	versionCmd := app.Command("version", "Print the version.")
 	opsCmds := registerOpsCommands(app, stdout) // status.go
+	// linkbeat doctor (doctor.go)
+	doctorName, doctorRun := registerDoctor(app, stdout)
 
 	cmd, err := app.Parse(args)
 	if err != nil {
@@ -116,6 +118,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	if f, ok := opsCmds[cmd]; ok {
 		return f(ctx, log)
+	}
+	if cmd == doctorName {
+		return doctorRun(log)
 	}
 	switch cmd {
 	case runCmd.FullCommand():

@@ -6,6 +6,7 @@ package registry
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 
@@ -152,10 +153,7 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 		for _, ip := range b.ArpIpTargets {
 			l.Bond.ArpIPTargets = append(l.Bond.ArpIPTargets, ip.String())
 		}
-		if b.AdInfo != nil {
-			l.Bond.AdAggregator = b.AdInfo.AggregatorId
-			l.Bond.AdPartnerMac = b.AdInfo.PartnerMac.String()
-		}
+		bondData(attrs, l.Bond)
 	}
 	if s, ok := a.Slave.(*netlink.BondSlave); ok {
 		l.BondSlave = &BondSlave{State: s.State.String(), MiiStatus: s.MiiStatus.String(),
@@ -164,6 +162,66 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 	}
 	l.BridgePort = bridgeSlaveData(attrs)
 	return Update{Deleted: msgType == unix.RTM_DELLINK, Link: l}, nil
+}
+
+// arpValidate names BOND_ARP_VALIDATE_* (the library's own table calls
+// "all" "none" and knows no filter values).
+var arpValidate = []string{"none", "active", "backup", "all", "filter", "filter_active", "filter_backup"}
+
+// bondData reads what the netlink library gets wrong or skips from the
+// bond's IFLA_INFO_DATA: arp_validate and 802.3ad's aggregator info.
+func bondData(attrs []syscall.NetlinkRouteAttr, b *Bond) {
+	for _, d := range infoData(attrs, unix.IFLA_INFO_DATA) {
+		switch d.Attr.Type & nl.NLA_TYPE_MASK {
+		case nl.IFLA_BOND_ARP_VALIDATE:
+			if v := native32(d.Value); int(v) < len(arpValidate) {
+				b.ArpValidate = arpValidate[v]
+			} else {
+				b.ArpValidate = fmt.Sprintf("arp_validate(%d)", v)
+			}
+		case nl.IFLA_BOND_AD_INFO:
+			info, err := nl.ParseRouteAttr(d.Value)
+			if err != nil {
+				continue
+			}
+			for _, i := range info {
+				switch i.Attr.Type & nl.NLA_TYPE_MASK {
+				case nl.IFLA_BOND_AD_INFO_AGGREGATOR:
+					if len(i.Value) >= 2 {
+						b.AdAggregator = int(nl.NativeEndian().Uint16(i.Value))
+					}
+				case nl.IFLA_BOND_AD_INFO_PARTNER_MAC:
+					if len(i.Value) >= 6 {
+						b.AdPartnerMac = net.HardwareAddr(i.Value[:6]).String()
+					}
+				}
+			}
+		}
+	}
+}
+
+// infoData returns the attributes nested in IFLA_LINKINFO's typ
+// (IFLA_INFO_DATA or IFLA_INFO_SLAVE_DATA).
+func infoData(attrs []syscall.NetlinkRouteAttr, typ uint16) []syscall.NetlinkRouteAttr {
+	for _, at := range attrs {
+		if at.Attr.Type&nl.NLA_TYPE_MASK != unix.IFLA_LINKINFO {
+			continue
+		}
+		info, err := nl.ParseRouteAttr(at.Value)
+		if err != nil {
+			return nil
+		}
+		for _, i := range info {
+			if i.Attr.Type&nl.NLA_TYPE_MASK == typ {
+				data, err := nl.ParseRouteAttr(i.Value)
+				if err != nil {
+					return nil
+				}
+				return data
+			}
+		}
+	}
+	return nil
 }
 
 // bridgeSlaveData reads IFLA_LINKINFO's bridge slave data, which

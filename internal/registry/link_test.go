@@ -137,3 +137,22 @@ func TestParseBridgeSlaveDataInLinkMessage(t *testing.T) {
 		t.Fatalf("parsed %+v", u.Link)
 	}
 }
+
+func TestParseBondDataTheLibraryGetsWrong(t *testing.T) {
+	li := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	li.AddRtAttr(nl.IFLA_INFO_KIND, nl.ZeroTerminated("bond"))
+	data := li.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(nl.IFLA_BOND_MODE, []byte{4})
+	data.AddRtAttr(nl.IFLA_BOND_ARP_VALIDATE, u32(3))
+	ad := data.AddRtAttr(nl.IFLA_BOND_AD_INFO, nil)
+	ad.AddRtAttr(nl.IFLA_BOND_AD_INFO_AGGREGATOR, nl.Uint16Attr(2))
+	ad.AddRtAttr(nl.IFLA_BOND_AD_INFO_PARTNER_MAC, []byte{2, 0, 0, 0, 0, 9})
+	u, err := ParseMessage(unix.RTM_NEWLINK, linkMessage(6, unix.IFF_UP, nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("bond0")), li))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := u.Link.Bond
+	if b == nil || b.Mode != "802.3ad" || b.ArpValidate != "all" || b.AdAggregator != 2 || b.AdPartnerMac != "02:00:00:00:00:09" {
+		t.Fatalf("bond %+v", b)
+	}
+}
