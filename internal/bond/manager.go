@@ -320,6 +320,7 @@ func (m *Manager) decline(b *Bond, reason, detail string) {
 }
 
 func (m *Manager) switchTo(b *Bond, d Decision) {
+	start := m.o.Now()
 	// Never fight the bond: if it has already moved, take its choice.
 	cur, err := m.o.Kernel.Active(b.Index)
 	if err != nil {
@@ -330,10 +331,12 @@ func (m *Manager) switchTo(b *Bond, d Decision) {
 		m.bondMoved(b, cur)
 		return
 	}
+	setAt := m.o.Now()
 	if err := m.o.Kernel.SetActive(b.Index, d.To); err != nil {
 		m.decline(b, "kernel_refused", err.Error())
 		return
 	}
+	setDone := m.o.Now()
 	got, err := m.o.Kernel.Active(b.Index)
 	now := m.o.Now()
 	if err != nil || got != d.To {
@@ -346,6 +349,11 @@ func (m *Manager) switchTo(b *Bond, d Decision) {
 	from := b.Active
 	b.Active = d.To
 	delete(m.declined, b.Index)
+	// Where the time went: the decision's start after the kernel event
+	// (delays included), and the switch request, which waits for the
+	// RTNL lock that the kernel's own linkwatch work may hold.
+	m.o.Log.Debug("bond failover timing", "bond", b.Name, "decided_after", time.Duration(start-d.TriggerNs),
+		"set_took", time.Duration(setDone-setAt), "reads_took", time.Duration((setAt-start)+(now-setDone)))
 	m.record(Failover{Bond: b.Name, From: m.portName(from), To: m.portName(d.To), Reason: d.Reason, By: "linkbeat",
 		KernelNs: d.TriggerNs, Duration: time.Duration(now - d.TriggerNs), At: time.Now()})
 }

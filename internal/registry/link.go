@@ -156,7 +156,9 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 		bondData(attrs, l.Bond)
 	}
 	if s, ok := a.Slave.(*netlink.BondSlave); ok {
-		l.BondSlave = &BondSlave{State: s.State.String(), MiiStatus: s.MiiStatus.String(),
+		// The library's names are upper case; the kernel's (sysfs,
+		// iproute2) are lower case.
+		l.BondSlave = &BondSlave{State: strings.ToLower(s.State.String()), MiiStatus: strings.ToLower(s.MiiStatus.String()),
 			LinkFailureCount: s.LinkFailureCount, PermHWAddr: s.PermHardwareAddr.String(), QueueID: s.QueueId,
 			AggregatorID: s.AggregatorId, ActorState: s.AdActorOperPortState, PartnerState: s.AdPartnerOperPortState}
 	}

@@ -156,3 +156,21 @@ func TestParseBondDataTheLibraryGetsWrong(t *testing.T) {
 		t.Fatalf("bond %+v", b)
 	}
 }
+
+// The kernel's names for a slave's state are lower case, as in sysfs; the
+// netlink library's are upper case.
+func TestParseBondSlaveStateNames(t *testing.T) {
+	li := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	li.AddRtAttr(nl.IFLA_INFO_SLAVE_KIND, nl.ZeroTerminated("bond"))
+	sd := li.AddRtAttr(nl.IFLA_INFO_SLAVE_DATA, nil)
+	sd.AddRtAttr(nl.IFLA_BOND_SLAVE_STATE, []byte{1})
+	sd.AddRtAttr(nl.IFLA_BOND_SLAVE_MII_STATUS, []byte{0})
+	u, err := ParseMessage(unix.RTM_NEWLINK, linkMessage(3, unix.IFF_UP, nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("eth1")), li))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := u.Link.BondSlave
+	if s == nil || s.State != "backup" || s.MiiStatus != "up" || !s.LinkUp() {
+		t.Fatalf("slave %+v", s)
+	}
+}

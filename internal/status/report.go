@@ -76,6 +76,8 @@ type Link struct {
 	Counters         *Counters  `json:"counters,omitempty"`
 	RxLastSeen       *time.Time `json:"rx_last_seen,omitempty"`
 	TxLastSeen       *time.Time `json:"tx_last_seen,omitempty"`
+	// StpState is a bridge port's STP state (forwarding, blocking...).
+	StpState string `json:"stp_state,omitempty"`
 }
 
 // Counters are an interface's pinned counters.
@@ -158,6 +160,9 @@ func Build(in Inputs) Report {
 			continue
 		}
 		out := Link{Ifindex: l.Index, Name: l.Name, Kind: l.Kind, Carrier: l.Carrier}
+		if l.BridgePort != nil {
+			out.StpState = l.BridgePort.State
+		}
 		if m, ok := byIndex[l.MasterIndex]; ok && l.MasterIndex != 0 {
 			out.Master = m.Name
 		}
@@ -282,7 +287,11 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		if c := l.Counters; c != nil {
 			cnt = []string{fmt.Sprint(c.RxPackets), fmt.Sprint(c.RxBytes), fmt.Sprint(c.TxPackets), fmt.Sprint(c.TxBytes), fmt.Sprint(c.TxErrors), fmt.Sprint(c.TxTimeouts)}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, l.Kind, car, change, via, strings.Join(cnt, "\t"), ago(l.RxLastSeen))
+		kind := l.Kind
+		if l.StpState != "" {
+			kind += " (stp " + l.StpState + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, kind, car, change, via, strings.Join(cnt, "\t"), ago(l.RxLastSeen))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -183,3 +183,25 @@ func TestBuildSlaveTrafficShare(t *testing.T) {
 		t.Fatalf("text output lacks the shares:\n%s", buf.String())
 	}
 }
+
+func TestBuildBridgePortState(t *testing.T) {
+	in := fixture()
+	in.Links[3].BridgePort = &registry.BridgePort{State: "blocking"}
+	r := Build(in)
+	var got string
+	for _, l := range r.Links {
+		if l.Name == in.Links[3].Name {
+			got = l.StpState
+		}
+	}
+	if got != "blocking" {
+		t.Fatalf("stp state %q", got)
+	}
+	var buf bytes.Buffer
+	if err := WriteText(&buf, r, now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "(stp blocking)") {
+		t.Fatalf("text output lacks the port state:\n%s", buf.String())
+	}
+}

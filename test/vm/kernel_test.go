@@ -51,6 +51,8 @@ var guestModules = []guestModule{
 	{Name: "sch_ingress"},
 	{Name: "cls_bpf"},
 	{Name: "8021q", Optional: true},
+	// STP bridges for the bond/bridge status test (pulls stp and llc).
+	{Name: "bridge"},
 }
 
 // kernel is an extracted Debian kernel ready to boot.

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +21,12 @@ import (
 // netdevs are the QEMU netdev ids of the guest NICs, in PCI order, so the
 // guest sees them as eth0..eth3. The guest checks the order by MAC.
 var netdevs = []string{"net0", "net1", "net2", "net3"}
+
+// nicSpeed is the link speed (Mb/s, full duplex) virtio reports for netN.
+// net0 is faster than the others so that bonding's primary_reselect=better
+// has a better and a worse slave to choose between (see the guest's
+// TestBondPrimaryReselect); virtio's default is "unknown" for all.
+var nicSpeed = []int{10000, 1000, 1000, 1000}
 
 // nicMAC is the MAC of netN; the guest side (vmctl) uses the same scheme.
 func nicMAC(i int) string { return fmt.Sprintf("52:54:00:4c:42:%02x", i) }
@@ -113,7 +121,7 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 	for i, id := range netdevs {
 		args = append(args,
 			"-netdev", "hubport,id="+id+",hubid=0",
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s", id, nicMAC(i)))
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,speed=%d,duplex=full", id, nicMAC(i), nicSpeed[i]))
 	}
 
 	console, err := os.Create(res.ConsoleLog)
@@ -333,6 +341,12 @@ func (q *qmpClient) batch(cmds []string) []error {
 //	ping                    -> pong
 //	setlink net0 down       -> ok | err <reason>
 //	setlink net0,net1 up    -> ok | err <reason>   (one QMP batch)
+//	pulse net0 50           -> ok <µs> | err <reason>
+//
+// pulse cuts the link, waits the given milliseconds on the host and
+// restores it: a carrier blip shorter than any round trip through the
+// guest could make. The reply carries the time between the two QMP
+// answers, in microseconds.
 //
 // The reply is sent only after QMP has answered, so when the guest reads
 // "ok" the link state has changed on QEMU's side.
@@ -390,6 +404,27 @@ func handleRequest(line string, qmp *qmpClient) string {
 			return "err " + strings.Join(msgs, "; ")
 		}
 		return "ok"
+	case len(f) == 3 && f[0] == "pulse":
+		id := f[1]
+		if !slices.Contains(netdevs, id) {
+			return "err unknown netdev " + id
+		}
+		msec, err := strconv.Atoi(f[2])
+		if err != nil || msec < 0 || msec > 60000 {
+			return "err pulse length must be 0..60000 ms"
+		}
+		setLink := func(up bool) error {
+			return qmp.command(fmt.Sprintf(`{"execute":"set_link","arguments":{"name":%q,"up":%t}}`, id, up))
+		}
+		if err := setLink(false); err != nil {
+			return fmt.Sprintf("err %s down: %v", id, err)
+		}
+		down := time.Now()
+		time.Sleep(time.Duration(msec) * time.Millisecond)
+		if err := setLink(true); err != nil {
+			return fmt.Sprintf("err %s up: %v", id, err)
+		}
+		return fmt.Sprintf("ok %d", time.Since(down).Microseconds())
 	default:
 		return "err unknown request"
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,8 +62,21 @@ func TestVM(t *testing.T) {
 		}
 	}
 
-	guestBin := filepath.Join(cacheDir, "guest.test")
+	// Several people may run the VM tests in one checkout at once: each
+	// run builds its own guest binary and copies it to guest.test (for
+	// humans) only when done.
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmpBin, err := os.CreateTemp(cacheDir, "guest-*.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpBin.Close()
+	guestBin := tmpBin.Name()
+	defer func() { os.Rename(guestBin, filepath.Join(cacheDir, "guest.test")) }()
 	if out, err := buildGuest(root, guestBin); err != nil {
+		os.Remove(guestBin)
 		t.Fatalf("building the guest test binary failed: %v\n%s", err, out)
 	}
 	linkbeat := os.Getenv("LINKBEAT_BIN")
@@ -98,10 +112,11 @@ func TestVM(t *testing.T) {
 			if err != nil {
 				t.Fatalf("kernel %s: %v", spec.Series, err)
 			}
-			logDir := filepath.Join(cacheDir, "logs", "linux-"+spec.Series)
-			if err := os.MkdirAll(logDir, 0o755); err != nil {
+			logDir, unlock, err := claimLogDir(filepath.Join(cacheDir, "logs"), "linux-"+spec.Series)
+			if err != nil {
 				t.Fatal(err)
 			}
+			defer unlock()
 			initrd := filepath.Join(logDir, "initramfs.cpio")
 			err = buildInitramfs(initrd, initramfsInput{Kernel: k, GuestTest: guestBin, Linkbeat: linkbeat, GuestArgs: guestArgs})
 			if err != nil {
@@ -289,4 +304,30 @@ func buildGuest(root, out string) (string, error) {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	b, err := cmd.CombinedOutput()
 	return string(b), err
+}
+
+// claimLogDir returns logs/<name> locked for this run. If another run holds
+// it (someone else's `make test-vm` in the same checkout), this run gets a
+// fresh logs/<name>-* directory instead of writing over that run's files.
+func claimLogDir(logs, name string) (string, func(), error) {
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return "", nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(logs, name+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", nil, err
+	}
+	dir := filepath.Join(logs, name)
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		if dir, err = os.MkdirTemp(logs, name+"-*"); err != nil {
+			return "", nil, err
+		}
+		return dir, func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		lock.Close()
+		return "", nil, err
+	}
+	return dir, func() { lock.Close() }, nil
 }

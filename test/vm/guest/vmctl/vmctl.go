@@ -117,3 +117,33 @@ func SetLinks(netdevs []string, up bool) error {
 	}
 	return nil
 }
+
+// Speed is the link speed in Mb/s (full duplex) the host gives netN: net0
+// is faster than net1..net3, so bonding's primary_reselect=better has a
+// better and a worse slave.
+func Speed(n int) int {
+	if n == 0 {
+		return 10000
+	}
+	return 1000
+}
+
+// Pulse cuts one host netdev's link and restores it after d, timed on the
+// host, so the blip is shorter than a guest round trip could make it. It
+// returns how long the link was down between the two QMP answers.
+func Pulse(netdev string, d time.Duration) (time.Duration, error) {
+	line := fmt.Sprintf("pulse %s %d", netdev, d.Milliseconds())
+	r, err := request(line, 60*time.Second+d)
+	if err != nil {
+		return 0, err
+	}
+	us, ok := strings.CutPrefix(r, "ok ")
+	if !ok {
+		return 0, fmt.Errorf("vmctl: %s: host replied %q", line, r)
+	}
+	var n int64
+	if _, err := fmt.Sscanf(us, "%d", &n); err != nil {
+		return 0, fmt.Errorf("vmctl: %s: bad reply %q", line, r)
+	}
+	return time.Duration(n) * time.Microsecond, nil
+}
