@@ -4,10 +4,12 @@ package guest
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,6 +90,15 @@ func label(m *dto.Metric, k string) string {
 	return ""
 }
 
+// selector writes name{k="v",...} with the labels in order, for messages.
+func selector(name string, labels map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		parts = append(parts, fmt.Sprintf("%s=%q", k, labels[k]))
+	}
+	return name + "{" + strings.Join(parts, ",") + "}"
+}
+
 // counter is the value of the one counter series of name with exactly
 // labels; 0 when the series does not exist (yet).
 func (s metricsSnapshot) counter(t *testing.T, name string, labels map[string]string) float64 {
@@ -99,7 +110,7 @@ func (s metricsSnapshot) counter(t *testing.T, name string, labels map[string]st
 	case 1:
 		return ms[0].GetCounter().GetValue()
 	}
-	t.Fatalf("%s%v matches %d series", name, labels, len(ms))
+	t.Fatalf("%s matches %d series", selector(name, labels), len(ms))
 	return 0
 }
 
@@ -123,7 +134,7 @@ func (s metricsSnapshot) histogram(t *testing.T, name string, labels map[string]
 	case 1:
 		return ms[0].GetHistogram()
 	}
-	t.Fatalf("%s%v matches %d series", name, labels, len(ms))
+	t.Fatalf("%s matches %d series", selector(name, labels), len(ms))
 	return nil
 }
 
@@ -171,10 +182,12 @@ func TestBondMetrics(t *testing.T) {
 	requireLinkbeat(t)
 	n := newBondNet(t, bondConfig{Mode: "active-backup", Miimon: 100})
 	b := n.Bond
-	s := n.startStream(t, streamRate)
-	k := openKmsg(t)
 	addr := freeLoopbackAddr(t)
 	lb := startBondRun(t, "--web.listen-address", addr)
+	// The stream starts after linkbeat, as in TestBondPath (the int3 trap
+	// under TCG).
+	s := n.startStream(t, streamRate)
+	k := openKmsg(t)
 	url := "http://" + addr + "/metrics"
 
 	const (
@@ -189,8 +202,8 @@ func TestBondMetrics(t *testing.T) {
 	})
 	c0, all0 := before.counter(t, failovers, carrier), before.counterSum(failovers, byBond)
 	h0 := before.histogram(t, duration, byBond)
-	t.Logf("before: %s%v = %v (all reasons %v); %s count %d sum %v; active slave %v",
-		failovers, carrier, c0, all0, duration, h0.GetSampleCount(), h0.GetSampleSum(), before.activeSlaves(b.Name))
+	t.Logf("before: %s = %v (all reasons %v); %s count %d sum %v; active slave %v",
+		selector(failovers, carrier), c0, all0, selector(duration, byBond), h0.GetSampleCount(), h0.GetSampleSum(), before.activeSlaves(b.Name))
 
 	n.alignTick(t, lb)
 	lm := lb.logMark()
@@ -204,23 +217,23 @@ func TestBondMetrics(t *testing.T) {
 	})
 	c1, all1 := after.counter(t, failovers, carrier), after.counterSum(failovers, byBond)
 	h1 := after.histogram(t, duration, byBond)
-	t.Logf("after: %s%v = %v (all reasons %v); %s count %d sum %v; active slave %v",
-		failovers, carrier, c1, all1, duration, h1.GetSampleCount(), h1.GetSampleSum(), after.activeSlaves(b.Name))
+	t.Logf("after: %s = %v (all reasons %v); %s count %d sum %v; active slave %v",
+		selector(failovers, carrier), c1, all1, selector(duration, byBond), h1.GetSampleCount(), h1.GetSampleSum(), after.activeSlaves(b.Name))
 	if c1-c0 != 1 {
-		t.Errorf("%s%v went from %v to %v, want +1", failovers, carrier, c0, c1)
+		t.Errorf("%s went from %v to %v, want +1", selector(failovers, carrier), c0, c1)
 	}
 	if all1-all0 != 1 {
-		t.Errorf("%s{bond=%q} over all reasons went from %v to %v, want +1", failovers, b.Name, all0, all1)
+		t.Errorf("%s over all reasons went from %v to %v, want +1", selector(failovers, byBond), all0, all1)
 	}
 	if d := h1.GetSampleCount() - h0.GetSampleCount(); d != 1 {
-		t.Errorf("%s{bond=%q} count went from %d to %d, want +1", duration, b.Name, h0.GetSampleCount(), h1.GetSampleCount())
+		t.Errorf("%s_count went from %d to %d, want +1", selector(duration, byBond), h0.GetSampleCount(), h1.GetSampleCount())
 	}
 	dsum := h1.GetSampleSum() - h0.GetSampleSum()
 	if !(h1.GetSampleSum() > 0) || !(dsum > 0) {
-		t.Errorf("%s{bond=%q} sum went from %v to %v, want it to grow above 0", duration, b.Name, h0.GetSampleSum(), h1.GetSampleSum())
+		t.Errorf("%s_sum went from %v to %v, want it to grow above 0", selector(duration, byBond), h0.GetSampleSum(), h1.GetSampleSum())
 	}
 	if want := f.DurationNs.Seconds(); math.Abs(dsum-want) > 1e-6 {
-		t.Errorf("%s{bond=%q} sum grew by %vs; bonds.json says the failover took %vs", duration, b.Name, dsum, want)
+		t.Errorf("%s_sum grew by %vs; bonds.json says the failover took %vs", selector(duration, byBond), dsum, want)
 	}
 	// The observation is in every bucket whose bound holds it, and only
 	// there (the buckets are cumulative).
@@ -229,7 +242,7 @@ func TestBondMetrics(t *testing.T) {
 		prev[bk.GetUpperBound()] = bk.GetCumulativeCount()
 	}
 	if len(h1.GetBucket()) == 0 {
-		t.Errorf("%s{bond=%q} has no buckets", duration, b.Name)
+		t.Errorf("%s has no buckets", selector(duration, byBond))
 	}
 	for _, bk := range h1.GetBucket() {
 		var want uint64

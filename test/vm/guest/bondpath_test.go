@@ -164,7 +164,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // dead and switches to eth1 with the reason "path": its log, bonds.json and
 // the kernel's active slave say so, eth1's path never goes dead, and the
 // stream goes on through eth1. When the drop goes, eth0's path is alive
-// again. Timings are logged, never asserted.
+// again and eth1 stays active (there is no primary to go back to); eth0's
+// carrier never dropped. Timings are logged, never asserted.
 func TestBondPath(t *testing.T) {
 	requireLinkbeat(t)
 	n := newBondNet(t, bondConfig{Mode: "active-backup", Miimon: 100})
@@ -176,10 +177,15 @@ func TestBondPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	runLinkbeat(t, "config", "check", cfg)
-	s := n.startStream(t, streamRate)
 
 	startNs := monotonicNow()
 	lb := startBondRun(t, "--config", cfg)
+	// The stream starts after linkbeat: at start linkbeat re-attaches its
+	// net_dev_xmit tracepoint, which live-patches dev_hard_start_xmit, and
+	// under multi-threaded TCG a vCPU transmitting at that moment can trap
+	// on the patch's int3 (a 6.12 guest panicked so, "Oops: int3" in
+	// dev_hard_start_xmit, in another bond test). Not an issue on hardware.
+	s := n.startStream(t, streamRate)
 	for _, sl := range b.Slaves {
 		lb.waitLog(t, 0, pathEventTimeout, fmt.Sprintf("msg=\"path verdict\" bond=%s slave=%s verdict=alive", b.Name, sl),
 			isPathVerdict(b.Name, sl, "alive"))
