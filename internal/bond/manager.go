@@ -295,6 +295,13 @@ func (m *Manager) evaluate(bondIdx int) {
 	}
 	m.view(b)
 	d := Decide(b, m.o.Now())
+	// Netlink notices of the bond's own view of its slaves can lag (a
+	// busy host, a daemon just started): before acting on that view,
+	// or giving up for want of a live slave, read it fresh.
+	if (d.To != 0 || d.Declined == "no_live_slave") && m.refresh(b) {
+		m.view(b)
+		d = Decide(b, m.o.Now())
+	}
 	delete(m.wake, bondIdx)
 	switch {
 	case d.WakeNs != 0:
@@ -306,6 +313,31 @@ func (m *Manager) evaluate(bondIdx int) {
 	default:
 		delete(m.declined, bondIdx)
 	}
+}
+
+// refresh reads the bond's slaves from the kernel into the ports,
+// reporting whether anything the decision uses changed.
+func (m *Manager) refresh(b *Bond) bool {
+	links, err := m.o.Kernel.Slaves(b.Index)
+	if err != nil {
+		m.o.Log.Debug("cannot read the bond's slaves", "bond", b.Name, "err", err)
+		return false
+	}
+	changed := false
+	for _, l := range links {
+		p, ok := m.ports[l.Index]
+		if !ok || p.master != b.Index {
+			continue
+		}
+		if p.AdminUp != l.AdminUp || p.BondUp != l.BondSlave.LinkUp() {
+			p.AdminUp, p.BondUp = l.AdminUp, l.BondSlave.LinkUp()
+			changed = true
+		}
+		if p.applyCarrier(l.Carrier, uint64(l.UpCount)+uint64(l.DownCount), m.o.Now()) {
+			changed = true
+		}
+	}
+	return changed
 }
 
 func (m *Manager) decline(b *Bond, reason, detail string) {

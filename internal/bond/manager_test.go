@@ -24,6 +24,14 @@ type fakeKernel struct {
 	order   []string
 	speeds  map[string]int
 	moveNow int // when set, the bond has already moved to it before linkbeat acts
+	// slaves, when set, is the kernel's fresh view of the bond's slaves.
+	slaves []registry.Link
+}
+
+func (k *fakeKernel) Slaves(int) ([]registry.Link, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]registry.Link(nil), k.slaves...), nil
 }
 
 func (k *fakeKernel) SetActive(bond, slave int) error {
@@ -239,5 +247,37 @@ func TestManagerRunDownDelay(t *testing.T) {
 	}
 	if fo[0].Duration < 200*time.Millisecond {
 		t.Fatalf("switched %v after the loss, before downdelay (200ms) ran out", fo[0].Duration)
+	}
+}
+
+// TestManagerReadsTheBondsViewFresh: the notice that the backup is up
+// again in the bond's view has not arrived when the active slave fails;
+// the manager reads the kernel before giving up, and switches.
+func TestManagerReadsTheBondsViewFresh(t *testing.T) {
+	f := newFixture(t, nil, registry.Bond{Miimon: 100})
+	f.m.link(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1,
+		MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "going_back"}}})
+	f.k.slaves = []registry.Link{
+		{Index: 2, Name: "eth0", AdminUp: true, Carrier: false, UpCount: 1, DownCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}},
+		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}},
+	}
+	f.cut(2, false, 1, 1)
+	if calls := f.k.setCalls(); len(calls) != 1 || calls[0] != 3 {
+		t.Fatalf("SetActive calls %v, want [3]", calls)
+	}
+	if _, dec := f.rec.get(); len(dec) != 0 {
+		t.Fatalf("declined %+v", dec)
+	}
+	// A fresh view that still has no live slave: declined, no switch.
+	f2 := newFixture(t, nil, registry.Bond{Miimon: 100})
+	f2.k.slaves = []registry.Link{
+		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "down"}},
+	}
+	f2.cut(2, false, 1, 1)
+	if calls := f2.k.setCalls(); len(calls) != 0 {
+		t.Fatalf("switched to a slave down in the bond's fresh view: %v", calls)
+	}
+	if _, dec := f2.rec.get(); len(dec) != 1 || dec[0].Reason != "no_live_slave" {
+		t.Fatalf("declined %+v", dec)
 	}
 }

@@ -25,6 +25,9 @@ type Kernel interface {
 	SetActive(bond, slave int) error
 	// Active reads the bond's active slave from the kernel (0: none).
 	Active(bond int) (int, error)
+	// Slaves reads the bond's slaves as the kernel has them now: the
+	// bond's own view of each, which netlink notices may bring late.
+	Slaves(bond int) ([]registry.Link, error)
 	// SlaveOrder is the bond's own slave order (enslave order), which it
 	// walks to pick a new active slave.
 	SlaveOrder(bondName string) ([]string, error)
@@ -86,6 +89,52 @@ func (k *NetlinkKernel) Active(bond int) (int, error) {
 		return 0, fmt.Errorf("interface %d is not a bond", bond)
 	}
 	return u.Link.Bond.ActiveSlave, nil
+}
+
+func (k *NetlinkKernel) Slaves(bond int) ([]registry.Link, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	// The kernel filters the dump by master (and we check it again).
+	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bond))))
+	k.seq++
+	req.Seq = k.seq
+	if err := k.sock.Send(req); err != nil {
+		return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, err)
+	}
+	var out []registry.Link
+	for {
+		msgs, from, err := k.sock.Receive()
+		if err != nil {
+			return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, err)
+		}
+		if from.Pid != 0 {
+			continue
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != req.Seq {
+				continue
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
+						return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, syscall.Errno(-errno))
+					}
+				}
+				return out, nil
+			case unix.RTM_NEWLINK:
+				u, err := registry.ParseMessage(m.Header.Type, m.Data)
+				if err != nil {
+					return nil, err
+				}
+				if u.Link.MasterIndex == bond && u.Link.BondSlave != nil {
+					out = append(out, u.Link)
+				}
+			}
+		}
+	}
 }
 
 // do sends one request and waits for its answer: the message of type want,
