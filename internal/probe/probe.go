@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -99,16 +98,8 @@ func fsMounted(path string, magic int64) bool {
 // Bpffs makes sure pinDir lies on a bpffs: its nearest existing ancestor
 // must be one. Under /sys/fs/bpf, a missing mount is mounted.
 func Bpffs(pinDir string) Check {
-	c := Check{Name: "bpffs"}
-	dir := filepath.Clean(pinDir)
-	for {
-		if _, err := os.Stat(dir); err == nil || dir == "/" {
-			break
-		}
-		dir = filepath.Dir(dir)
-	}
-	if fsMounted(dir, bpffsMagic) {
-		c.OK, c.Detail = true, dir+" is a bpffs"
+	c, dir := InspectBpffs(pinDir), nearestExisting(pinDir)
+	if c.OK {
 		return c
 	}
 	const root = "/sys/fs/bpf"
