@@ -119,6 +119,7 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 	if err != nil {
 		return Update{}, fmt.Errorf("parse link attributes: %w", err)
 	}
+	info := linkInfo(attrs)
 	a := nlLink.Attrs()
 	l := Link{
 		Index:       a.Index,
@@ -153,7 +154,7 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 		for _, ip := range b.ArpIpTargets {
 			l.Bond.ArpIPTargets = append(l.Bond.ArpIPTargets, ip.String())
 		}
-		bondData(attrs, l.Bond)
+		bondData(info, l.Bond)
 	}
 	if s, ok := a.Slave.(*netlink.BondSlave); ok {
 		// The library's names are upper case; the kernel's (sysfs,
@@ -162,7 +163,7 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 			LinkFailureCount: s.LinkFailureCount, PermHWAddr: s.PermHardwareAddr.String(), QueueID: s.QueueId,
 			AggregatorID: s.AggregatorId, ActorState: s.AdActorOperPortState, PartnerState: s.AdPartnerOperPortState}
 	}
-	l.BridgePort = bridgeSlaveData(attrs)
+	l.BridgePort = bridgeSlaveData(info)
 	return Update{Deleted: msgType == unix.RTM_DELLINK, Link: l}, nil
 }
 
@@ -172,8 +173,12 @@ var arpValidate = []string{"none", "active", "backup", "all", "filter", "filter_
 
 // bondData reads what the netlink library gets wrong or skips from the
 // bond's IFLA_INFO_DATA: arp_validate and 802.3ad's aggregator info.
-func bondData(attrs []syscall.NetlinkRouteAttr, b *Bond) {
-	for _, d := range infoData(attrs, unix.IFLA_INFO_DATA) {
+func bondData(info map[uint16][]byte, b *Bond) {
+	data, err := nl.ParseRouteAttr(info[unix.IFLA_INFO_DATA])
+	if err != nil {
+		return
+	}
+	for _, d := range data {
 		switch d.Attr.Type & nl.NLA_TYPE_MASK {
 		case nl.IFLA_BOND_ARP_VALIDATE:
 			if v := native32(d.Value); int(v) < len(arpValidate) {
@@ -202,9 +207,9 @@ func bondData(attrs []syscall.NetlinkRouteAttr, b *Bond) {
 	}
 }
 
-// infoData returns the attributes nested in IFLA_LINKINFO's typ
-// (IFLA_INFO_DATA or IFLA_INFO_SLAVE_DATA).
-func infoData(attrs []syscall.NetlinkRouteAttr, typ uint16) []syscall.NetlinkRouteAttr {
+// linkInfo returns IFLA_LINKINFO's parts (IFLA_INFO_KIND, IFLA_INFO_DATA,
+// IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA...) by type, unparsed.
+func linkInfo(attrs []syscall.NetlinkRouteAttr) map[uint16][]byte {
 	for _, at := range attrs {
 		if at.Attr.Type&nl.NLA_TYPE_MASK != unix.IFLA_LINKINFO {
 			continue
@@ -213,43 +218,22 @@ func infoData(attrs []syscall.NetlinkRouteAttr, typ uint16) []syscall.NetlinkRou
 		if err != nil {
 			return nil
 		}
+		out := make(map[uint16][]byte, len(info))
 		for _, i := range info {
-			if i.Attr.Type&nl.NLA_TYPE_MASK == typ {
-				data, err := nl.ParseRouteAttr(i.Value)
-				if err != nil {
-					return nil
-				}
-				return data
-			}
+			out[i.Attr.Type&nl.NLA_TYPE_MASK] = i.Value
 		}
+		return out
 	}
 	return nil
 }
 
-// bridgeSlaveData reads IFLA_LINKINFO's bridge slave data, which
-// AF_UNSPEC messages (and dumps) carry for a bridge port.
-func bridgeSlaveData(attrs []syscall.NetlinkRouteAttr) *BridgePort {
-	for _, at := range attrs {
-		if at.Attr.Type&nl.NLA_TYPE_MASK != unix.IFLA_LINKINFO {
-			continue
-		}
-		info, err := nl.ParseRouteAttr(at.Value)
-		if err != nil {
-			return nil
-		}
-		kind := ""
-		for _, i := range info {
-			switch i.Attr.Type & nl.NLA_TYPE_MASK {
-			case unix.IFLA_INFO_SLAVE_KIND:
-				kind = strings.TrimRight(string(i.Value), "\x00")
-			case unix.IFLA_INFO_SLAVE_DATA:
-				if kind == "bridge" {
-					return brportState(i.Value)
-				}
-			}
-		}
+// bridgeSlaveData reads the bridge slave data that AF_UNSPEC messages
+// (and dumps) carry for a bridge port.
+func bridgeSlaveData(info map[uint16][]byte) *BridgePort {
+	if strings.TrimRight(string(info[unix.IFLA_INFO_SLAVE_KIND]), "\x00") != "bridge" {
+		return nil
 	}
-	return nil
+	return brportState(info[unix.IFLA_INFO_SLAVE_DATA])
 }
 
 // brportState finds IFLA_BRPORT_STATE in a list of IFLA_BRPORT_* attributes.
