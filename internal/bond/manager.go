@@ -279,10 +279,15 @@ func (m *Manager) view(b *Bond) {
 	}
 	slices.SortStableFunc(mine, func(x, y *port) int { return rank(x) - rank(y) })
 	for _, p := range mine {
-		if b.PrimaryReselect == "better" {
-			p.Speed, p.Duplex = m.o.Kernel.Speed(p.Name)
-		}
 		b.Slaves = append(b.Slaves, &p.Slave)
+	}
+	// primary_reselect=better compares the primary with the active slave
+	// when the primary is back: read those two speeds then, not on every
+	// event (they are sysfs reads).
+	if pr, act := b.slave(b.Primary), b.slave(b.Active); b.PrimaryReselect == "better" && pr != nil && act != nil && pr != act && pr.Carrier {
+		for _, s := range []*Slave{pr, act} {
+			s.Speed, s.Duplex = m.o.Kernel.Speed(s.Name)
+		}
 	}
 }
 
