@@ -1,7 +1,6 @@
 package host
 
 import (
-	binenc "encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/traffic"
+	"github.com/linkbeat/linkbeat/test/arpdrop"
 )
 
 // TestPathmon drives the ARP path monitor directly (the host has no
@@ -320,29 +319,7 @@ func mapLen(t *testing.T, m *ebpf.Map) int {
 // slave's path and not the other's.)
 func dropARP(t *testing.T, mech traffic.Mechanism, ifindex int, ifname string, sha net.HardwareAddr) *traffic.HookLink {
 	t.Helper()
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "lbtest_drop_arp", Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: asm.Instructions{
-			// skb->protocol holds the EtherType in network order.
-			asm.LoadMem(asm.R2, asm.R1, 16, asm.Word),
-			asm.JNE.Imm32(asm.R2, int32(htons(unix.ETH_P_ARP)), "pass"),
-			// bpf_skb_load_bytes(skb, 14 + 8, fp-8, 6): the ARP sha.
-			asm.Mov.Imm(asm.R2, 14+8),
-			asm.Mov.Reg(asm.R3, asm.RFP),
-			asm.Add.Imm(asm.R3, -8),
-			asm.Mov.Imm(asm.R4, 6),
-			asm.FnSkbLoadBytes.Call(),
-			asm.JNE.Imm(asm.R0, 0, "pass"),
-			asm.LoadMem(asm.R2, asm.RFP, -8, asm.Word),
-			asm.JNE.Imm32(asm.R2, int32(binenc.LittleEndian.Uint32(sha[0:4])), "pass"),
-			asm.LoadMem(asm.R2, asm.RFP, -4, asm.Half),
-			asm.JNE.Imm32(asm.R2, int32(binenc.LittleEndian.Uint16(sha[4:6])), "pass"),
-			asm.Mov.Imm(asm.R0, 2), // TC_ACT_SHOT, TCX_DROP
-			asm.Return(),
-			asm.Mov.Imm(asm.R0, -1).WithSymbol("pass"), // TC_ACT_UNSPEC, TCX_NEXT
-			asm.Return(),
-		},
-	})
+	prog, err := arpdrop.Program(sha)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,5 +333,3 @@ func dropARP(t *testing.T, mech traffic.Mechanism, ifindex int, ifname string, s
 	}
 	return l
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -3,7 +3,6 @@
 package guest
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -12,10 +11,10 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/traffic"
+	"github.com/linkbeat/linkbeat/test/arpdrop"
 )
 
 // ARP path health (issue 5, "Tests in the VM", item 6): see bondnet_test.go
@@ -87,34 +86,9 @@ type arpDrop struct {
 // the root netns).
 func (p *peerNS) dropARPFrom(t *testing.T, sha net.HardwareAddr) *arpDrop {
 	t.Helper()
-	if len(sha) != 6 {
-		t.Fatalf("drop ARP from %v: not an Ethernet address", sha)
-	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "lbtest_drop_arp", Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: asm.Instructions{
-			// skb->protocol holds the EtherType in network order.
-			asm.LoadMem(asm.R2, asm.R1, 16, asm.Word),
-			asm.JNE.Imm32(asm.R2, int32(htons(unix.ETH_P_ARP)), "pass"),
-			// bpf_skb_load_bytes(skb, 14 + 8, fp-8, 6): the ARP sha.
-			asm.Mov.Imm(asm.R2, 14+8),
-			asm.Mov.Reg(asm.R3, asm.RFP),
-			asm.Add.Imm(asm.R3, -8),
-			asm.Mov.Imm(asm.R4, 6),
-			asm.FnSkbLoadBytes.Call(),
-			asm.JNE.Imm(asm.R0, 0, "pass"),
-			asm.LoadMem(asm.R2, asm.RFP, -8, asm.Word),
-			asm.JNE.Imm32(asm.R2, int32(binary.LittleEndian.Uint32(sha[0:4])), "pass"),
-			asm.LoadMem(asm.R2, asm.RFP, -4, asm.Half),
-			asm.JNE.Imm32(asm.R2, int32(binary.LittleEndian.Uint16(sha[4:6])), "pass"),
-			asm.Mov.Imm(asm.R0, 2), // TC_ACT_SHOT, TCX_DROP
-			asm.Return(),
-			asm.Mov.Imm(asm.R0, -1).WithSymbol("pass"), // TC_ACT_UNSPEC, TCX_NEXT
-			asm.Return(),
-		},
-	})
+	prog, err := arpdrop.Program(sha)
 	if err != nil {
-		t.Fatalf("load the ARP drop program: %v", err)
+		t.Fatal(err)
 	}
 	d := &arpDrop{p: p, prog: prog}
 	pl, err := p.Handle().LinkByName(p.NIC)
@@ -152,8 +126,6 @@ func (d *arpDrop) Remove() error {
 	d.hook = nil
 	return d.p.Do(func() error { return h.Close(false) })
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // TestBondPath is item 6, ARP path health: an active-backup bond over eth0
 // and eth1 (miimon 100), linkbeat running with the peer as the bond's ARP
