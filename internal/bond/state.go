@@ -1,11 +1,9 @@
 package bond
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+
+	"github.com/linkbeat/linkbeat/internal/statefile"
 )
 
 // StateFile is where the manager keeps each bond's last failover, in the
@@ -21,16 +19,9 @@ type State struct {
 
 // ReadState reads the state file in dir; a missing file is an empty state.
 func ReadState(dir string) (State, error) {
-	s := State{Last: map[string]Failover{}}
-	b, err := os.ReadFile(filepath.Join(dir, StateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return s, nil
-	}
-	if err != nil {
-		return s, fmt.Errorf("read bond state: %w", err)
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		return s, fmt.Errorf("parse bond state %s: %w", filepath.Join(dir, StateFile), err)
+	s := State{}
+	if _, err := statefile.Read(dir, StateFile, &s); err != nil {
+		return State{Last: map[string]Failover{}}, fmt.Errorf("bond state: %w", err)
 	}
 	if s.Last == nil {
 		s.Last = map[string]Failover{}
@@ -40,19 +31,8 @@ func ReadState(dir string) (State, error) {
 
 // writeState replaces the file atomically.
 func writeState(dir string, s State) error {
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
-	tmp := filepath.Join(dir, StateFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("write bond state: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, StateFile)); err != nil {
-		return fmt.Errorf("write bond state: %w", err)
+	if err := statefile.Write(dir, StateFile, s, statefile.Options{DirPerm: 0o755, FilePerm: 0o644}); err != nil {
+		return fmt.Errorf("bond state: %w", err)
 	}
 	return nil
 }

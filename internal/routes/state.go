@@ -1,14 +1,12 @@
 package routes
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/linkbeat/linkbeat/internal/statefile"
 )
 
 const (
@@ -54,15 +52,12 @@ func (l *linkState) count() int { return len(l.Routes) + len(l.Nexthops) }
 
 func loadState(dir string) (*state, error) {
 	st := &state{Version: stateVersion, Links: map[string]*linkState{}}
-	b, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
-	}
+	found, err := statefile.Read(dir, stateFile, st)
 	if err != nil {
-		return nil, fmt.Errorf("read route state: %w", err)
+		return nil, fmt.Errorf("route state: %w", err)
 	}
-	if err := json.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("parse route state %s: %w", filepath.Join(dir, stateFile), err)
+	if !found {
+		return st, nil
 	}
 	if st.Version != stateVersion {
 		return nil, fmt.Errorf("route state %s: version %d, this linkbeat reads %d", filepath.Join(dir, stateFile), st.Version, stateVersion)
@@ -73,44 +68,11 @@ func loadState(dir string) (*state, error) {
 	return st, nil
 }
 
-// save writes the state atomically and durably: tmp file, fsync, rename,
-// fsync of the directory. After it returns a crash cannot lose it.
+// save writes the state atomically and durably: after it returns a crash
+// cannot lose it.
 func (st *state) save(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode route state: %w", err)
-	}
-	path := filepath.Join(dir, stateFile)
-	f, err := os.CreateTemp(dir, stateFile+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write route state: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write route state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync route state: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write route state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replace route state: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync state dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state dir: %w", err)
+	if err := statefile.Write(dir, stateFile, st, statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Durable: true}); err != nil {
+		return fmt.Errorf("route state: %w", err)
 	}
 	return nil
 }

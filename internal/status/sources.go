@@ -4,13 +4,10 @@
 package status
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/linkbeat/linkbeat/internal/statefile"
 )
 
 // SourcesFile is where `linkbeat run` records, in its state directory,
@@ -32,35 +29,21 @@ type Sources struct {
 
 // WriteSources replaces the file atomically.
 func WriteSources(dir string, s Sources) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode daemon sources: %w", err)
-	}
-	tmp := filepath.Join(dir, SourcesFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("write daemon sources: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, SourcesFile)); err != nil {
-		return fmt.Errorf("write daemon sources: %w", err)
+	if err := statefile.Write(dir, SourcesFile, s, statefile.Options{DirPerm: 0o755, FilePerm: 0o644}); err != nil {
+		return fmt.Errorf("daemon sources: %w", err)
 	}
 	return nil
 }
 
 // ReadSources reads the file; nil without error when no daemon wrote one.
 func ReadSources(dir string) (*Sources, error) {
-	b, err := os.ReadFile(filepath.Join(dir, SourcesFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read daemon sources: %w", err)
-	}
 	var s Sources
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("parse daemon sources %s: %w", filepath.Join(dir, SourcesFile), err)
+	found, err := statefile.Read(dir, SourcesFile, &s)
+	if err != nil {
+		return nil, fmt.Errorf("daemon sources: %w", err)
+	}
+	if !found {
+		return nil, nil
 	}
 	return &s, nil
 }

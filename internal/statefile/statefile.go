@@ -1,0 +1,89 @@
+// Package statefile reads and replaces the small JSON files linkbeat keeps
+// in its state directory (withdrawn routes, bonds' last failovers, the
+// daemon's live sources), so that a reader never sees half a file.
+package statefile
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Options say how a file is written.
+type Options struct {
+	// DirPerm creates the directory when missing; FilePerm is the file's.
+	DirPerm, FilePerm fs.FileMode
+	// Durable fsyncs the file and the directory, so a crash after Write
+	// returns cannot lose it.
+	Durable bool
+}
+
+// Write replaces dir/name with v as indented JSON: a temporary file
+// renamed over the old one.
+func Write(dir, name string, v any, o Options) error {
+	if err := os.MkdirAll(dir, o.DirPerm); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	f, err := os.CreateTemp(dir, name+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if o.Durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("sync %s: %w", name, err)
+		}
+	}
+	if err := f.Chmod(o.FilePerm); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("replace %s: %w", name, err)
+	}
+	if !o.Durable {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
+	}
+	return nil
+}
+
+// Read decodes dir/name into v. A missing file is not an error: found is
+// false and v is untouched.
+func Read(dir, name string, v any) (found bool, err error) {
+	path := filepath.Join(dir, name)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return true, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return true, nil
+}
