@@ -811,8 +811,6 @@ type activeWatch struct {
 	bond    int
 	mu      sync.Mutex
 	changes []activeChange
-	stop    chan struct{}
-	done    chan struct{}
 }
 
 type activeChange struct {
@@ -822,60 +820,34 @@ type activeChange struct {
 
 func watchActive(t *testing.T, bondIndex int) *activeWatch {
 	t.Helper()
-	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
-	if err != nil {
-		t.Fatalf("netlink subscribe: %v", err)
-	}
-	if err := s.SetReceiveTimeout(&unix.Timeval{Usec: 200000}); err != nil {
-		t.Fatal(err)
-	}
-	s.SetReceiveBufferSize(1<<20, true)
-	w := &activeWatch{bond: bondIndex, stop: make(chan struct{}), done: make(chan struct{})}
+	n := subscribeLinks(t)
+	n.s.SetReceiveBufferSize(1<<20, true)
+	w := &activeWatch{bond: bondIndex}
 	last := -1
 	if l, err := netlink.LinkByIndex(bondIndex); err == nil {
 		if b, ok := l.(*netlink.Bond); ok {
 			last = max(b.ActiveSlave, 0)
 		}
 	}
-	go func() {
-		defer close(w.done)
-		defer s.Close()
-		for {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			msgs, _, err := s.Receive()
-			at := monotonicNow()
-			if err != nil {
-				continue
-			}
-			for _, m := range msgs {
-				if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
-					continue
-				}
-				if int(nl.DeserializeIfInfomsg(m.Data).Index) != bondIndex {
-					continue
-				}
-				l, err := netlink.LinkDeserialize(nil, m.Data)
-				if err != nil {
-					continue
-				}
-				b, ok := l.(*netlink.Bond)
-				if !ok {
-					continue
-				}
-				if a := max(b.ActiveSlave, 0); a != last {
-					last = a
-					w.mu.Lock()
-					w.changes = append(w.changes, activeChange{At: at, Active: a})
-					w.mu.Unlock()
-				}
-			}
+	n.start(t, func(data []byte, at int64) {
+		if int(nl.DeserializeIfInfomsg(data).Index) != bondIndex {
+			return
 		}
-	}()
-	t.Cleanup(func() { close(w.stop); <-w.done })
+		l, err := netlink.LinkDeserialize(nil, data)
+		if err != nil {
+			return
+		}
+		b, ok := l.(*netlink.Bond)
+		if !ok {
+			return
+		}
+		if a := max(b.ActiveSlave, 0); a != last {
+			last = a
+			w.mu.Lock()
+			w.changes = append(w.changes, activeChange{At: at, Active: a})
+			w.mu.Unlock()
+		}
+	})
 	return w
 }
 

@@ -261,12 +261,15 @@ type carrierNotice struct {
 // timestamp is taken before any decoding or channel hops.
 type carrierWatcher struct {
 	C       chan carrierNotice
-	stop    chan struct{}
-	done    chan struct{}
 	pending []carrierNotice // received but not yet asked for
 }
 
-func watchCarrier(t *testing.T) *carrierWatcher {
+// linkNotices is a raw RTNLGRP_LINK subscription: receive times are taken
+// before any decoding. Subscribe first, seed what the watcher needs from a
+// dump, then start.
+type linkNotices struct{ s *nl.NetlinkSocket }
+
+func subscribeLinks(t *testing.T) *linkNotices {
 	t.Helper()
 	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
 	if err != nil {
@@ -274,8 +277,43 @@ func watchCarrier(t *testing.T) *carrierWatcher {
 	}
 	// A short timeout lets the goroutine notice stop.
 	if err := s.SetReceiveTimeout(&unix.Timeval{Usec: 200000}); err != nil {
+		s.Close()
 		t.Fatal(err)
 	}
+	return &linkNotices{s: s}
+}
+
+// start hands each RTM_NEWLINK payload and its receive time to fn, on a
+// goroutine that the test's cleanup stops.
+func (n *linkNotices) start(t *testing.T, fn func(data []byte, at int64)) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer n.s.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			msgs, _, err := n.s.Receive()
+			at := monotonicNow()
+			if err != nil {
+				continue // timeout (EAGAIN) or a transient error
+			}
+			for _, m := range msgs {
+				if m.Header.Type == unix.RTM_NEWLINK && len(m.Data) >= unix.SizeofIfInfomsg {
+					fn(m.Data, at)
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+func watchCarrier(t *testing.T) *carrierWatcher {
+	t.Helper()
+	n := subscribeLinks(t)
 	// Seed the last known IFLA_CARRIER from a dump taken after subscribing,
 	// so no change falls between the two.
 	last := map[int]bool{}
@@ -283,6 +321,7 @@ func watchCarrier(t *testing.T) *carrierWatcher {
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
 	if err != nil {
+		n.s.Close()
 		t.Fatalf("netlink link dump: %v", err)
 	}
 	for _, m := range msgs {
@@ -290,41 +329,21 @@ func watchCarrier(t *testing.T) *carrierWatcher {
 			last[idx] = carrier
 		}
 	}
-	w := &carrierWatcher{C: make(chan carrierNotice, 256), stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		defer s.Close()
-		for {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			msgs, _, err := s.Receive()
-			at := monotonicNow()
-			if err != nil {
-				continue // timeout (EAGAIN) or a transient error
-			}
-			for _, m := range msgs {
-				if m.Header.Type != unix.RTM_NEWLINK {
-					continue
-				}
-				idx, name, carrier, ok := parseCarrier(m.Data)
-				if !ok {
-					continue
-				}
-				if prev, ok := last[idx]; ok && prev == carrier {
-					continue
-				}
-				last[idx] = carrier
-				select {
-				case w.C <- carrierNotice{Ifindex: idx, Ifname: name, Carrier: carrier, At: at}:
-				default:
-				}
-			}
+	w := &carrierWatcher{C: make(chan carrierNotice, 256)}
+	n.start(t, func(data []byte, at int64) {
+		idx, name, carrier, ok := parseCarrier(data)
+		if !ok {
+			return
 		}
-	}()
-	t.Cleanup(func() { close(w.stop); <-w.done })
+		if prev, ok := last[idx]; ok && prev == carrier {
+			return
+		}
+		last[idx] = carrier
+		select {
+		case w.C <- carrierNotice{Ifindex: idx, Ifname: name, Carrier: carrier, At: at}:
+		default:
+		}
+	})
 	return w
 }
 
