@@ -37,18 +37,6 @@ func names(ls []registry.Link) []string {
 
 func bondSubject(b registry.Link) string { return fmt.Sprintf("%s (%s)", b.Name, b.Bond.Mode) }
 
-// arpValidate is the bond's arp_validate, "" when unknown: sysfs first,
-// because the netlink library reports "all" as "none".
-func (s *Snapshot) arpValidate(b registry.Link) string {
-	if x, ok := s.BondSysfs[b.Index]; ok && x.ArpValidate != "" {
-		return x.ArpValidate
-	}
-	if v := b.Bond.ArpValidate; v != "none" && !strings.HasPrefix(v, "BondArpValidate(") {
-		return v
-	}
-	return ""
-}
-
 // fastFailover says whether linkbeat run would switch the bond on a
 // carrier event, and if not, why.
 func (s *Snapshot) fastFailover(b registry.Link) (bool, string) {
@@ -107,7 +95,7 @@ func checkBondMonitor(s *Snapshot) []Finding {
 func checkArpValidate(s *Snapshot) []Finding {
 	var out []Finding
 	for _, b := range s.bonds() {
-		if b.Bond.ArpInterval == 0 || s.arpValidate(b) != "none" {
+		if b.Bond.ArpInterval == 0 || b.Bond.ArpValidate != "none" {
 			continue
 		}
 		out = append(out, Finding{
@@ -264,11 +252,7 @@ func (s *Snapshot) lacpAlone(b registry.Link) (alone []registry.Link, noPartner 
 			alone = append(alone, p)
 		}
 	}
-	mac := s.BondSysfs[b.Index].AdPartnerMac
-	if mac == "" {
-		mac = b.Bond.AdPartnerMac
-	}
-	if mac == zeroMAC || len(alone) > 0 {
+	if b.Bond.AdPartnerMac == zeroMAC || len(alone) > 0 {
 		if len(alone) == 0 {
 			alone = up
 		}
@@ -319,10 +303,7 @@ func checkLACPAggregators(s *Snapshot) []Finding {
 		if len(byAgg) < 2 {
 			continue
 		}
-		active := s.BondSysfs[b.Index].AdAggregator
-		if active == 0 {
-			active = b.Bond.AdAggregator
-		}
+		active := b.Bond.AdAggregator
 		ids := make([]int, 0, len(byAgg))
 		for id := range byAgg {
 			ids = append(ids, int(id))

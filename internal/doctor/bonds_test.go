@@ -66,29 +66,20 @@ func arpMon(b *registry.Bond) {
 }
 
 func TestArpValidateNone(t *testing.T) {
-	t.Run("sysfs says none", func(t *testing.T) {
-		s := abBond("active-backup", arpMon)
-		s.BondSysfs[10] = BondSysfs{ArpValidate: "none"}
-		f := only(t, checkArpValidate, s, "bond-arp-validate-none")[0]
+	t.Run("none", func(t *testing.T) {
+		f := only(t, checkArpValidate, abBond("active-backup", arpMon), "bond-arp-validate-none")[0]
 		mustContain(t, "summary", f.Summary, "arp_interval=200", "dead path looks alive")
 		mustContain(t, "why", f.Why, "10.0.0.2, 10.0.0.3")
 		mustContain(t, "fix", f.Fix, "ip link set bond0 type bond arp_validate all")
 	})
-	t.Run("sysfs says all, the netlink library says none", func(t *testing.T) {
-		s := abBond("active-backup", arpMon)
-		s.BondSysfs[10] = BondSysfs{ArpValidate: "all"}
-		only(t, checkArpValidate, s)
+	t.Run("all", func(t *testing.T) {
+		only(t, checkArpValidate, abBond("active-backup", func(b *registry.Bond) { arpMon(b); b.ArpValidate = "all" }))
 	})
-	t.Run("unknown: no sysfs and an ambiguous none", func(t *testing.T) {
-		only(t, checkArpValidate, abBond("active-backup", arpMon))
-	})
-	t.Run("netlink says active", func(t *testing.T) {
+	t.Run("active", func(t *testing.T) {
 		only(t, checkArpValidate, abBond("active-backup", func(b *registry.Bond) { arpMon(b); b.ArpValidate = "active" }))
 	})
 	t.Run("no ARP monitor", func(t *testing.T) {
-		s := abBond("active-backup", nil)
-		s.BondSysfs[10] = BondSysfs{ArpValidate: "none"}
-		only(t, checkArpValidate, s)
+		only(t, checkArpValidate, abBond("active-backup", nil))
 	})
 }
 
@@ -133,8 +124,8 @@ func TestActiveBackupMixedSpeedNoPrimary(t *testing.T) {
 // aggregator 1.
 func lacp() *Snapshot {
 	partner := func(s *registry.BondSlave) { s.AggregatorID, s.ActorState, s.PartnerState = 1, 0x3d, 0x3d }
-	s := clean(bondL(10, "bond0", "802.3ad", nil), port(2, "eth0", 10, partner), port(3, "eth1", 10, partner))
-	s.BondSysfs[10] = BondSysfs{AdAggregator: 1, AdPartnerMac: "52:54:00:aa:bb:cc"}
+	s := clean(bondL(10, "bond0", "802.3ad", func(b *registry.Bond) { b.AdAggregator, b.AdPartnerMac = 1, "52:54:00:aa:bb:cc" }),
+		port(2, "eth0", 10, partner), port(3, "eth1", 10, partner))
 	return speeds(s, Speed{10000, 1}, Speed{10000, 1})
 }
 
@@ -164,7 +155,7 @@ func TestLACPNoPartner(t *testing.T) {
 				s.Links[i].BondSlave.AggregatorID = uint16(s.Links[i].Index)
 			}
 		}
-		s.BondSysfs[10] = BondSysfs{AdAggregator: 2, AdPartnerMac: zeroMAC}
+		s.Links[0].Bond.AdAggregator, s.Links[0].Bond.AdPartnerMac = 2, zeroMAC
 		f := only(t, checkLACPPartner, s, "bond-lacp-no-partner")[0]
 		if f.Severity != Error {
 			t.Errorf("severity %s, want error", f.Severity)
@@ -176,7 +167,7 @@ func TestLACPNoPartner(t *testing.T) {
 	})
 	t.Run("partner MAC zero", func(t *testing.T) {
 		s := lacp()
-		s.BondSysfs[10] = BondSysfs{AdPartnerMac: zeroMAC}
+		s.Links[0].Bond.AdPartnerMac = zeroMAC
 		only(t, checkLACPPartner, s, "bond-lacp-no-partner")
 	})
 	t.Run("partner present", func(t *testing.T) {
@@ -184,7 +175,7 @@ func TestLACPNoPartner(t *testing.T) {
 	})
 	t.Run("no port up", func(t *testing.T) {
 		s := lacp()
-		s.BondSysfs[10] = BondSysfs{AdPartnerMac: zeroMAC}
+		s.Links[0].Bond.AdPartnerMac = zeroMAC
 		for i := range s.Links {
 			if s.Links[i].BondSlave != nil {
 				s.Links[i].BondSlave.MiiStatus = "down"
@@ -211,15 +202,5 @@ func TestBondModeOutsideGuide(t *testing.T) {
 	}
 	for _, m := range []string{"active-backup", "802.3ad", "balance-alb"} {
 		only(t, checkBondMode, abBond(m, nil))
-	}
-}
-
-func TestParseBondSysfs(t *testing.T) {
-	got := ParseBondSysfs("all 3\n", "2\n", "52:54:00:12:34:56\n")
-	if got != (BondSysfs{ArpValidate: "all", AdAggregator: 2, AdPartnerMac: "52:54:00:12:34:56"}) {
-		t.Errorf("got %+v", got)
-	}
-	if got := ParseBondSysfs("", "", ""); got != (BondSysfs{}) {
-		t.Errorf("empty: got %+v", got)
 	}
 }

@@ -128,26 +128,9 @@ type Problem struct {
 	Severity Severity
 }
 
-// BondSysfs is what /sys/class/net/BOND/bonding/ says where rtnetlink, as
-// the netlink library parses it, does not: vishvananda/netlink v1.3.1
-// names arp_validate "all" "none" (and "filter*" by number), and leaves
-// IFLA_BOND_AD_INFO unparsed, so registry.Bond's ArpValidate, AdAggregator
-// and AdPartnerMac cannot be trusted.
-type BondSysfs struct {
-	// ArpValidate is "none", "active", "backup", "all", "filter",
-	// "filter_active" or "filter_backup"; "" when unknown.
-	ArpValidate string
-	// AdAggregator is 802.3ad's active aggregator (0: none or unknown).
-	AdAggregator int
-	// AdPartnerMac is 802.3ad's partner system ("": unknown).
-	AdPartnerMac string
-}
-
 // Snapshot is everything the checks look at, read once.
 type Snapshot struct {
 	Links []registry.Link
-	// BondSysfs holds bonds' sysfs view, by ifindex.
-	BondSysfs map[int]BondSysfs
 	// Speeds of bond ports, by ifindex.
 	Speeds map[int]Speed
 	// Routes and Nexthops are the kernel's, as internal/routes dumps them.

@@ -21,7 +21,6 @@ func clean(links ...registry.Link) *Snapshot {
 	return &Snapshot{
 		Links:          links,
 		Speeds:         map[int]Speed{},
-		BondSysfs:      map[int]BondSysfs{},
 		IgnoreLinkdown: map[string]map[string]bool{"ipv4": {}, "ipv6": {}},
 		Paths: Paths{Probed: true, Features: daemon.Features{CarrierSource: carrier.SourceFentry,
 			Checks: []probe.Check{{Name: "privileges", OK: true}, {Name: "btf", OK: true}, {Name: "fentry", OK: true}}}},

@@ -56,7 +56,7 @@ func RunInterfaces(flag []string, cfg *config.Config) []string {
 // fails: what it cannot read becomes a Problem in the snapshot.
 func Gather(o Options) *Snapshot {
 	g := &gatherer{o: o, s: &Snapshot{
-		Monitor: o.Monitor, Speeds: map[int]Speed{}, BondSysfs: map[int]BondSysfs{},
+		Monitor: o.Monitor, Speeds: map[int]Speed{},
 		IgnoreLinkdown: map[string]map[string]bool{"ipv4": {}, "ipv6": {}},
 	}}
 	if g.o.EtcDir == "" {
@@ -91,11 +91,6 @@ func (g *gatherer) links() {
 		return
 	}
 	g.s.Links = links
-	for _, l := range links {
-		if l.Bond != nil {
-			g.s.BondSysfs[l.Index] = readBondSysfs(filepath.Join(sysClassNet, l.Name, "bonding"))
-		}
-	}
 	if !slices.ContainsFunc(links, func(l registry.Link) bool { return l.BondSlave != nil }) {
 		return
 	}
@@ -111,33 +106,6 @@ func (g *gatherer) links() {
 			g.s.Speeds[l.Index] = Speed{Mbps: sp, Duplex: dup}
 		}
 	}
-}
-
-// readBondSysfs reads the bond options rtnetlink's parser gets wrong;
-// what is missing stays unknown.
-func readBondSysfs(dir string) BondSysfs {
-	read := func(f string) string {
-		b, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			return ""
-		}
-		return string(b)
-	}
-	return ParseBondSysfs(read("arp_validate"), read("ad_aggregator"), read("ad_partner_mac"))
-}
-
-// ParseBondSysfs parses /sys/class/net/BOND/bonding/{arp_validate,
-// ad_aggregator, ad_partner_mac} ("all 3", "1", "00:11:22:33:44:55").
-func ParseBondSysfs(arpValidate, adAggregator, adPartnerMac string) BondSysfs {
-	var b BondSysfs
-	if f := strings.Fields(arpValidate); len(f) > 0 {
-		b.ArpValidate = f[0]
-	}
-	if n, err := strconv.Atoi(strings.TrimSpace(adAggregator)); err == nil {
-		b.AdAggregator = n
-	}
-	b.AdPartnerMac = strings.TrimSpace(adPartnerMac)
-	return b
 }
 
 func (g *gatherer) routes() {
