@@ -81,9 +81,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	if err != nil {
 		return err
 	}
-	if len(dcfg.Interfaces) == 0 && !cfg.MonitorAll {
-		dcfg.Interfaces = cfg.Listed()
-	}
+	dcfg.Interfaces = cfg.Monitored(dcfg.Interfaces)
 	tel, err := newTelemetry(&af.ops, log)
 	if err != nil {
 		return err

@@ -8,8 +8,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -282,13 +284,19 @@ func line(root *yaml.Node, path []string) int {
 	return best
 }
 
-// Listed returns the interfaces named in the file.
+// Listed returns the interfaces named in the file, sorted.
 func (c *Config) Listed() []string {
-	out := make([]string, 0, len(c.Interfaces))
-	for n := range c.Interfaces {
-		out = append(out, n)
+	return slices.Sorted(maps.Keys(c.Interfaces))
+}
+
+// Monitored is the interface list `run` monitors given its --interfaces
+// flag: the flag wins; else the interfaces the file lists, unless
+// monitor_all is set. Empty means every interface but loopback.
+func (c *Config) Monitored(flag []string) []string {
+	if len(flag) > 0 || c.MonitorAll {
+		return flag
 	}
-	return out
+	return c.Listed()
 }
 
 // For resolves an interface's settings: its section over the defaults over

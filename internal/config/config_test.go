@@ -112,3 +112,20 @@ func TestBonds(t *testing.T) {
 		}
 	}
 }
+
+func TestMonitored(t *testing.T) {
+	c, err := Parse([]byte("interfaces:\n  eth1: {}\n  eth0: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Monitored(nil); strings.Join(got, ",") != "eth0,eth1" {
+		t.Errorf("listed: %v", got)
+	}
+	if got := c.Monitored([]string{"bond0"}); strings.Join(got, ",") != "bond0" {
+		t.Errorf("the flag wins: %v", got)
+	}
+	c.MonitorAll = true
+	if got := c.Monitored(nil); len(got) != 0 {
+		t.Errorf("monitor_all: %v, want every interface", got)
+	}
+}

@@ -40,16 +40,12 @@ type Options struct {
 }
 
 // RunInterfaces is the interface list linkbeat run monitors, given its
-// --interfaces flag and its config (cmd/linkbeat runActions' rule): the
-// flag wins; else the config's interfaces, unless monitor_all is set.
-// Empty means every interface but loopback.
+// --interfaces flag and its config (nil: none); see config.Monitored.
 func RunInterfaces(flag []string, cfg *config.Config) []string {
-	if len(flag) > 0 || cfg == nil || cfg.MonitorAll {
+	if cfg == nil {
 		return flag
 	}
-	l := cfg.Listed()
-	slices.Sort(l)
-	return l
+	return cfg.Monitored(flag)
 }
 
 // Gather reads the host, in the caller's network namespace. It never
