@@ -20,6 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/linkbeat/linkbeat/test/vm/guest/vmctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -43,7 +47,66 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "testbed: request channel: %v\n", err)
 		os.Exit(3)
 	}
-	os.Exit(m.Run())
+	hold, err := holdHotPathKeys()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testbed: %v\n", err)
+		os.Exit(3)
+	}
+	code := m.Run()
+	hold()
+	os.Exit(code)
+}
+
+// holdHotPathKeys turns on, for the whole boot, the static keys that
+// linkbeat's programs switch on the transmit path: the net_dev_xmit and
+// net_dev_xmit_timeout tracepoints (a no-op raw tracepoint program on
+// each) and the TC ingress/egress keys (a clsact qdisc on a dummy link no
+// test touches). Turning a key on or off live-patches dev_hard_start_xmit
+// and __dev_queue_xmit; under multi-threaded TCG the other vCPU can run a
+// stale translation of the patched text, which once ended a 6.12 guest
+// with "Oops: int3" when linkbeat started while a test's stream was
+// running. Held on, the keys never change while tests run. (Real CPUs
+// are not affected: text_poke_bp is correct there.)
+func holdHotPathKeys() (release func(), err error) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "lbtest_key_hold", Type: ebpf.RawTracepoint, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load the key-holding program: %w", err)
+	}
+	var links []link.Link
+	release = func() {
+		for _, l := range links {
+			l.Close()
+		}
+		prog.Close()
+		if l, err := netlink.LinkByName("keyhold0"); err == nil {
+			netlink.LinkDel(l)
+		}
+	}
+	for _, tp := range []string{"net_dev_xmit", "net_dev_xmit_timeout"} {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("hold tracepoint %s on: %w", tp, err)
+		}
+		links = append(links, l)
+	}
+	if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "keyhold0"}}); err != nil {
+		release()
+		return nil, fmt.Errorf("create keyhold0: %w", err)
+	}
+	kh, err := netlink.LinkByName("keyhold0")
+	if err == nil {
+		err = netlink.QdiscAdd(&netlink.GenericQdisc{QdiscType: "clsact",
+			QdiscAttrs: netlink.QdiscAttrs{LinkIndex: kh.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}})
+	}
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("hold the TC keys on with a clsact qdisc on keyhold0: %w", err)
+	}
+	return release, nil
 }
 
 func requireLinkbeat(t *testing.T) {
