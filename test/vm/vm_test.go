@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"os"
@@ -133,12 +134,14 @@ func TestVM(t *testing.T) {
 			}
 			cfg := vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Timeout: timeout, BootTimeout: 2 * time.Minute, Logf: t.Logf}
 			res, err := runVM(cfg)
-			if err == nil && res.BootHung {
-				// A kernel that hangs before running anything is the
-				// emulator's flake, not a test result: one more boot,
-				// said out loud. A second hang fails below.
-				t.Logf("%s: the guest produced nothing within %s (kernel hung while booting); console tail:\n%s\nbooting once more",
-					k.Release, cfg.BootTimeout, tailFile(filepath.Join(logDir, "console.log"), 15))
+			if why := bootFlake(res, err); why != "" {
+				// A kernel that hangs or oopses before any test runs
+				// (multi-threaded TCG has run a stale translation of
+				// kernel text patched during boot) is the emulator's
+				// flake, not a test result: one more boot, said out
+				// loud. A second failure is reported below.
+				t.Logf("%s: %s; console tail:\n%s\nbooting once more",
+					k.Release, why, tailFile(filepath.Join(logDir, "console.log"), 40))
 				res, err = runVM(cfg)
 			}
 			if err != nil {
@@ -152,6 +155,28 @@ func TestVM(t *testing.T) {
 			report(t, res)
 		})
 	}
+}
+
+// bootFlake says why a run ended before its first guest test started,
+// when the cause was the guest kernel hanging or crashing while booting.
+func bootFlake(res *vmResult, err error) string {
+	if err != nil {
+		return ""
+	}
+	if res.BootHung {
+		return "the guest produced nothing within the boot timeout (kernel hung while booting)"
+	}
+	out, _ := os.ReadFile(res.GuestOut)
+	if bytes.Contains(out, []byte("=== RUN")) {
+		return "" // a test had started: whatever happened is a result
+	}
+	console, _ := os.ReadFile(res.ConsoleLog)
+	for _, sign := range []string{"Oops: ", "Kernel panic"} {
+		if bytes.Contains(console, []byte(sign)) {
+			return "the guest kernel crashed while booting, before any test ran (" + strings.TrimSpace(sign) + ")"
+		}
+	}
+	return ""
 }
 
 // report replays the guest results and fails on anything abnormal.
