@@ -37,8 +37,9 @@ type Config struct {
 	NetlinkRcvBuf int
 	// TC forces "tcx" or "clsact"; empty probes.
 	TC string
-	// DropPoll is how often the BPF drop counter is read (0: 250ms).
-	DropPoll time.Duration
+	// DropSettle is how long after a burst of BPF events the drop
+	// counter is read once more (0: 250ms).
+	DropSettle time.Duration
 	// Observer, if set, hears what the loop does (see observe.go).
 	Observer Observer
 	// ReleaseOnExit detaches the pinned TC and tracepoint programs on

@@ -27,6 +27,8 @@ type loop struct {
 	// events queued before it (see catchUp).
 	bpfEvents  <-chan carrier.Event
 	handledSeq uint64
+	// sawBPF asks for a drop check once the BPF queue is drained.
+	sawBPF bool
 }
 
 // Run streams events to sink until ctx ends. Where an event enters: the
@@ -61,12 +63,17 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 	d.pruneTraffic()
 	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
 
-	poll := d.cfg.DropPoll
-	if poll == 0 {
-		poll = 250 * time.Millisecond
+	// The drop counter is read when a burst of BPF events has been
+	// drained, and once more a little later (a drop is counted just after
+	// the reservation that failed, so it can land after the drain): no
+	// timer runs while the links are quiet.
+	settle := d.cfg.DropSettle
+	if settle == 0 {
+		settle = 250 * time.Millisecond
 	}
-	ticker := time.NewTicker(poll)
-	defer ticker.Stop()
+	recheck := time.NewTimer(settle)
+	recheck.Stop()
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -87,8 +94,13 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 			for _, u := range b.updates {
 				l.netlinkUpdate(ctx, u, carrier.SourceNetlink)
 			}
-		case <-ticker.C:
+		case <-recheck.C:
 			l.checkDrops(ctx)
+		}
+		if l.sawBPF && len(bpfEvents) == 0 {
+			l.sawBPF = false
+			l.checkDrops(ctx)
+			recheck.Reset(settle)
 		}
 	}
 }
@@ -132,6 +144,7 @@ func readNetlink(ctx context.Context, w *registry.Watcher, d *Daemon, out chan<-
 
 func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 	l.handledSeq = max(l.handledSeq, ev.Seq)
+	l.sawBPF = true
 	report, gap := l.tracker.Kernel(ev)
 	if report && l.monitoredIndex(ev.Ifindex, ev.Ifname) {
 		l.h.Carrier(ctx, ev)
