@@ -42,6 +42,10 @@ type pipelineFlags struct {
 	carrierSource string
 	kernelBTF     string
 	tc            string
+	// Hidden, for the fault tests: shrink the kernel's buffers so that
+	// they overflow.
+	netlinkRcvBuf int
+	ringSize      uint32
 }
 
 func (p *pipelineFlags) register(cmd *kingpin.CmdClause) {
@@ -50,10 +54,12 @@ func (p *pipelineFlags) register(cmd *kingpin.CmdClause) {
 		Default("auto").EnumVar(&p.carrierSource, "auto", "fentry", "kprobe", "netlink")
 	cmd.Flag("kernel-btf", "Kernel BTF file to use instead of /sys/kernel/btf/vmlinux.").StringVar(&p.kernelBTF)
 	cmd.Flag("tc", "TC mechanism: auto (tcx, then clsact), tcx or clsact.").Default("auto").EnumVar(&p.tc, "auto", "tcx", "clsact")
+	cmd.Flag("debug.netlink-rcvbuf", "rtnetlink socket receive buffer in bytes (0: the kernel's default); for tests.").Hidden().IntVar(&p.netlinkRcvBuf)
+	cmd.Flag("debug.ringbuf-size", "BPF carrier ring buffer size in bytes, a power of two of at least a page (0: 256 KiB); for tests.").Hidden().Uint32Var(&p.ringSize)
 }
 
 func (p *pipelineFlags) config() daemon.Config {
-	cfg := daemon.Config{CarrierSource: p.carrierSource, KernelBTF: p.kernelBTF}
+	cfg := daemon.Config{CarrierSource: p.carrierSource, KernelBTF: p.kernelBTF, NetlinkRcvBuf: p.netlinkRcvBuf, RingSize: p.ringSize}
 	if p.tc != "auto" {
 		cfg.TC = p.tc
 	}

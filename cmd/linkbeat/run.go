@@ -77,17 +77,23 @@ func (a *actionFlags) load() (*config.Config, error) {
 }
 
 func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *slog.Logger) error {
-	cfg, err := af.load()
+	hup, stopHangups := hangups()
+	defer stopHangups()
+	first, err := af.load()
 	if err != nil {
 		return err
 	}
-	dcfg.Interfaces = cfg.Monitored(dcfg.Interfaces)
+	cfg := newLiveConfig(first)
+	flagIfaces := dcfg.Interfaces
+	dcfg.Interfaces = first.Monitored(flagIfaces)
 	tel, err := newTelemetry(&af.ops, log)
 	if err != nil {
 		return err
 	}
 	defer tel.Close()
 	dcfg.Observer, dcfg.ReleaseOnExit = tel.metrics, af.ops.releaseOnExit
+	sd := newNotifier(log) // notify.go
+	dcfg.Heartbeat = sd.heartbeat()
 	d, err := daemon.Open(dcfg, log)
 	if err != nil {
 		return err
@@ -113,7 +119,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 
 	// Scripts outlive ctx's cancellation only for the quit-time run.
 	scripts := script.NewRunner(context.WithoutCancel(ctx), log, tel.metrics.ScriptResult)
-	act := actions.New(log, func() *config.Config { return cfg }, tel.metrics.Routes(rm), scripts, daemon.Monotonic)
+	act := actions.New(log, cfg.get, tel.metrics.Routes(rm), scripts, daemon.Monotonic)
 	act.Done = tel.metrics.Reaction
 
 	bk, err := bond.NewKernel()
@@ -121,8 +127,8 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 		return err
 	}
 	defer bk.Close()
-	pm := openPaths(cfg, dcfg, d, log)
-	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: func(name string) config.BondSettings { return cfg.ForBond(name) },
+	pm := openPaths(first, dcfg, d, log)
+	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: cfg.forBond,
 		StateDir: af.stateDir, Now: func() int64 { return int64(daemon.Monotonic()) }, Paths: pm != nil})
 	bctx, stopBonds := context.WithCancel(ctx)
 	defer stopBonds()
@@ -135,8 +141,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	go func() { defer wg.Done(); act.Run(ctx, in) }()
 	go func() { defer wg.Done(); bonds.Run(bctx) }()
 	links := newLinkNames()
-	send := func(x actions.Input) {
-		x.Bond, x.Slave = links.bondOf(x.Event.Ifindex)
+	enqueue := func(x actions.Input) {
 		select {
 		case in <- x:
 		default:
@@ -145,17 +150,41 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 			log.Error("action queue full: event dropped", "ifname", x.Event.Ifname)
 		}
 	}
+	// send is for the event loop's goroutine, which owns links.
+	send := func(x actions.Input) {
+		x.Bond, x.Slave = links.bondOf(x.Event.Ifindex)
+		enqueue(x)
+	}
+	rctx, stopReloads := context.WithCancel(ctx)
+	rl := &reloader{af: af, flagIfaces: flagIfaces, live: cfg, setInterfaces: d.SetInterfaces, send: enqueue,
+		refreshPaths: paths.refresh, pathsOn: pm != nil, observe: tel.metrics.ConfigReload, log: log}
+	reloadsDone := make(chan struct{})
+	go func() { defer close(reloadsDone); rl.run(rctx, hup) }()
 	live := map[int]string{}
 	err = d.Run(ctx, daemon.Handler{
 		// Bonds first: their switch is the one a millisecond matters to.
-		Carrier: func(_ context.Context, ev carrier.Event) { bonds.Carrier(ev); send(actions.Input{Event: ev}) },
+		Carrier:   func(_ context.Context, ev carrier.Event) { bonds.Carrier(ev); send(actions.Input{Event: ev}) },
+		Ready:     sd.ready(in, d.Features(), func() int { return len(live) }),
+		Heartbeat: sd.ping(in),
 		Update: func(_ context.Context, c registry.Change) {
+			if c.Kind == registry.Updated && c.Link.Carrier && !c.Old.Carrier {
+				enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, CarrierBack: true})
+			}
 			links.update(c)
 			bonds.Link(c)
 			paths.link(c)
 		},
 		Link: func(_ context.Context, c registry.Change) {
 			ev := carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}
+			if c.Released {
+				// Its routes were withdrawn under the name it had then.
+				if c.Old.Name != "" {
+					ev.Ifname = c.Old.Name
+				}
+				delete(live, c.Link.Index)
+				send(actions.Input{Event: ev, Released: true})
+				return
+			}
 			if c.Kind == registry.Removed {
 				delete(live, c.Link.Index)
 				send(actions.Input{Event: ev, Removed: true})
@@ -165,14 +194,17 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 			send(actions.Input{Event: ev, Initial: true})
 		},
 	})
+	sd.stopping()
 	// Run also returns on a start-up error, with ctx still live: closing
 	// the queue and cancelling the bonds is what stops them then.
+	stopReloads()
+	<-reloadsDone // it sends to in
 	close(in)
 	stopBonds()
 	wg.Wait()
-	if cfg.RunScriptOnExit() {
+	if cfg.get().RunScriptOnExit() {
 		for idx, name := range live {
-			s := cfg.For(name)
+			s := cfg.get().For(name)
 			if up, known := act.Effective(idx); s.Script != "" && known && up {
 				scripts.Run(script.Job{Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Ifname: name, Up: false,
 					Env: script.Env(idx, "exit", 0, "", "")}, "up")
@@ -259,6 +291,7 @@ func wantsPaths(cfg *config.Config) bool {
 // loop: attaching its programs is netlink work.
 type paths struct {
 	mon    *pathmon.Monitor
+	sync   *pathmon.Syncer
 	in     chan registry.Change
 	done   chan struct{}
 	cancel context.CancelFunc
@@ -279,14 +312,14 @@ func openPaths(cfg *config.Config, dcfg daemon.Config, d *daemon.Daemon, log *sl
 	return mon
 }
 
-func startPaths(ctx context.Context, mon *pathmon.Monitor, cfg *config.Config, bonds *bond.Manager, log *slog.Logger) *paths {
+func startPaths(ctx context.Context, mon *pathmon.Monitor, cfg *liveConfig, bonds *bond.Manager, log *slog.Logger) *paths {
 	p := &paths{log: log}
 	if mon == nil {
 		return p
 	}
 	p.mon, p.in, p.done = mon, make(chan registry.Change, 1024), make(chan struct{})
 	ctx, p.cancel = context.WithCancel(ctx)
-	sync := pathmon.NewSyncer(mon, cfg.ForBond)
+	p.sync = pathmon.NewSyncer(mon, cfg.forBond)
 	go func() {
 		for r := range mon.Reports() {
 			bonds.Path(r)
@@ -299,7 +332,7 @@ func startPaths(ctx context.Context, mon *pathmon.Monitor, cfg *config.Config, b
 			case <-ctx.Done():
 				return
 			case c := <-p.in:
-				if err := sync.Link(c); err != nil {
+				if err := p.sync.Link(c); err != nil {
 					log.Warn("path monitor", "ifname", c.Link.Name, "err", err)
 				}
 			}
@@ -316,6 +349,17 @@ func (p *paths) link(c registry.Change) {
 	case p.in <- c:
 	default:
 		p.log.Error("path monitor queue full: link change dropped", "ifname", c.Link.Name)
+	}
+}
+
+// refresh makes the path monitor take the bonds' settings again (a
+// reload).
+func (p *paths) refresh() {
+	if p.sync == nil {
+		return
+	}
+	if err := p.sync.Refresh(); err != nil {
+		p.log.Warn("path monitor: applying the reloaded settings", "err", err)
 	}
 }
 

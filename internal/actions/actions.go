@@ -19,6 +19,7 @@ import (
 type Routes interface {
 	LinkDown(ifindex int, ifname string) (routes.Result, error)
 	LinkUp(ifindex int, ifname string) (routes.Result, error)
+	Release(ifindex int, ifname string) (routes.Result, error)
 }
 
 // Scripts is the script actor.
@@ -27,15 +28,26 @@ type Scripts interface {
 }
 
 // Input is one thing the daemon tells the actions: a carrier change, or
-// the carrier of a link seen for the first time (Initial), or a link gone.
+// the carrier of a link seen for the first time (Initial), or a link gone
+// (Removed), or a link that still exists but is no longer monitored
+// (Released), or a config reload (Reload, with no event).
 type Input struct {
-	Event   carrier.Event
-	Initial bool
-	Removed bool
+	Event    carrier.Event
+	Initial  bool
+	Removed  bool
+	Released bool
+	Reload   bool
+	// CarrierBack is any link's carrier returning (netlink): a released
+	// link whose nexthop objects had to wait for carrier gets them back.
+	CarrierBack bool
 	// Bond and Slave name the bond an event's link belongs to (or is)
 	// and the slave concerned, for the scripts' LINKBEAT_BOND and
 	// LINKBEAT_SLAVE.
 	Bond, Slave string
+	// Barrier, if set, is called once every input queued before it has
+	// been carried out; the input carries nothing else (systemd's READY
+	// and watchdog, see cmd/linkbeat/notify.go).
+	Barrier func()
 }
 
 // Actions owns the policy; one goroutine runs it.
@@ -48,6 +60,8 @@ type Actions struct {
 	now     func() time.Time
 	mono    func() time.Duration
 	bonds   map[int][2]string // ifindex -> bond, slave
+	// waiting are released links with routes that wait for carrier.
+	waiting map[int]string
 	// Done, if set, is called after each decision is carried out, with the
 	// time from the kernel event to the end of the route change.
 	Done func(d policy.Decision, latency time.Duration)
@@ -56,7 +70,7 @@ type Actions struct {
 // New builds the actions. cfg is read at each decision, so a reload takes
 // effect on the next event. routes or scripts may be nil (off).
 func New(log *slog.Logger, cfg func() *config.Config, routes Routes, scripts Scripts, monotonic func() time.Duration) *Actions {
-	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, bonds: map[int][2]string{}}
+	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, bonds: map[int][2]string{}, waiting: map[int]string{}}
 	a.policy = policy.New(func(ifname string) policy.Rules { return cfg().For(ifname).Rules })
 	return a
 }
@@ -85,19 +99,75 @@ func (a *Actions) Run(ctx context.Context, in <-chan Input) {
 
 // Handle takes one input synchronously.
 func (a *Actions) Handle(x Input) {
+	if x.Barrier != nil {
+		x.Barrier()
+		return
+	}
+	if x.Reload {
+		a.reapply()
+		return
+	}
+	if x.CarrierBack {
+		if name, ok := a.waiting[x.Event.Ifindex]; ok {
+			a.release(x.Event.Ifindex, name, "carrier back")
+		}
+		return
+	}
 	if x.Bond != "" {
 		a.bonds[x.Event.Ifindex] = [2]string{x.Bond, x.Slave}
 	} else {
 		delete(a.bonds, x.Event.Ifindex)
 	}
 	switch {
-	case x.Removed:
+	case x.Removed || x.Released:
 		delete(a.bonds, x.Event.Ifindex)
+		delete(a.waiting, x.Event.Ifindex)
 		a.policy.Forget(x.Event.Ifindex)
+		if x.Released && a.routes != nil {
+			a.release(x.Event.Ifindex, x.Event.Ifname, "no longer monitored")
+		}
 	case x.Initial:
 		a.apply(a.policy.Initial(x.Event))
 	default:
 		a.apply(a.policy.Event(x.Event, a.now()))
+	}
+}
+
+// reapply brings the links treated as down in line with a reloaded
+// config: routes withdrawn where they now should be, back where the config
+// now keeps them. Delays and dampening apply from the next event.
+func (a *Actions) reapply() {
+	if a.routes == nil {
+		return
+	}
+	for _, ev := range a.policy.Down() {
+		if a.cfg().For(ev.Ifname).WithdrawRoutes {
+			res, err := a.routes.LinkDown(ev.Ifindex, ev.Ifname)
+			if err != nil {
+				a.log.Error("route change failed", "ifname", ev.Ifname, "state", "down", "reason", "reload", "err", err)
+			} else if res.Withdrawn > 0 {
+				a.log.Info("routes withdrawn after reload", "ifname", ev.Ifname, "routes", res.Withdrawn)
+			}
+			continue
+		}
+		a.release(ev.Ifindex, ev.Ifname, "config keeps its routes")
+	}
+}
+
+// release puts back whatever is withdrawn for a link linkbeat no longer
+// acts on, carrier or not.
+func (a *Actions) release(ifindex int, ifname, why string) {
+	delete(a.waiting, ifindex)
+	res, err := a.routes.Release(ifindex, ifname)
+	if err != nil {
+		a.log.Error("cannot restore the routes of a released link", "ifname", ifname, "why", why, "err", err)
+	}
+	if res.NoCarrier {
+		a.waiting[ifindex] = ifname
+		a.log.Info("nexthop objects of a released link wait for its carrier", "ifname", ifname, "waiting", res.Skipped)
+	}
+	if res.Restored > 0 {
+		a.log.Info("routes restored", "ifname", ifname, "why", why, "routes", res.Restored)
 	}
 }
 
@@ -115,7 +185,9 @@ func (a *Actions) carryOut(d policy.Decision) {
 		state = "up"
 	}
 	n := 0
-	if a.routes != nil && s.WithdrawRoutes {
+	// Up always restores (a no-op when nothing is withdrawn): routes
+	// withdrawn under an older config must come back.
+	if a.routes != nil && (s.WithdrawRoutes || d.Up) {
 		var (
 			res routes.Result
 			err error

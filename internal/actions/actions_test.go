@@ -28,6 +28,11 @@ func (f fakeRoutes) LinkUp(i int, _ string) (routes.Result, error) {
 	return routes.Result{Restored: 1}, nil
 }
 
+func (f fakeRoutes) Release(i int, _ string) (routes.Result, error) {
+	*f.calls = append(*f.calls, call{"routes release", i})
+	return routes.Result{Restored: 1}, nil
+}
+
 type fakeScripts struct{ calls *[]call }
 
 func (f fakeScripts) Submit(j script.Job) {
@@ -82,5 +87,52 @@ func TestInitialDownWithdraws(t *testing.T) {
 	a.Handle(Input{Event: ev(false), Initial: true})
 	if len(*calls) != 1 || (*calls)[0].what != "routes down" {
 		t.Fatalf("calls %v", *calls)
+	}
+}
+
+func TestReleasedLinkGetsItsRoutesBack(t *testing.T) {
+	a, calls := newActions(t, "")
+	a.Handle(Input{Event: ev(false), Initial: true})
+	a.Handle(Input{Event: ev(false), Released: true})
+	want := []call{{"routes down", 3}, {"routes release", 3}}
+	if len(*calls) != 2 || (*calls)[0] != want[0] || (*calls)[1] != want[1] {
+		t.Fatalf("calls %v, want %v", *calls, want)
+	}
+	if _, known := a.Effective(3); known {
+		t.Fatal("a released link is still in the policy")
+	}
+}
+
+func TestReloadReappliesRoutePolicyToDownLinks(t *testing.T) {
+	parse := func(doc string) *config.Config {
+		c, err := config.Parse([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cur := parse("interfaces: {eth1: {routes: keep}}\n")
+	var calls []call
+	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return cur },
+		fakeRoutes{&calls}, nil, func() time.Duration { return 0 })
+	a.Handle(Input{Event: ev(false), Initial: true})
+	if len(calls) != 0 {
+		t.Fatalf("routes: keep acted: %v", calls)
+	}
+	cur = parse("")
+	a.Handle(Input{Reload: true})
+	if len(calls) != 1 || calls[0] != (call{"routes down", 3}) {
+		t.Fatalf("after reload to withdraw: %v, want the down link's routes withdrawn", calls)
+	}
+	cur = parse("interfaces: {eth1: {routes: keep}}\n")
+	a.Handle(Input{Reload: true})
+	if len(calls) != 2 || calls[1] != (call{"routes release", 3}) {
+		t.Fatalf("after reload to keep: %v, want the routes back", calls)
+	}
+	// A link withdrawn under an older config gets its routes back on up
+	// even though the config now keeps them.
+	a.Handle(Input{Event: ev(true)})
+	if len(calls) != 3 || calls[2] != (call{"routes up", 3}) {
+		t.Fatalf("up under routes: keep: %v, want a restore", calls)
 	}
 }

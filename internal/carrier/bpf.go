@@ -32,6 +32,10 @@ type BPFOptions struct {
 	NetnsIno uint32
 	// KernelTypes overrides the kernel's BTF (nil: /sys/kernel/btf/vmlinux).
 	KernelTypes *btf.Spec
+	// RingSize replaces the ring buffer's size in bytes (0: the object's
+	// 256 KiB); a power of two and a multiple of the page size. Tests
+	// shrink it to make the ring overflow.
+	RingSize uint32
 }
 
 // BPF is a loaded and attached carrier source.
@@ -82,6 +86,9 @@ func openPath(src Source, opts BPFOptions) (*BPF, error) {
 	}
 	if err := spec.Variables[gen.CarrierVarTargetNetns].Set(opts.NetnsIno); err != nil {
 		return nil, fmt.Errorf("set target netns: %w", err)
+	}
+	if opts.RingSize > 0 {
+		spec.Maps[gen.CarrierMapCarrierEvents].MaxEntries = opts.RingSize
 	}
 	on, off := gen.CarrierProgFentryCarrierOn, gen.CarrierProgFentryCarrierOff
 	if src == SourceKprobe {

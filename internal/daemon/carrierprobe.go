@@ -43,9 +43,7 @@ func ProbeCarrier(cfg Config, log *slog.Logger) (Features, error) {
 // interface but loopback when cfg lists none; else a listed interface, or
 // a port of a listed bond or bridge).
 func Monitors(cfg Config, l registry.Link, master string) bool {
-	d := &Daemon{wanted: make(map[string]bool, len(cfg.Interfaces))}
-	for _, n := range cfg.Interfaces {
-		d.wanted[n] = true
-	}
+	d := &Daemon{}
+	d.setWanted(cfg.Interfaces)
 	return d.monitored(l, master)
 }

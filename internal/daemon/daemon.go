@@ -35,6 +35,8 @@ type Config struct {
 	KernelBTF string
 	// NetlinkRcvBuf sets the rtnetlink socket's receive buffer (0: default).
 	NetlinkRcvBuf int
+	// RingSize sets the BPF carrier ring buffer's size in bytes (0: default).
+	RingSize uint32
 	// TC forces "tcx" or "clsact"; empty probes.
 	TC string
 	// DropSettle is how long after a burst of BPF events the drop
@@ -45,6 +47,9 @@ type Config struct {
 	// ReleaseOnExit detaches the pinned TC and tracepoint programs on
 	// Close; by default they stay attached, counting, until the next run.
 	ReleaseOnExit bool
+	// Heartbeat, if positive, has the loop call Handler.Heartbeat this
+	// often (systemd's watchdog); 0 runs no timer at all.
+	Heartbeat time.Duration
 }
 
 // Features is the result of probing, as `linkbeat features` prints it.
@@ -65,16 +70,17 @@ type Daemon struct {
 	traffic  *traffic.Traffic
 	watcher  *registry.Watcher
 	wanted   map[string]bool
+	// interfaces carries SetInterfaces to Run's goroutine, which owns
+	// wanted once Run has started.
+	interfaces chan []string
 }
 
 // Open probes the host and loads what it allows. It fails only when
 // nothing useful can run (no privileges, or a forced path is refused);
 // every fallback is logged and recorded in Features.
 func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, wanted: make(map[string]bool)}
-	for _, n := range cfg.Interfaces {
-		d.wanted[n] = true
-	}
+	d := &Daemon{cfg: cfg, log: log, interfaces: make(chan []string)}
+	d.setWanted(cfg.Interfaces)
 	f := &d.features
 	f.Kernel = probe.KernelRelease()
 
@@ -141,7 +147,7 @@ func (d *Daemon) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error 
 			return err
 		}
 		var b *carrier.BPF
-		b, attempts, err = carrier.OpenBPF(carrier.BPFOptions{Want: want, NetnsIno: ino, KernelTypes: kernelTypes})
+		b, attempts, err = carrier.OpenBPF(carrier.BPFOptions{Want: want, NetnsIno: ino, KernelTypes: kernelTypes, RingSize: d.cfg.RingSize})
 		if err == nil {
 			d.bpf = b
 		}
@@ -235,6 +241,25 @@ func (d *Daemon) Close() error {
 	return errors.Join(errs...)
 }
 
+// SetInterfaces changes the monitored set while Run runs (a config
+// reload); empty means every interface but loopback. Unchanged links keep
+// their programs. It waits for Run's goroutine to take the change.
+func (d *Daemon) SetInterfaces(ctx context.Context, names []string) error {
+	select {
+	case d.interfaces <- names:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("set monitored interfaces: %w", ctx.Err())
+	}
+}
+
+func (d *Daemon) setWanted(names []string) {
+	d.wanted = make(map[string]bool, len(names))
+	for _, n := range names {
+		d.wanted[n] = true
+	}
+}
+
 // monitored decides by name: a listed interface, or a port of a listed
 // bond or bridge, so that listing bond0 watches its slaves too.
 func (d *Daemon) monitored(l registry.Link, master string) bool {
@@ -263,4 +288,10 @@ type Handler struct {
 	// monitored or not, before Carrier hears of it: the bond manager's
 	// view of bonds and their slaves.
 	Update func(ctx context.Context, c registry.Change)
+	// Ready, if set, is called once, after the start-up resync: the
+	// programs are attached and every monitored link has been reported.
+	Ready func(ctx context.Context)
+	// Heartbeat, if set, is called every Config.Heartbeat: a loop that
+	// stops calling it is stuck.
+	Heartbeat func(ctx context.Context)
 }

@@ -62,6 +62,16 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 	}
 	d.pruneTraffic()
 	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
+	if h.Ready != nil {
+		h.Ready(ctx)
+	}
+	// Only a watchdog needs a timer: otherwise the loop sleeps until an event.
+	var beat <-chan time.Time
+	if d.cfg.Heartbeat > 0 && h.Heartbeat != nil {
+		t := time.NewTicker(d.cfg.Heartbeat)
+		defer t.Stop()
+		beat = t.C
+	}
 
 	// The drop counter is read when a burst of BPF events has been
 	// drained, and once more a little later (a drop is counted just after
@@ -96,6 +106,10 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 			}
 		case <-recheck.C:
 			l.checkDrops(ctx)
+		case <-beat:
+			h.Heartbeat(ctx)
+		case names := <-d.interfaces:
+			l.setInterfaces(ctx, names)
 		}
 		if l.sawBPF && len(bpfEvents) == 0 {
 			l.sawBPF = false
@@ -202,7 +216,31 @@ func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
 	case !now && was:
 		// Renamed out of the monitored set.
 		l.detach(c.Link, false)
-		l.tellLink(ctx, registry.Change{Kind: registry.Removed, Link: c.Link, Old: c.Old})
+		l.tellLink(ctx, registry.Change{Kind: registry.Removed, Link: c.Link, Old: c.Old, Released: true})
+	}
+}
+
+// setInterfaces changes the monitored set: links that join are attached
+// and reported as added, with their carrier; links that leave are
+// detached and reported as released. Others are not touched.
+func (l *loop) setInterfaces(ctx context.Context, names []string) {
+	before := map[int]bool{}
+	for _, link := range l.table.Links() {
+		before[link.Index] = l.monitored(link)
+	}
+	l.d.setWanted(names)
+	for _, link := range l.table.Links() {
+		now, was := l.monitored(link), before[link.Index]
+		switch {
+		case now && !was:
+			l.d.log.Info("interface now monitored", "ifname", link.Name, "ifindex", link.Index, "carrier", link.Carrier)
+			l.attach(link)
+			l.tellLink(ctx, registry.Change{Kind: registry.Added, Link: link})
+		case !now && was:
+			l.d.log.Info("interface no longer monitored", "ifname", link.Name, "ifindex", link.Index)
+			l.detach(link, false)
+			l.tellLink(ctx, registry.Change{Kind: registry.Removed, Link: link, Released: true})
+		}
 	}
 }
 

@@ -80,6 +80,9 @@ type Metrics struct {
 	failoverDur    *histogramCache
 	declined       *counterCache
 	ringDrops      atomic.Uint64
+	reloads        *counterCache
+	reloadOK       prometheus.Gauge
+	reloadTime     prometheus.Gauge
 
 	daemon    atomic.Pointer[DaemonInfo]
 	withdrawn atomic.Pointer[map[string]int]
@@ -146,6 +149,16 @@ func New(opts Options) *Metrics {
 	for _, r := range ResyncReasons {
 		m.resyncs.with(r)
 	}
+	m.reloads = counter("config_reloads_total", "Config reloads (SIGHUP), by result (success, failure).", "result")
+	m.reloads.with("success")
+	m.reloads.with("failure")
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "config_last_reload_successful",
+		Help: "1 if the last config reload was applied, 0 if it was refused and the previous config is still in force."})
+	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
+		Help: "Unix time of the last config load that was applied (the start counts)."})
+	m.reloadOK.Set(1)
+	m.reloadTime.Set(float64(opts.Now().UnixNano()) / 1e9)
+	m.reg.MustRegister(m.reloadOK, m.reloadTime)
 	m.reg.MustRegister(newExporter(m, opts))
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -188,6 +201,18 @@ func (m *Metrics) Link(c registry.Change) {
 	}
 	m.withdrawals.with(name)
 	m.restores.with(name)
+}
+
+// ConfigReload records a reload's outcome: applied (ok) or refused.
+func (m *Metrics) ConfigReload(ok bool, at time.Time) {
+	if !ok {
+		m.reloads.with("failure").Inc()
+		m.reloadOK.Set(0)
+		return
+	}
+	m.reloads.with("success").Inc()
+	m.reloadOK.Set(1)
+	m.reloadTime.Set(float64(at.UnixNano()) / 1e9)
 }
 
 // Resync counts a full netlink resync (daemon.Observer).
@@ -253,6 +278,7 @@ func (m *Metrics) SetWithdrawn(w map[string]int) {
 type RouteActor interface {
 	LinkDown(ifindex int, ifname string) (routes.Result, error)
 	LinkUp(ifindex int, ifname string) (routes.Result, error)
+	Release(ifindex int, ifname string) (routes.Result, error)
 	Withdrawn() map[string]int
 }
 
@@ -280,6 +306,15 @@ func (x *Routes) LinkDown(ifindex int, ifname string) (routes.Result, error) {
 // LinkUp restores and counts.
 func (x *Routes) LinkUp(ifindex int, ifname string) (routes.Result, error) {
 	res, err := x.r.LinkUp(ifindex, ifname)
+	x.m.restores.with(ifname).Add(float64(res.Restored))
+	x.m.SetWithdrawn(x.r.Withdrawn())
+	return res, err
+}
+
+// Release restores whatever the link had withdrawn, carrier or not, and
+// counts it.
+func (x *Routes) Release(ifindex int, ifname string) (routes.Result, error) {
+	res, err := x.r.Release(ifindex, ifname)
 	x.m.restores.with(ifname).Add(float64(res.Restored))
 	x.m.SetWithdrawn(x.r.Withdrawn())
 	return res, err

@@ -187,6 +187,10 @@ func (f *fakeRoutes) LinkUp(_ int, ifname string) (routes.Result, error) {
 	delete(f.withdrawn, ifname)
 	return routes.Result{Restored: 3}, errors.New("one route came back with EEXIST")
 }
+func (f *fakeRoutes) Release(_ int, ifname string) (routes.Result, error) {
+	delete(f.withdrawn, ifname)
+	return routes.Result{Restored: 3}, nil
+}
 func (f *fakeRoutes) Withdrawn() map[string]int { return f.withdrawn }
 
 func TestRoutesWrapperCountsAndSnapshots(t *testing.T) {

@@ -5,6 +5,8 @@
 package policy
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/carrier"
@@ -167,6 +169,17 @@ func (p *Policy) NextDeadline() (time.Time, bool) {
 		}
 	}
 	return next, !next.IsZero()
+}
+
+// Down lists the last event of each link treated as down now, by ifindex.
+func (p *Policy) Down() []carrier.Event {
+	var out []carrier.Event
+	for _, idx := range slices.Sorted(maps.Keys(p.links)) {
+		if l := p.links[idx]; l.known && !l.effective {
+			out = append(out, l.last)
+		}
+	}
+	return out
 }
 
 // Effective says how a link is being treated now.

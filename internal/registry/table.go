@@ -32,6 +32,9 @@ type Change struct {
 	Kind ChangeKind
 	Link Link
 	Old  Link
+	// Released marks a Removed change for a link that still exists but
+	// is no longer monitored (renamed out of the set, or a reload).
+	Released bool
 }
 
 // Renamed reports whether an update changed the link's name.

@@ -438,7 +438,20 @@ func (m *Manager) LinkUp(ifindex int, ifname string) (Result, error) {
 	m.cache.forgetFlushed(ifindex)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	res, err := m.restore(linkID(ifname, ifindex))
+	res, err := m.restore(linkID(ifname, ifindex), false)
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+// Release puts a link's withdrawn routes back whatever its carrier: the
+// link is no longer monitored, and an unmonitored link keeps its routes as
+// the kernel would. Nothing withdrawn may outlive linkbeat's interest in it.
+func (m *Manager) Release(ifindex int, ifname string) (Result, error) {
+	start := time.Now()
+	m.cache.forgetFlushed(ifindex)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	res, err := m.restore(linkID(ifname, ifindex), true)
 	res.Duration = time.Since(start)
 	return res, err
 }
@@ -451,8 +464,9 @@ const (
 	failed
 )
 
-// restore puts a link's withdrawn routes back; m.mu must be held.
-func (m *Manager) restore(id string) (Result, error) {
+// restore puts a link's withdrawn routes back, onto the same-named link
+// with carrier unless anyway; m.mu must be held.
+func (m *Manager) restore(id string, anyway bool) (Result, error) {
 	var res Result
 	ls := m.st.Links[id]
 	if ls == nil {
@@ -462,14 +476,31 @@ func (m *Manager) restore(id string) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("restore routes of %s: %w", ls.Ifname, err)
 	}
-	if li.Name != ls.Ifname {
+	// A released link may have been renamed out of the monitored set: the
+	// caller vouches that the ifindex is still the same link.
+	if li.Name != ls.Ifname && !anyway {
 		return res, fmt.Errorf("restore routes of %s: ifindex %d is now %s", ls.Ifname, ls.Ifindex, li.Name)
 	}
-	if !li.Carrier {
+	if !li.Carrier && !anyway {
 		// Down again since the caller decided: never restore onto it.
 		res.NoCarrier = true
 		res.Skipped = ls.count()
 		return res, nil
+	}
+	// The kernel refuses nexthop objects on a link without carrier (and
+	// flushes them at carrier loss), so a released link's objects, and
+	// the routes using them, wait for its carrier (NoCarrier).
+	waits := func(e any) bool {
+		if li.Carrier {
+			return false
+		}
+		switch e := e.(type) {
+		case *nexthopEntry:
+			return true
+		case *routeEntry:
+			return e.Route.NHID != 0
+		}
+		return false
 	}
 	var errs []error
 	count := func(o outcome, err error) bool {
@@ -499,6 +530,11 @@ func (m *Manager) restore(id string) (Result, error) {
 	restoreRoutes := func(connected bool) {
 		for _, e := range routes {
 			if e.connected() == connected && !done[e] {
+				if waits(e) {
+					res.NoCarrier = true
+					res.Skipped++
+					continue
+				}
 				o, err := m.restoreRoute(e, id)
 				done[e] = count(o, err)
 			}
@@ -512,6 +548,11 @@ func (m *Manager) restore(id string) (Result, error) {
 		return cmp.Compare(len(a.Nexthop.Group), len(b.Nexthop.Group))
 	})
 	for _, e := range nhs {
+		if waits(e) {
+			res.NoCarrier = true
+			res.Skipped++
+			continue
+		}
 		o, err := m.restoreNexthop(e, id)
 		done[e] = count(o, err)
 	}
@@ -728,7 +769,7 @@ func (m *Manager) Reconcile(carrier map[int]bool) error {
 			continue
 		}
 		m.cache.forgetFlushed(ls.Ifindex)
-		if _, err := m.restore(id); err != nil {
+		if _, err := m.restore(id, false); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -330,6 +330,22 @@ func TestLinkUpWithoutCarrier(t *testing.T) {
 	}
 }
 
+func TestReleaseWithoutCarrier(t *testing.T) {
+	a := route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))
+	f, m, _ := setup(t, []*Route{a}, nil)
+	before := f.snapshot(t)
+	mustDown(t, m, 2, "eth0")
+	f.setCarrier(2, false)
+	res, err := m.Release(2, "eth0")
+	if err != nil || res.Restored != 1 || res.NoCarrier {
+		t.Fatalf("Release: %+v, %v; want the route back though the link has no carrier", res, err)
+	}
+	sameTable(t, f.snapshot(t), before)
+	if n := m.Withdrawn()["eth0"]; n != 0 {
+		t.Fatalf("still %d withdrawn after Release", n)
+	}
+}
+
 func TestTwoDeadLinksOfOneECMPRoute(t *testing.T) {
 	def := route4("0.0.0.0/0", hop(2, "10.1.0.254", 1), hop(3, "10.2.0.254", 2))
 	f, m, _ := setup(t, []*Route{def}, nil)

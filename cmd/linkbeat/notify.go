@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/daemon"
+)
+
+// notifier speaks systemd's notify protocol (sd_notify(3)) for `run`
+// (deploy/systemd/linkbeat.service, docs/systemd.md). Without
+// NOTIFY_SOCKET it does nothing and asks for no timer.
+type notifier struct {
+	log *slog.Logger
+	on  bool
+	// watchdog is WATCHDOG_USEC: systemd kills linkbeat when no ping
+	// came for this long. 0: no watchdog.
+	watchdog time.Duration
+}
+
+func newNotifier(log *slog.Logger) *notifier {
+	n := &notifier{log: log, on: os.Getenv("NOTIFY_SOCKET") != ""}
+	// Unset, so that action scripts do not think they are watched.
+	wd, err := sddaemon.SdWatchdogEnabled(true)
+	if err != nil {
+		log.Warn("ignoring the systemd watchdog setting", "err", err)
+	}
+	if n.on {
+		n.watchdog = wd
+	}
+	return n
+}
+
+// heartbeat is the ping interval the event loop runs: half the watchdog
+// timeout, as sd_watchdog_enabled(3) advises; 0 without a watchdog.
+func (n *notifier) heartbeat() time.Duration { return n.watchdog / 2 }
+
+// ready is the loop's Ready handler. READY=1 crosses the action queue
+// behind the start-up inputs, so it goes out once the routes of links
+// found without carrier are withdrawn: the state linkbeat promises is in
+// force (scripts may still be running).
+func (n *notifier) ready(in chan<- actions.Input, f daemon.Features, monitored func() int) func(context.Context) {
+	if !n.on {
+		return nil
+	}
+	return func(context.Context) {
+		status := fmt.Sprintf("STATUS=monitoring %d interfaces; carrier source %s; tc %s", monitored(), f.CarrierSource, f.TCMechanism)
+		msg := sddaemon.SdNotifyReady + "\n" + status
+		if !n.enqueue(in, func() { n.send(msg) }) {
+			// Never withhold READY: systemd would fail the start.
+			n.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
+			n.send(msg)
+		}
+	}
+}
+
+// ping is the loop's Heartbeat handler. The ping crosses the action queue
+// too, so a stuck event loop and a stuck action goroutine both stop the
+// pings, and systemd restarts linkbeat.
+func (n *notifier) ping(in chan<- actions.Input) func(context.Context) {
+	if n.watchdog == 0 {
+		return nil
+	}
+	return func(context.Context) {
+		if !n.enqueue(in, func() { n.send(sddaemon.SdNotifyWatchdog) }) {
+			n.log.Warn("action queue full: watchdog ping skipped")
+		}
+	}
+}
+
+// stopping tells systemd the shutdown has begun (the quit-time scripts
+// may still run).
+func (n *notifier) stopping() {
+	n.send(sddaemon.SdNotifyStopping + "\nSTATUS=stopping")
+}
+
+// enqueue never blocks: it runs on the event loop.
+func (n *notifier) enqueue(in chan<- actions.Input, f func()) bool {
+	select {
+	case in <- actions.Input{Barrier: f}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (n *notifier) send(state string) {
+	if !n.on {
+		return
+	}
+	if _, err := sddaemon.SdNotify(false, state); err != nil {
+		first, _, _ := strings.Cut(state, "\n")
+		n.log.Warn("cannot notify systemd", "state", first, "err", err)
+	}
+}

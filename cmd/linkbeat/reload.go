@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/config"
+)
+
+// liveConfig is the config in force. A reload swaps it whole, so every
+// reader sees one config, never half of two.
+type liveConfig struct{ p atomic.Pointer[config.Config] }
+
+func newLiveConfig(c *config.Config) *liveConfig {
+	l := &liveConfig{}
+	l.p.Store(c)
+	return l
+}
+
+func (l *liveConfig) get() *config.Config { return l.p.Load() }
+
+// forBond is the live config's ForBond, for the bond manager and the path
+// monitor, which ask at each decision.
+func (l *liveConfig) forBond(name string) config.BondSettings { return l.get().ForBond(name) }
+
+// hangups catches SIGHUP from the start of `run`, so that a reload asked
+// for while the programs load is not the default action (exit) but waits.
+func hangups() (<-chan os.Signal, func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	return c, func() { signal.Stop(c) }
+}
+
+// reloader applies a new config without stopping anything: the daemon's
+// programs stay attached, events keep flowing, and only what changed is
+// touched.
+type reloader struct {
+	af         *actionFlags
+	flagIfaces []string // --interfaces, which the config's own list joins
+	live       *liveConfig
+	// setInterfaces changes the monitored set (daemon.SetInterfaces).
+	setInterfaces func(ctx context.Context, names []string) error
+	// send hands an input to the actions goroutine.
+	send func(actions.Input)
+	// refreshPaths re-reads the bonds' path settings; pathsOn says whether
+	// the path monitor was opened at start.
+	refreshPaths func()
+	pathsOn      bool
+	// observe records the outcome (metrics.ConfigReload).
+	observe func(ok bool, at time.Time)
+	log     *slog.Logger
+}
+
+// run reloads on each SIGHUP until ctx ends.
+func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			r.reload(ctx)
+		}
+	}
+}
+
+// reload re-reads the config file and the flags. A config that does not
+// load is refused whole, and the running one stays in force.
+func (r *reloader) reload(ctx context.Context) bool {
+	next, err := r.af.load()
+	if err != nil {
+		r.log.Error("config reload refused: the running config stays in force", "err", err)
+		r.observe(false, time.Now())
+		return false
+	}
+	prev := r.live.get()
+	if wantsPaths(next) && !r.pathsOn {
+		r.log.Warn("config reload: ARP path health was off at start (no bond had arp_targets); restart linkbeat to turn it on. The rest of the config is applied.")
+	}
+	r.live.p.Store(next)
+	if was, now := prev.Monitored(r.flagIfaces), next.Monitored(r.flagIfaces); !slices.Equal(was, now) {
+		if err := r.setInterfaces(ctx, now); err != nil {
+			// Only shutdown gets here.
+			r.log.Warn("config reload interrupted", "err", err)
+			return false
+		}
+	}
+	// Route policy for links that are down now; delays, dampening and
+	// scripts apply from the next event.
+	r.send(actions.Input{Reload: true})
+	if r.refreshPaths != nil {
+		r.refreshPaths()
+	}
+	r.observe(true, time.Now())
+	r.log.Info("config reloaded", "file", r.af.configFile)
+	return true
+}

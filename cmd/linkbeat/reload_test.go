@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/actions"
+)
+
+func TestReloaderAppliesOrKeeps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "linkbeat.yaml")
+	write := func(doc string) {
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("interfaces: {eth0: {}}\n")
+	af := &actionFlags{configFile: path, upDelayMS: -1, downDelayMS: -1}
+	first, err := af.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		sets    [][]string
+		inputs  []actions.Input
+		results []bool
+	)
+	r := &reloader{af: af, live: newLiveConfig(first),
+		setInterfaces: func(_ context.Context, names []string) error { sets = append(sets, names); return nil },
+		send:          func(x actions.Input) { inputs = append(inputs, x) },
+		observe:       func(ok bool, _ time.Time) { results = append(results, ok) },
+		log:           slog.New(slog.NewTextHandler(io.Discard, nil))}
+
+	// Same interfaces, new delay: no change of the monitored set.
+	write("interfaces: {eth0: {down_delay: 50ms}}\n")
+	if !r.reload(context.Background()) || len(sets) != 0 || r.live.get().For("eth0").Rules.DownDelay != 50*time.Millisecond {
+		t.Fatalf("reload 1: sets %v, down delay %v", sets, r.live.get().For("eth0").Rules.DownDelay)
+	}
+	// A new interface: the set changes.
+	write("interfaces: {eth0: {}, eth1: {}}\n")
+	if !r.reload(context.Background()) || len(sets) != 1 || !slices.Equal(sets[0], []string{"eth0", "eth1"}) {
+		t.Fatalf("reload 2: sets %v", sets)
+	}
+	// Broken: refused, the config in force stays.
+	inForce := r.live.get()
+	write("interfaces: {eth0: {down_delay: soon}}\n")
+	if r.reload(context.Background()) || r.live.get() != inForce {
+		t.Fatal("a broken config replaced the running one")
+	}
+	if !slices.Equal(results, []bool{true, true, false}) || len(inputs) != 2 || !inputs[0].Reload {
+		t.Fatalf("results %v, inputs %v", results, inputs)
+	}
+}
