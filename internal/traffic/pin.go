@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -92,9 +93,57 @@ func checkBpffs(dir string) error {
 	}
 	var parent unix.Statfs_t
 	if err := unix.Statfs(filepath.Dir(filepath.Clean(dir)), &parent); err != nil || parent.Type != unix.BPF_FS_MAGIC {
+		if boundSubdir(dir) {
+			return nil
+		}
 		return fmt.Errorf("pin directory %s is the root of a bpf filesystem: give linkbeat a directory of its own, such as %s", dir, filepath.Join(dir, "linkbeat"))
 	}
 	return nil
+}
+
+// boundSubdir reports whether dir is a bind mount of a directory inside a
+// bpf filesystem rather than its root: the systemd unit gives the service
+// user its pin directory that way, since /sys/fs/bpf is root's alone
+// (deploy/systemd/linkbeat.service).
+func boundSubdir(dir string) bool {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	bound := false
+	// The last mount on a path is the one in force.
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if sep < 5 || sep+1 >= len(f) || unescapeMount(f[4]) != abs {
+			continue
+		}
+		bound = f[sep+1] == "bpf" && unescapeMount(f[3]) != "/"
+	}
+	return bound
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var out strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				out.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		out.WriteByte(s[i])
+	}
+	return out.String()
 }
 
 // checkPinnedMaps compares each pinned map with what this build needs and
@@ -140,6 +189,12 @@ func mapChange(spec *ebpf.MapSpec, m *ebpf.Map) string {
 		return "the pinned map has no BTF"
 	}
 	h, err := btf.NewHandleFromID(id)
+	if errors.Is(err, unix.EPERM) {
+		// BTF by ID needs CAP_SYS_ADMIN, which the systemd unit does not
+		// grant: type, sizes and flags matched, which is what can be
+		// checked; replacing the map would lose its counters at each restart.
+		return ""
+	}
 	if err != nil {
 		return fmt.Sprintf("cannot read the pinned map's BTF: %v", err)
 	}
