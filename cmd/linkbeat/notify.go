@@ -81,6 +81,14 @@ func (n *notifier) stopping() {
 	n.send(sddaemon.SdNotifyStopping + "\nSTATUS=stopping")
 }
 
+// reloading and reloaded bracket a SIGHUP reload, so that systemd shows
+// the service reloading meanwhile (sd_notify(3)).
+func (n *notifier) reloading() {
+	n.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", daemon.Monotonic().Microseconds()))
+}
+
+func (n *notifier) reloaded() { n.send(sddaemon.SdNotifyReady) }
+
 // enqueue never blocks: it runs on the event loop.
 func (n *notifier) enqueue(in chan<- actions.Input, f func()) bool {
 	select {

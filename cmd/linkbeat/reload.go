@@ -55,6 +55,8 @@ type reloader struct {
 	pathsOn      bool
 	// observe records the outcome (metrics.ConfigReload).
 	observe func(ok bool, at time.Time)
+	// reloading and reloaded, if set, bracket each reload (systemd).
+	reloading, reloaded func()
 	log     *slog.Logger
 }
 
@@ -65,7 +67,13 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			if r.reloading != nil {
+				r.reloading()
+			}
 			r.reload(ctx)
+			if r.reloaded != nil {
+				r.reloaded()
+			}
 		}
 	}
 }

@@ -301,6 +301,15 @@ func TestSystemdNotify(t *testing.T) {
 		if n := sock.count("WATCHDOG=1", 1500*time.Millisecond); n != 0 {
 			t.Errorf("%d watchdog pings without WATCHDOG_USEC", n)
 		}
+		// systemctl reload: RELOADING=1 (with the monotonic time systemd
+		// wants), then READY=1 again once the reload is done.
+		must(t, cmd.Process.Signal(syscall.SIGHUP))
+		if m := sock.next(t, "RELOADING=1", 10*time.Second); !strings.Contains(m.state, "MONOTONIC_USEC=") {
+			t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", m.state)
+		}
+		if m := sock.next(t, "READY=1", 10*time.Second); !strings.Contains(m.log, `msg="config reloaded"`) {
+			t.Errorf("READY=1 after SIGHUP before the reload was done; log then:\n%s", m.log)
+		}
 		stopNotified(t, cmd, sock)
 	})
 
