@@ -49,3 +49,33 @@ test: lint test-unit test-host test-vm
 
 clean:
 	rm -rf bin
+
+# Installs the binary, the systemd unit and, unless one is there already,
+# the example config (docs/deploy.md). DESTDIR stages a package root.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+UNITFILE   ?= deploy/systemd/linkbeat.service
+
+.PHONY: install test-deploy
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/linkbeat
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -E '/^Exec/ s#([=[:space:]@!:+-])/[^[:space:]]*/s?bin/linkbeat([[:space:]]|$$)#\1$(PREFIX)/bin/linkbeat\2#g' $(UNITFILE) > $(DESTDIR)$(UNITDIR)/linkbeat.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/linkbeat.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/linkbeat.service.tmp $(DESTDIR)$(UNITDIR)/linkbeat.service
+	install -D -m 0644 deploy/systemd/linkbeat.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/linkbeat.conf
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/linkbeat
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml ]; then \
+		echo "install: kept the existing $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml"; \
+	else \
+		echo "install -m 0644 docs/linkbeat.example.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml"; \
+		install -m 0644 docs/linkbeat.example.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml; \
+	fi
+	@[ -n "$(DESTDIR)" ] || echo "install: now run systemd-sysusers and systemctl daemon-reload, then systemctl enable --now linkbeat"
+
+# Container, Kubernetes, Grafana, Prometheus rules and `make install`
+# checks (test/deploy); they need root and promtool.
+test-deploy: deps
+	$(GO) test -count=1 ./test/deploy/...

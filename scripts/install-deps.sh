@@ -18,6 +18,9 @@ check bpftool bpftool
 # promtool and a real Prometheus for the metrics tests (test/host).
 check promtool prometheus
 check prometheus prometheus
+# systemd-analyze verifies the unit; setpriv runs the daemon with its capabilities (test/host).
+check systemd-analyze systemd
+check setpriv util-linux
 case "${1:-}" in
 generate)
 	check clang clang
