@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X github.com/linkbeat/linkbeat/internal/buildinfo.Version=$(VERSION)
 BIN       := bin/linkbeat
 
-.PHONY: all deps build run generate check-generate lint test test-unit test-host clean
+.PHONY: all deps build run generate check-generate lint vulncheck fuzz test test-unit test-host clean
 all: build
 
 deps:
@@ -35,13 +35,31 @@ lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-# Unit tests need no root.
-test-unit:
-	$(GO) test -count=1 ./internal/... ./cmd/...
+# Known vulnerabilities in the dependencies and the standard library, from
+# the Go vulnerability database (VULNDB: e.g. file:///path/to/db for a
+# mirror). Not part of lint yet: this machine cannot reach vuln.go.dev.
+VULNDB ?= https://vuln.go.dev
+vulncheck:
+	$(GO) tool govulncheck -db $(VULNDB) ./...
+
+# Each fuzz target for FUZZTIME, one after the other, from the committed
+# corpus (testdata/fuzz); a failing input is written there to commit.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := internal/config:FuzzParse internal/carrier:FuzzDecodeEvent internal/carrier:FuzzEventRoundTrip \
+	internal/routes:FuzzRouteSnapshot internal/routes:FuzzDecodeRouteMessage
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} (./$${t%%:*}, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}; \
+	done
+
+# Unit tests need no root. -race needs cgo; the binary stays static.
+test-unit: deps
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./internal/... ./cmd/...
 
 # Privileged tests in throwaway network namespaces on this host.
 test-host: deps build
-	LINKBEAT_BIN=$(CURDIR)/$(BIN) $(GO) test -v -count=1 -timeout 10m ./test/host/...
+	LINKBEAT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 $(GO) test -race -v -count=1 -timeout 10m ./test/host/...
 
 include test/vm/vm.mk
 
@@ -50,8 +68,10 @@ test: lint test-unit test-host test-vm
 clean:
 	rm -rf bin
 
-# Installs the binary, the systemd unit and, unless one is there already,
-# the example config (docs/deploy.md). DESTDIR stages a package root.
+# Installs the binary, the systemd unit, the commented example config and,
+# unless one is there already, a config that is the embedded defaults, so
+# the unit starts as installed (docs/deploy.md). DESTDIR stages a package
+# root.
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 SYSCONFDIR ?= /etc
@@ -67,11 +87,12 @@ install: build
 	mv -f $(DESTDIR)$(UNITDIR)/linkbeat.service.tmp $(DESTDIR)$(UNITDIR)/linkbeat.service
 	install -D -m 0644 deploy/systemd/linkbeat.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/linkbeat.conf
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/linkbeat
+	install -m 0644 docs/linkbeat.example.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.example.yaml
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml ]; then \
 		echo "install: kept the existing $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml"; \
 	else \
-		echo "install -m 0644 docs/linkbeat.example.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml"; \
-		install -m 0644 docs/linkbeat.example.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml; \
+		echo "install -m 0644 deploy/linkbeat.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml"; \
+		install -m 0644 deploy/linkbeat.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml; \
 	fi
 	@[ -n "$(DESTDIR)" ] || echo "install: now run systemd-sysusers and systemctl daemon-reload, then systemctl enable --now linkbeat"
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -83,18 +84,33 @@ func TestMakeInstall(t *testing.T) {
 			}
 			checkMode(t, filepath.Join(dest, prefix, "lib/sysusers.d/linkbeat.conf"), 0o644)
 
-			// The example config, valid, and kept once it is edited.
+			// The config is the embedded defaults, so the unit starts as
+			// installed; the example sits beside it. Both valid; the config
+			// is kept once it is edited.
+			example := filepath.Join(dest, "etc/linkbeat/linkbeat.example.yaml")
+			checkMode(t, example, 0o644)
+			exampleBody, err := os.ReadFile(example)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(exampleBody, readFile(t, "docs/linkbeat.example.yaml")) {
+				t.Error("the installed example is not docs/linkbeat.example.yaml")
+			}
 			cfg := filepath.Join(dest, "etc/linkbeat/linkbeat.yaml")
 			checkMode(t, cfg, 0o644)
 			body, err := os.ReadFile(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(body, readFile(t, "docs/linkbeat.example.yaml")) {
-				t.Error("the installed config is not docs/linkbeat.example.yaml")
+			c, err := config.Parse(body)
+			if err != nil {
+				t.Fatalf("installed config: %v", err)
 			}
-			if _, err := config.Parse(body); err != nil {
-				t.Errorf("installed config: %v", err)
+			if len(c.Interfaces) != 0 || len(c.Bonds) != 0 || !reflect.ValueOf(c.Defaults).IsZero() {
+				t.Errorf("the installed config is not the embedded defaults: %+v", c)
+			}
+			if _, err := config.Parse(exampleBody); err != nil {
+				t.Errorf("installed example: %v", err)
 			}
 			edited := append(body, []byte("# edited by the operator\n")...)
 			if err := os.WriteFile(cfg, edited, 0o640); err != nil {
