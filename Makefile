@@ -68,6 +68,42 @@ test: lint test-unit test-host test-vm
 clean:
 	rm -rf bin
 
+# Benchmarks (issue 7, test/bench): the host scenarios natively in netns,
+# the VM scenarios under QEMU (test/vm/vm.mk), then bench/REPORT.md and its
+# SVG plots from this run's results files. See docs/bench.md.
+BENCH_QUICK_DIR := bench/quick
+.PHONY: bench bench-quick bench-deps
+bench-deps:
+	scripts/install-deps.sh bench
+
+bench: bench-deps build
+	@since=$$(date -u +%Y-%m-%dT%H:%M:%SZ) && \
+	LINKBEAT_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench/host -out bench/results && \
+	$(MAKE) bench-vm BENCH_OUT=bench/results && \
+	$(GO) run ./test/bench/report -out bench -since $$since bench/results
+
+# A few trials of everything, into the uncommitted $(BENCH_QUICK_DIR): checks
+# that every scenario still produces figures, never their values.
+bench-quick: bench-deps build
+	$(GO) test -count=1 ./test/bench/...
+	rm -rf $(BENCH_QUICK_DIR)
+	LINKBEAT_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench/host -quick -out $(BENCH_QUICK_DIR)
+	$(MAKE) bench-vm-quick BENCH_OUT=$(BENCH_QUICK_DIR)
+	$(GO) run ./test/bench/report -out $(BENCH_QUICK_DIR) -check $(BENCH_QUICK_DIR)
+
+# Soak (test/soak): one daemon under random faults for DURATION, sampled
+# every SOAK_INTERVAL; prints the samples and fails on growth after warm-up.
+# go test's own timeout is off (DURATION varies); the test has a watchdog.
+DURATION      ?= 10m
+SOAK_INTERVAL ?= 10s
+.PHONY: soak soak-short
+soak: deps build
+	LINKBEAT_BIN=$(CURDIR)/$(BIN) $(GO) test -v -count=1 -timeout 0 ./test/soak/ -soak.duration=$(DURATION) -soak.interval=$(SOAK_INTERVAL)
+
+# The 60 s version for `make test`: samples every 5 s, to have enough of them.
+soak-short:
+	$(MAKE) soak DURATION=60s SOAK_INTERVAL=5s
+
 # Installs the binary, the systemd unit, the commented example config and,
 # unless one is there already, a config that is the embedded defaults, so
 # the unit starts as installed (docs/deploy.md). DESTDIR stages a package

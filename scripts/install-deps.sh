@@ -5,6 +5,7 @@
 #   scripts/install-deps.sh          build and host tests
 #   scripts/install-deps.sh generate + clang/llvm for `make generate`
 #   scripts/install-deps.sh vm       + the QEMU testbed's host tools
+#   scripts/install-deps.sh bench    + ifplugd and iperf3 for the benchmarks
 set -eu
 
 need=""
@@ -21,7 +22,15 @@ check prometheus prometheus
 # systemd-analyze verifies the unit; setpriv runs the daemon with its capabilities (test/host).
 check systemd-analyze systemd
 check setpriv util-linux
+# go test -race needs cgo, and so a C compiler (make test-unit, test-host).
+check gcc gcc
 case "${1:-}" in
+bench)
+	# test/bench/host: the real ifplugd 0.28 to compare with, iperf3 for
+	# the datapath overhead.
+	check ifplugd ifplugd
+	check iperf3 iperf3
+	;;
 generate)
 	check clang clang
 	check llvm-strip llvm

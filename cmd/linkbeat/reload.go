@@ -57,7 +57,7 @@ type reloader struct {
 	observe func(ok bool, at time.Time)
 	// reloading and reloaded, if set, bracket each reload (systemd).
 	reloading, reloaded func()
-	log     *slog.Logger
+	log                 *slog.Logger
 }
 
 // run reloads on each SIGHUP until ctx ends.

@@ -100,6 +100,8 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 	defer d.Close()
 	defer tel.Close() // no scrape may read the maps d.Close closes
+	// "" when the bpffs was not usable: then nothing is pinned.
+	dcfg.PinDir = d.PinDir()
 	if err := tel.started(d, dcfg, af.stateDir); err != nil {
 		return err
 	}
@@ -157,7 +159,8 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 	rctx, stopReloads := context.WithCancel(ctx)
 	rl := &reloader{af: af, flagIfaces: flagIfaces, live: cfg, setInterfaces: d.SetInterfaces, send: enqueue,
-		refreshPaths: paths.refresh, pathsOn: pm != nil, observe: tel.metrics.ConfigReload, log: log}
+		refreshPaths: paths.refresh, pathsOn: pm != nil, observe: tel.metrics.ConfigReload, log: log,
+		reloading: sd.reloading, reloaded: sd.reloaded}
 	reloadsDone := make(chan struct{})
 	go func() { defer close(reloadsDone); rl.run(rctx, hup) }()
 	live := map[int]string{}
@@ -206,7 +209,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 		for idx, name := range live {
 			s := cfg.get().For(name)
 			if up, known := act.Effective(idx); s.Script != "" && known && up {
-				scripts.Run(script.Job{Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Ifname: name, Up: false,
+				scripts.Run(script.Job{Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Capabilities: s.ScriptCaps, Ifname: name, Up: false,
 					Env: script.Env(idx, "exit", 0, "", "")}, "up")
 			}
 		}

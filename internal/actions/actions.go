@@ -20,6 +20,7 @@ type Routes interface {
 	LinkDown(ifindex int, ifname string) (routes.Result, error)
 	LinkUp(ifindex int, ifname string) (routes.Result, error)
 	Release(ifindex int, ifname string) (routes.Result, error)
+	Forget(ifindex int) error
 }
 
 // Scripts is the script actor.
@@ -125,6 +126,11 @@ func (a *Actions) Handle(x Input) {
 		a.policy.Forget(x.Event.Ifindex)
 		if x.Released && a.routes != nil {
 			a.release(x.Event.Ifindex, x.Event.Ifname, "no longer monitored")
+		} else if a.routes != nil {
+			// Gone: what it had withdrawn went with it.
+			if err := a.routes.Forget(x.Event.Ifindex); err != nil {
+				a.log.Error("forgetting the routes of a removed link", "ifname", x.Event.Ifname, "err", err)
+			}
 		}
 	case x.Initial:
 		a.apply(a.policy.Initial(x.Event))
@@ -215,7 +221,7 @@ func (a *Actions) carryOut(d policy.Decision) {
 	}
 	if a.scripts != nil && s.Script != "" {
 		a.scripts.Submit(script.Job{
-			Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Ifname: d.Ifname, Up: d.Up,
+			Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Capabilities: s.ScriptCaps, Ifname: d.Ifname, Up: d.Up,
 			Env: script.Env(d.Ifindex, d.Event.Source.String(), int64(d.Event.Time), a.bonds[d.Ifindex][0], a.bonds[d.Ifindex][1]),
 		})
 	}

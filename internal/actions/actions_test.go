@@ -28,6 +28,8 @@ func (f fakeRoutes) LinkUp(i int, _ string) (routes.Result, error) {
 	return routes.Result{Restored: 1}, nil
 }
 
+func (f fakeRoutes) Forget(int) error { return nil }
+
 func (f fakeRoutes) Release(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes release", i})
 	return routes.Result{Restored: 1}, nil

@@ -8,16 +8,22 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"math"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/linkbeat/linkbeat/internal/policy"
+	"github.com/linkbeat/linkbeat/internal/script"
 )
 
 // Interface holds one interface's settings; unset fields inherit defaults.
@@ -29,6 +35,9 @@ type Interface struct {
 	Script        *string    `yaml:"script"`
 	ScriptTimeout *Duration  `yaml:"script_timeout"`
 	ScriptExtra   *string    `yaml:"script_extra"`
+	// ScriptCapabilities is what the script may hold (default
+	// [CAP_NET_ADMIN]; [] for none). See docs/scripts.md.
+	ScriptCapabilities *[]string `yaml:"script_capabilities"`
 }
 
 // Dampening holds a flapping link down.
@@ -107,7 +116,19 @@ type Settings struct {
 	Script         string
 	ScriptTimeout  time.Duration
 	ScriptExtra    string
+	// ScriptCaps are the capability names the script keeps.
+	ScriptCaps []string
 }
+
+// Bounds of values a sane config can hold: beyond them a value is a slip
+// (a unit forgotten, a digit too many), not an intent.
+const (
+	maxDelay       = time.Hour
+	maxWindow      = 24 * time.Hour
+	maxTransitions = 1000
+	maxTimeout     = time.Hour
+	maxARPInterval = time.Minute
+)
 
 // Duration is a time.Duration written "150ms", "2s"; a bare number is
 // milliseconds.
@@ -120,9 +141,12 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	s := strings.TrimSpace(n.Value)
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		var ms int64
-		if _, e := fmt.Sscanf(s, "%d", &ms); e != nil || fmt.Sprint(ms) != s {
+		ms, e := strconv.ParseInt(s, 10, 64)
+		if e != nil {
 			return fmt.Errorf("line %d: %q is not a duration: want e.g. 200ms, 2s, or a number of milliseconds", n.Line, n.Value)
+		}
+		if ms > math.MaxInt64/int64(time.Millisecond) || ms < math.MinInt64/int64(time.Millisecond) {
+			return fmt.Errorf("line %d: %q milliseconds is out of range", n.Line, n.Value)
 		}
 		v = time.Duration(ms) * time.Millisecond
 	}
@@ -132,6 +156,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
+
+// MarshalYAML writes the form UnmarshalYAML reads back: "1.5s", not
+// nanoseconds that would be read as milliseconds.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 // Load reads and validates a file.
 func Load(path string) (*Config, error) {
@@ -151,8 +179,19 @@ func Parse(b []byte) (*Config, error) {
 	c := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, errEOF(err)) {
-		return nil, explain(err)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		// io.EOF: an empty file is the default config.
+		return nil, locate(b, explain(err))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		l := extra.Line
+		if len(extra.Content) > 0 {
+			l = extra.Content[0].Line
+		}
+		return nil, fmt.Errorf("line %d: a second YAML document: the config is one document", l)
+	} else if !errors.Is(err, io.EOF) {
+		return nil, locate(b, explain(err))
 	}
 	var root yaml.Node
 	_ = yaml.Unmarshal(b, &root)
@@ -162,19 +201,61 @@ func Parse(b []byte) (*Config, error) {
 	return c, nil
 }
 
-// errEOF lets an empty file through: it is the default config.
-func errEOF(err error) error {
-	if err != nil && err.Error() == "EOF" {
+var (
+	lineRef   = regexp.MustCompile(`\bline \d+\b`)
+	anchorRef = regexp.MustCompile(`anchor '([^']*)'`)
+)
+
+// locate gives a line number to the yaml.v3 errors that have none: the
+// reader's (a byte refused anywhere), the decoder's alias checks, and the
+// parser's on the first line, whose number yaml.v3 leaves out (it takes
+// line 0 for "no line").
+func locate(b []byte, err error) error {
+	msg := err.Error()
+	if lineRef.MatchString(msg) {
 		return err
 	}
-	return errors.New("not EOF")
+	at := 0
+	switch m := anchorRef.FindStringSubmatch(msg); {
+	case strings.Contains(msg, "control characters") || strings.Contains(msg, "UTF-8") || strings.Contains(msg, "UTF-16"):
+		// The reader's refusals; the scanner's (a %-escape in a tag)
+		// find no bad byte and are on the first line.
+		at = max(badByte(b), 0)
+	case m != nil && strings.Contains(msg, "unknown anchor"):
+		at = bytes.Index(b, []byte("*"+m[1]))
+	case m != nil:
+		at = bytes.Index(b, []byte("&"+m[1]))
+	case strings.Contains(msg, "aliasing"):
+		at = bytes.IndexByte(b, '*')
+	}
+	if at < 0 {
+		// Unlocatable: say so rather than point at a wrong line.
+		return err
+	}
+	return fmt.Errorf("line %d: %w", 1+bytes.Count(b[:at], []byte("\n")), err)
+}
+
+// badByte finds the first byte YAML's reader refuses, or -1: invalid
+// UTF-8, or a character outside YAML's printable set.
+func badByte(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		printable := r == 0x09 || r == 0x0A || r == 0x0D || (r >= 0x20 && r <= 0x7E) || r == 0x85 ||
+			(r >= 0xA0 && r <= 0xD7FF) || (r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)
+		if (r == utf8.RuneError && size == 1) || !printable {
+			return i
+		}
+		i += size
+	}
+	return -1
 }
 
 // explain rewrites yaml.v3's messages to say what is allowed.
 func explain(err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return err
+		// "file: line 3: ...", as for every other error.
+		return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	msgs := make([]string, 0, len(te.Errors))
 	for _, m := range te.Errors {
@@ -183,15 +264,30 @@ func explain(err error) error {
 			typ := m[i+len(" not found in type "):]
 			m = m[:i] + " is not a known key; allowed: " + allowedKeys(typ)
 		}
-		msgs = append(msgs, m)
+		msgs = append(msgs, typeNames.Replace(m))
 	}
 	return errors.New(strings.Join(msgs, "; "))
 }
 
+// typeNames says in config terms what the Go types in yaml.v3's messages
+// stand for.
+var typeNames = strings.NewReplacer(
+	"into map[string]config.Interface", "into a map of interface names to their settings",
+	"into map[string]config.Bond", "into a map of bond names to their settings",
+	"into config.Interface", "into an interface's settings (a map)",
+	"into config.Dampening", "into dampening settings (a map of transitions, window, hold_down)",
+	"into config.Bond", "into a bond's settings (a map)",
+	"into config.Config", "into the config (a map of monitor_all, defaults, interfaces, script_on_exit, bonds)",
+	"into []string", "into a list",
+	"into bool", "into true or false",
+	"into int", "into an integer",
+	"into string", "into a string",
+)
+
 func allowedKeys(typ string) string {
 	switch {
 	case strings.HasSuffix(typ, "config.Interface"):
-		return "routes, up_delay, down_delay, dampening, script, script_timeout, script_extra"
+		return "routes, up_delay, down_delay, dampening, script, script_timeout, script_extra, script_capabilities"
 	case strings.HasSuffix(typ, "config.Dampening"):
 		return "transitions, window, hold_down"
 	case strings.HasSuffix(typ, "config.Bond"):
@@ -204,25 +300,66 @@ func allowedKeys(typ string) string {
 // validate checks values the types cannot, pointing at their lines.
 func (c *Config) validate(root *yaml.Node) error {
 	check := func(path []string, in Interface) error {
-		if in.Routes != nil && *in.Routes != "withdraw" && *in.Routes != "keep" {
-			return fmt.Errorf("line %d: %s: %q is not allowed: want withdraw or keep", line(root, append(path, "routes")), strings.Join(append(path, "routes"), "."), *in.Routes)
+		at := func(keys ...string) (int, string) {
+			p := append(slices.Clone(path), keys...)
+			return line(root, p), strings.Join(p, ".")
 		}
-		if d := in.Dampening; d != nil && d.Transitions != 0 {
-			p := append(path, "dampening")
-			switch {
-			case d.Transitions < 2:
-				return fmt.Errorf("line %d: %s.transitions: %d is too few: want 2 or more (0 turns dampening off)", line(root, append(p, "transitions")), strings.Join(p, "."), d.Transitions)
-			case d.Window <= 0:
-				return fmt.Errorf("line %d: %s.window must be more than 0 when dampening is on", line(root, append(p, "window")), strings.Join(p, "."))
-			case d.HoldDown <= 0:
-				return fmt.Errorf("line %d: %s.hold_down must be more than 0 when dampening is on", line(root, append(p, "hold_down")), strings.Join(p, "."))
+		if in.Routes != nil && *in.Routes != "withdraw" && *in.Routes != "keep" {
+			l, name := at("routes")
+			return fmt.Errorf("line %d: %s: %q is not allowed: want withdraw or keep", l, name, *in.Routes)
+		}
+		for _, d := range []struct {
+			key string
+			v   *Duration
+		}{{"up_delay", in.UpDelay}, {"down_delay", in.DownDelay}} {
+			if d.v != nil && time.Duration(*d.v) > maxDelay {
+				l, name := at(d.key)
+				return fmt.Errorf("line %d: %s: %v is too long: want at most %v", l, name, time.Duration(*d.v), maxDelay)
 			}
 		}
-		if d := in.Dampening; d != nil && d.Transitions < 0 {
-			return fmt.Errorf("line %d: dampening.transitions must be 0 or more", line(root, append(path, "dampening")))
+		if d := in.Dampening; d != nil {
+			l, name := at("dampening", "transitions")
+			switch {
+			case d.Transitions < 0:
+				return fmt.Errorf("line %d: %s: %d is negative: want 2 or more, or 0 to turn dampening off", l, name, d.Transitions)
+			case d.Transitions == 0 && (d.Window != 0 || d.HoldDown != 0):
+				return fmt.Errorf("line %d: %s is 0 or missing, which turns dampening off, yet a window or hold_down is set: want 2 or more transitions, or no window and hold_down", l, name)
+			case d.Transitions == 0:
+			case d.Transitions < 2:
+				return fmt.Errorf("line %d: %s: %d is too few: want 2 or more (0 turns dampening off)", l, name, d.Transitions)
+			case d.Transitions > maxTransitions:
+				return fmt.Errorf("line %d: %s: %d is too many: want at most %d", l, name, d.Transitions, maxTransitions)
+			}
+			if d.Transitions > 0 {
+				for _, w := range []struct {
+					key string
+					v   Duration
+				}{{"window", d.Window}, {"hold_down", d.HoldDown}} {
+					l, name := at("dampening", w.key)
+					if w.v <= 0 {
+						return fmt.Errorf("line %d: %s must be more than 0 when dampening is on", l, name)
+					}
+					if time.Duration(w.v) > maxWindow {
+						return fmt.Errorf("line %d: %s: %v is too long: want at most %v", l, name, time.Duration(w.v), maxWindow)
+					}
+				}
+			}
 		}
 		if in.Script != nil && *in.Script != "" && !strings.HasPrefix(*in.Script, "/") {
-			return fmt.Errorf("line %d: %s.script: %q must be an absolute path", line(root, append(path, "script")), strings.Join(path, "."), *in.Script)
+			l, name := at("script")
+			return fmt.Errorf("line %d: %s: %q must be an absolute path", l, name, *in.Script)
+		}
+		if t := in.ScriptTimeout; t != nil && (*t <= 0 || time.Duration(*t) > maxTimeout) {
+			l, name := at("script_timeout")
+			return fmt.Errorf("line %d: %s: %v is out of range: want more than 0 and at most %v", l, name, time.Duration(*t), maxTimeout)
+		}
+		if in.ScriptCapabilities != nil {
+			for _, n := range *in.ScriptCapabilities {
+				if _, err := script.ParseCapability(n); err != nil {
+					l, name := at("script_capabilities")
+					return fmt.Errorf("line %d: %s: %w", l, name, err)
+				}
+			}
 		}
 		return nil
 	}
@@ -252,6 +389,9 @@ func (c *Config) validate(root *yaml.Node) error {
 		}
 		if b.ARPInterval != nil && time.Duration(*b.ARPInterval) < 10*time.Millisecond {
 			return fmt.Errorf("line %d: bonds.%s.arp_interval: %v is too short: want 10ms or more", line(root, append(p, "arp_interval")), name, time.Duration(*b.ARPInterval))
+		}
+		if b.ARPInterval != nil && time.Duration(*b.ARPInterval) > maxARPInterval {
+			return fmt.Errorf("line %d: bonds.%s.arp_interval: %v is too long: want at most %v", line(root, append(p, "arp_interval")), name, time.Duration(*b.ARPInterval), maxARPInterval)
 		}
 		if b.MissedMax != nil && (*b.MissedMax < 1 || *b.MissedMax > 255) {
 			return fmt.Errorf("line %d: bonds.%s.missed_max: %d is out of range: want 1 to 255", line(root, append(p, "missed_max")), name, *b.MissedMax)
@@ -302,7 +442,7 @@ func (c *Config) Monitored(flag []string) []string {
 // For resolves an interface's settings: its section over the defaults over
 // the built-in defaults.
 func (c *Config) For(ifname string) Settings {
-	s := Settings{WithdrawRoutes: true, ScriptTimeout: 30 * time.Second}
+	s := Settings{WithdrawRoutes: true, ScriptTimeout: 30 * time.Second, ScriptCaps: script.DefaultCapabilities()}
 	apply := func(in Interface) {
 		if in.Routes != nil {
 			s.WithdrawRoutes = *in.Routes == "withdraw"
@@ -324,6 +464,9 @@ func (c *Config) For(ifname string) Settings {
 		}
 		if in.ScriptExtra != nil {
 			s.ScriptExtra = *in.ScriptExtra
+		}
+		if in.ScriptCapabilities != nil {
+			s.ScriptCaps = slices.Clone(*in.ScriptCapabilities)
 		}
 	}
 	apply(c.Defaults)

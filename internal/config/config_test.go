@@ -54,7 +54,7 @@ func TestErrorsNameLineFieldAndAllowed(t *testing.T) {
 		{"defaults:\n  dampening: {transitions: 1, window: 1s, hold_down: 1s}\n", "transitions: 1 is too few"},
 		{"interfaces:\n  eth0:\n    up_delay: [1]\n", "line 3: want a duration"},
 		{"monitor_all: maybe\n", "line 1: cannot unmarshal"},
-		{"defaults: [\n", "yaml: line"},
+		{"defaults: [\n", "line 1: did not find expected node content"},
 		{"interfaces:\n  eth0:\n    script: relative.sh\n", "must be an absolute path"},
 	}
 	for _, c := range cases {
@@ -127,5 +127,96 @@ func TestMonitored(t *testing.T) {
 	c.MonitorAll = true
 	if got := c.Monitored(nil); len(got) != 0 {
 		t.Errorf("monitor_all: %v, want every interface", got)
+	}
+}
+
+// Bad input of every kind gets an error that names its line.
+func TestBadInputNamesTheLine(t *testing.T) {
+	cases := []struct{ name, doc, want string }{
+		{"malformed", "defaults:\n  routes: keep\n   up_delay: 1s\n", "line 3: mapping values are not allowed"},
+		{"unclosed flow", "interfaces: {eth0: {routes: keep}\n", "line 1: did not find expected ',' or '}'"},
+		{"tab indent", "defaults:\n\troutes: keep\n", "line 2: found character that cannot start any token"},
+		{"wrong type list for map", "interfaces: [eth0, eth1]\n", "line 1: cannot unmarshal !!seq into a map of interface names to their settings"},
+		{"wrong type map for bool", "monitor_all: {a: 1}\n", "line 1: cannot unmarshal !!map into true or false"},
+		{"wrong type string for int", "defaults:\n  dampening: {transitions: many, window: 1s, hold_down: 1s}\n", "line 2: cannot unmarshal !!str `many` into an integer"},
+		{"wrong type scalar for settings", "interfaces:\n  eth0: keep\n", "line 2: cannot unmarshal !!str `keep` into an interface's settings (a map)"},
+		{"unknown top key", "\n\nintervals: {}\n", "line 3: field intervals is not a known key; allowed: monitor_all, defaults"},
+		{"unknown bond key", "bonds:\n  bond0:\n    miimon: 100\n", "line 3: field miimon is not a known key"},
+		{"duplicate key", "interfaces:\n  eth0: {}\n  eth0: {}\n", `line 3: mapping key "eth0" already defined at line 2`},
+		{"second document", "defaults: {}\n---\ninterfaces: {eth0: {}}\n", "line 3: a second YAML document"},
+		{"negative delay", "defaults:\n  up_delay: -1s\n", `line 2: "-1s" is negative`},
+		{"negative bare delay", "interfaces:\n  eth0:\n    down_delay: -200\n", `line 3: "-200" is negative`},
+		{"overflowing ms", "defaults:\n  up_delay: 9223372036854775807\n", "line 2: \"9223372036854775807\" milliseconds is out of range"},
+		{"delay too long", "defaults:\n  up_delay: 2h\n", "line 2: defaults.up_delay: 2h0m0s is too long: want at most 1h0m0s"},
+		{"zero hold-down", "interfaces:\n  eth0:\n    dampening:\n      transitions: 4\n      window: 1s\n      hold_down: 0\n", "line 6: interfaces.eth0.dampening.hold_down must be more than 0 when dampening is on"},
+		{"missing hold-down", "defaults:\n  dampening: {transitions: 4, window: 1s}\n", "line 2: defaults.dampening.hold_down must be more than 0"},
+		{"zero window", "defaults:\n  dampening:\n    transitions: 4\n    window: 0s\n    hold_down: 5s\n", "line 4: defaults.dampening.window must be more than 0"},
+		{"zero transitions with window", "defaults:\n  dampening:\n    transitions: 0\n    window: 1s\n    hold_down: 5s\n", "line 3: defaults.dampening.transitions is 0 or missing, which turns dampening off"},
+		{"negative transitions", "defaults:\n  dampening:\n    transitions: -3\n", "line 3: defaults.dampening.transitions: -3 is negative"},
+		{"too many transitions", "defaults:\n  dampening: {transitions: 100000, window: 1s, hold_down: 1s}\n", "too many: want at most 1000"},
+		{"zero timeout", "interfaces:\n  eth0:\n    script_timeout: 0\n", "line 3: interfaces.eth0.script_timeout: 0s is out of range: want more than 0"},
+		{"huge timeout", "defaults:\n  script_timeout: 48h\n", "line 2: defaults.script_timeout: 48h0m0s is out of range"},
+		{"unknown capability", "defaults:\n  script_capabilities: [CAP_NET_ADMIN, CAP_NET_ADMNI]\n", `line 2: defaults.script_capabilities: "CAP_NET_ADMNI" is not a capability`},
+		{"huge arp interval", "bonds:\n  bond0:\n    arp_interval: 10m\n", "line 3: bonds.bond0.arp_interval: 10m0s is too long"},
+		{"bad interface name", "interfaces:\n  this-name-is-too-long0: {}\n", `line 2: interfaces: "this-name-is-too-long0" is not a valid interface name`},
+		{"control character", "defaults:\n  routes: keep\n  script: /bin/tr\x01ue\n", "line 3: control characters are not allowed"},
+		{"invalid utf-8", "defaults:\n  script: /bin/\xff\n", "line 2: invalid leading UTF-8 octet"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.doc))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("config %q:\n error %v\n want it to contain %q", c.doc, err, c.want)
+			}
+		})
+	}
+}
+
+func TestDampeningCanBeTurnedOffPerInterface(t *testing.T) {
+	c, err := Parse([]byte("defaults:\n  dampening: {transitions: 4, window: 1s, hold_down: 5s}\ninterfaces:\n  eth1:\n    dampening: {transitions: 0}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.For("eth1"); s.Rules.Transitions != 0 {
+		t.Fatalf("eth1 dampening %+v, want off", s.Rules)
+	}
+	if s := c.For("eth0"); s.Rules.Transitions != 4 {
+		t.Fatalf("eth0 dampening %+v, want the default's", s.Rules)
+	}
+}
+
+func TestScriptCapabilities(t *testing.T) {
+	c, err := Parse([]byte("defaults:\n  script_capabilities: [net_admin, CAP_NET_RAW]\ninterfaces:\n  eth1:\n    script_capabilities: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.For("eth0").ScriptCaps; strings.Join(got, ",") != "net_admin,CAP_NET_RAW" {
+		t.Errorf("eth0 caps %q", got)
+	}
+	if got := c.For("eth1").ScriptCaps; got == nil || len(got) != 0 {
+		t.Errorf("eth1 caps %#v, want empty (none), not nil (default)", got)
+	}
+	if got := (&Config{}).For("eth0").ScriptCaps; strings.Join(got, ",") != "CAP_NET_ADMIN" {
+		t.Errorf("default caps %q", got)
+	}
+}
+
+func TestUnreadableFileSaysWhy(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "read config") || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("directory as config: %v", err)
+	}
+}
+
+func TestDurationMarshalsToWhatItReads(t *testing.T) {
+	for _, d := range []time.Duration{0, time.Nanosecond, 1500 * time.Millisecond, 45 * time.Minute} {
+		v, _ := Duration(d).MarshalYAML()
+		c, err := Parse([]byte("defaults:\n  up_delay: " + v.(string) + "\n"))
+		if err != nil {
+			t.Fatalf("%v: %v", d, err)
+		}
+		if got := time.Duration(*c.Defaults.UpDelay); got != d {
+			t.Errorf("%v came back as %v", d, got)
+		}
 	}
 }

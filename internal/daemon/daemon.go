@@ -95,11 +95,14 @@ func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if cfg.PinDir != "" {
 		c := probe.Bpffs(cfg.PinDir)
 		f.Checks = append(f.Checks, c)
-		if !c.OK {
-			return nil, errors.New(c.Detail)
-		}
-		if err := os.MkdirAll(cfg.PinDir, 0o700); err != nil {
-			return nil, fmt.Errorf("create pin directory %s: %w", cfg.PinDir, err)
+		if c.OK {
+			if err := os.MkdirAll(cfg.PinDir, 0o700); err != nil {
+				return nil, fmt.Errorf("create pin directory %s: %w", cfg.PinDir, err)
+			}
+		} else {
+			// Failover needs no pins: run on what there is, and say so.
+			log.Error("running without pins: `linkbeat stats` and `status` cannot read the counters, they restart from 0 with the daemon, and the TC programs go with it", "reason", c.Detail)
+			d.cfg.PinDir = ""
 		}
 	}
 	f.Checks = append(f.Checks, probe.Tracefs())
@@ -187,7 +190,7 @@ func explainRefusal(a carrier.Attempt) string {
 }
 
 func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
-	t, err := traffic.Open(traffic.Options{PinDir: d.cfg.PinDir, Mechanism: traffic.Mechanism(d.cfg.TC), KernelTypes: kernelTypes, Log: d.log})
+	t, err := traffic.Open(traffic.Options{PinDir: d.cfg.PinDir, Mechanism: traffic.Mechanism(d.cfg.TC), KernelTypes: kernelTypes, NoKernelBTF: kernelTypes == nil, Log: d.log})
 	f := &d.features
 	if err != nil {
 		f.TCMechanism = "none"
@@ -211,6 +214,10 @@ func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
 	}
 	return nil
 }
+
+// PinDir is the bpffs directory in use: the configured one, or "" when
+// it was not usable and nothing is pinned.
+func (d *Daemon) PinDir() string { return d.cfg.PinDir }
 
 // Features returns the probing result.
 func (d *Daemon) Features() Features { return d.features }

@@ -61,6 +61,12 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 		return err
 	}
 	d.pruneTraffic()
+	for name := range d.wanted {
+		if _, ok := l.table.ByName(name); !ok {
+			// Not an error: hot-plugged NICs, VLANs and bonds come later.
+			d.log.Warn("configured interface not present: monitored once it appears", "ifname", name)
+		}
+	}
 	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
 	if h.Ready != nil {
 		h.Ready(ctx)
@@ -206,6 +212,9 @@ func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
 	case registry.Updated:
 		if c.Renamed() {
 			log.Info("interface renamed", "old", c.Old.Name)
+			if was {
+				l.d.observeRenamed(c, now)
+			}
 		}
 	}
 	switch {

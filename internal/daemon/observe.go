@@ -64,6 +64,18 @@ func (d *Daemon) observe(h Handler) Handler {
 	return h
 }
 
+// observeRenamed moves a monitored link's series to its new name, or
+// drops them when the new name is not monitored.
+func (d *Daemon) observeRenamed(c registry.Change, monitored bool) {
+	if d.cfg.Observer == nil {
+		return
+	}
+	d.cfg.Observer.Link(registry.Change{Kind: registry.Removed, Link: c.Old})
+	if monitored {
+		d.cfg.Observer.Link(registry.Change{Kind: registry.Added, Link: c.Link})
+	}
+}
+
 func (d *Daemon) observeResync(reason string) {
 	if d.cfg.Observer != nil {
 		d.cfg.Observer.Resync(reason)

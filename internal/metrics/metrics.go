@@ -279,6 +279,7 @@ type RouteActor interface {
 	LinkDown(ifindex int, ifname string) (routes.Result, error)
 	LinkUp(ifindex int, ifname string) (routes.Result, error)
 	Release(ifindex int, ifname string) (routes.Result, error)
+	Forget(ifindex int) error
 	Withdrawn() map[string]int
 }
 
@@ -318,6 +319,14 @@ func (x *Routes) Release(ifindex int, ifname string) (routes.Result, error) {
 	x.m.restores.with(ifname).Add(float64(res.Restored))
 	x.m.SetWithdrawn(x.r.Withdrawn())
 	return res, err
+}
+
+// Forget drops a gone link's withdrawn routes; its withdrawn-now series
+// goes to 0.
+func (x *Routes) Forget(ifindex int) error {
+	err := x.r.Forget(ifindex)
+	x.m.SetWithdrawn(x.r.Withdrawn())
+	return err
 }
 
 // cache hands out a vector's children from a sync.Map, so that the event

@@ -191,6 +191,8 @@ func (f *fakeRoutes) Release(_ int, ifname string) (routes.Result, error) {
 	delete(f.withdrawn, ifname)
 	return routes.Result{Restored: 3}, nil
 }
+func (f *fakeRoutes) Forget(int) error { return nil }
+
 func (f *fakeRoutes) Withdrawn() map[string]int { return f.withdrawn }
 
 func TestRoutesWrapperCountsAndSnapshots(t *testing.T) {

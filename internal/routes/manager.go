@@ -254,6 +254,7 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.renamed(ifindex, ifname)
 	id := linkID(ifname, ifindex)
 	ls := m.st.Links[id]
 	prev := m.st.Links[id]
@@ -269,6 +270,9 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 		// set: restoring it must merge, not skip.
 		if !e.Merge && m.keyWithdrawnElsewhere(e.Route.key(), id) {
 			e.Merge = true
+		}
+		if len(e.Removed) == 0 {
+			e.Orig = m.origElsewhere(e.Route, id)
 		}
 		ls.Routes = slices.DeleteFunc(ls.Routes, func(o *routeEntry) bool { return o.Route.key() == e.Route.key() })
 		ls.Routes = append(ls.Routes, e)
@@ -418,6 +422,33 @@ func (m *Manager) keyWithdrawnElsewhere(k routeKey, except string) bool {
 	return false
 }
 
+// origElsewhere is the fullest pre-withdrawal version of r that another
+// link's record holds (a partial withdrawal's route, or an Orig handed
+// on), with every hop r has now; nil when there is none.
+func (m *Manager) origElsewhere(r *Route, except string) *Route {
+	var best *Route
+	for id, ls := range m.st.Links {
+		if id == except {
+			continue
+		}
+		for _, e := range ls.Routes {
+			for _, o := range []*Route{e.Orig, e.Route} {
+				if o == nil || (o == e.Route && len(e.Removed) == 0) || o.key() != r.key() || len(o.Hops) <= len(r.Hops) {
+					continue
+				}
+				if !slices.ContainsFunc(r.Hops, func(h Hop) bool { return !hasHop(o.Hops, h) }) &&
+					(best == nil || len(o.Hops) > len(best.Hops)) {
+					best = o
+				}
+			}
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return best.clone()
+}
+
 func (m *Manager) nexthopWithdrawnElsewhere(nhid uint32, except string) bool {
 	for id, ls := range m.st.Links {
 		if id == except {
@@ -432,12 +463,64 @@ func (m *Manager) nexthopWithdrawnElsewhere(nhid uint32, except string) bool {
 	return false
 }
 
+// Forget drops what was withdrawn from a link that is gone (deleted, or
+// moved to another netns): its routes went with it, and nothing may be
+// restored onto a later link with its name or ifindex.
+func (m *Manager) Forget(ifindex int) error {
+	m.cache.forgetFlushed(ifindex)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	forgot := false
+	for id, ls := range m.st.Links {
+		if ls.Ifindex == ifindex {
+			m.log.Info("forgetting withdrawn routes of a link that is gone", "link", ls.Ifname, "ifindex", ifindex,
+				"routes", len(ls.Routes), "nexthops", len(ls.Nexthops))
+			delete(m.st.Links, id)
+			forgot = true
+		}
+	}
+	if !forgot {
+		return nil
+	}
+	return m.st.save(m.cfg.StateDir)
+}
+
+// renamed files what was withdrawn from ifindex under an older name under
+// its name now: a renamed link keeps its ifindex, and a gone one is
+// forgotten, so the ifindex still means the same link. m.mu must be held.
+func (m *Manager) renamed(ifindex int, ifname string) {
+	id := linkID(ifname, ifindex)
+	moved := false
+	for old, ls := range m.st.Links {
+		if ls.Ifindex != ifindex || old == id {
+			continue
+		}
+		m.log.Info("withdrawn routes follow a renamed link", "old", ls.Ifname, "link", ifname, "ifindex", ifindex)
+		if cur := m.st.Links[id]; cur != nil {
+			cur.Routes = append(cur.Routes, ls.Routes...)
+			cur.Nexthops = append(cur.Nexthops, ls.Nexthops...)
+		} else {
+			ls.Ifname = ifname
+			m.st.Links[id] = ls
+		}
+		delete(m.st.Links, old)
+		moved = true
+	}
+	if moved {
+		// Under the old name, a restart would take them for a gone link's.
+		if err := m.st.save(m.cfg.StateDir); err != nil {
+			m.log.Error("saving withdrawn routes under a new link name", "link", ifname, "err", err)
+		}
+	}
+}
+
 // LinkUp restores what LinkDown withdrew from this link, if it has carrier.
 func (m *Manager) LinkUp(ifindex int, ifname string) (Result, error) {
 	start := time.Now()
 	m.cache.forgetFlushed(ifindex)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.renamed(ifindex, ifname)
 	res, err := m.restore(linkID(ifname, ifindex), false)
 	res.Duration = time.Since(start)
 	return res, err
@@ -451,6 +534,7 @@ func (m *Manager) Release(ifindex int, ifname string) (Result, error) {
 	m.cache.forgetFlushed(ifindex)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.renamed(ifindex, ifname)
 	res, err := m.restore(linkID(ifname, ifindex), true)
 	res.Duration = time.Since(start)
 	return res, err
@@ -614,7 +698,11 @@ func (m *Manager) restoreRoute(e *routeEntry, id string) (outcome, error) {
 	if len(missing) == 0 {
 		return skipped, nil
 	}
-	want := cur.withHops(mergeHops(r.Hops, cur.Hops, missing, cur.Multipath))
+	orig := r.Hops
+	if e.Orig != nil {
+		orig = e.Orig.Hops
+	}
+	want := cur.withHops(mergeHops(orig, cur.Hops, missing, cur.Multipath))
 	if err := m.k.AddRoute(want, OpReplace); err != nil {
 		return failed, fmt.Errorf("put nexthops back into %s: %w", want, err)
 	}

@@ -346,6 +346,49 @@ func TestReleaseWithoutCarrier(t *testing.T) {
 	}
 }
 
+// TestECMPWeightsAfterBothHopsDied: the kernel drops a single-path
+// remnant's weight, so the second link's record alone cannot say where its
+// hop went, or with what weight; the first link's record can.
+func TestECMPWeightsAfterBothHopsDied(t *testing.T) {
+	def := route4("0.0.0.0/0", hop(2, "10.1.0.254", 1), hop(3, "10.2.0.254", 2))
+	f, m, _ := setup(t, []*Route{def}, nil)
+	before := f.snapshot(t)
+	mustDown(t, m, 2, "eth0")
+	// What the kernel's notice tells the cache: one hop, no weight.
+	m.cache.setRoute(f.has(def.key()).clone())
+	mustDown(t, m, 3, "eth1")
+	mustUp(t, m, 2, "eth0")
+	m.cache.setRoute(f.has(def.key()).clone())
+	mustUp(t, m, 3, "eth1")
+	sameTable(t, f.snapshot(t), before)
+}
+
+// TestECMPWeightsThroughFlaps: the original is handed from record to
+// record, whatever order the two links flap in.
+func TestECMPWeightsThroughFlaps(t *testing.T) {
+	for _, seq := range []string{"1- 0- 1+ 1- 0+ 1+", "1- 0- 1+ 1- 1+ 0+", "0- 1- 0+ 0- 1+ 0+", "0- 1- 0+ 0- 0+ 1+", "0- 0+ 1- 0- 0+ 1+"} {
+		t.Run(seq, func(t *testing.T) {
+			def := route4("0.0.0.0/0", hop(2, "10.1.0.254", 1), hop(3, "10.2.0.254", 2))
+			f, m, _ := setup(t, []*Route{def}, nil)
+			before := f.snapshot(t)
+			names := map[byte]string{'0': "eth0", '1': "eth1"}
+			for _, step := range strings.Fields(seq) {
+				idx := 2 + int(step[0]-'0')
+				if step[1] == '-' {
+					mustDown(t, m, idx, names[step[0]])
+				} else {
+					mustUp(t, m, idx, names[step[0]])
+				}
+				// What the kernel's notice tells the cache.
+				if r := f.has(def.key()); r != nil {
+					m.cache.setRoute(r.clone())
+				}
+			}
+			sameTable(t, f.snapshot(t), before)
+		})
+	}
+}
+
 func TestTwoDeadLinksOfOneECMPRoute(t *testing.T) {
 	def := route4("0.0.0.0/0", hop(2, "10.1.0.254", 1), hop(3, "10.2.0.254", 2))
 	f, m, _ := setup(t, []*Route{def}, nil)

@@ -442,6 +442,22 @@ func appendAttr(b []byte, typ uint16, data []byte) []byte {
 
 func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
 
+// attrU32 and attrU16 read a fixed-size attribute; a short one reads as 0
+// instead of panicking the reader of every notice.
+func attrU32(b []byte) uint32 {
+	if len(b) < 4 {
+		return 0
+	}
+	return binary.NativeEndian.Uint32(b)
+}
+
+func attrU16(b []byte) uint16 {
+	if len(b) < 2 {
+		return 0
+	}
+	return binary.NativeEndian.Uint16(b)
+}
+
 func addrFrom(b []byte) netip.Addr {
 	a, _ := netip.AddrFromSlice(b)
 	return a
@@ -483,17 +499,17 @@ func decodeRoute(b []byte) (*Route, bool) {
 		case rtaSrc:
 			src = a.Data
 		case rtaOIF:
-			single.Ifindex = int(binary.NativeEndian.Uint32(a.Data))
+			single.Ifindex = int(attrU32(a.Data))
 		case rtaGateway:
 			single.Gateway = addrFrom(a.Data)
 		case rtaPriority:
-			r.Priority = binary.NativeEndian.Uint32(a.Data)
+			r.Priority = attrU32(a.Data)
 		case rtaPrefSrc:
 			r.PrefSrc = addrFrom(a.Data)
 		case rtaTable:
-			r.Table = binary.NativeEndian.Uint32(a.Data)
+			r.Table = attrU32(a.Data)
 		case rtaNHID:
-			r.NHID = binary.NativeEndian.Uint32(a.Data)
+			r.NHID = attrU32(a.Data)
 		case rtaMultipath:
 			r.Multipath = true
 			r.Hops = decodeMultipath(a.Data)
@@ -632,20 +648,20 @@ func decodeNexthop(b []byte) (*Nexthop, bool) {
 	for _, a := range parseAttrs(b[unix.SizeofNhmsg:]) {
 		switch t := a.Type & nlaTypeMask; t {
 		case nhaID:
-			n.ID = binary.NativeEndian.Uint32(a.Data)
+			n.ID = attrU32(a.Data)
 		case nhaGroup:
 			for g := a.Data; len(g) >= 8; g = g[8:] {
 				w := int(g[4]) | int(g[5])<<8
 				n.Group = append(n.Group, GroupMember{ID: binary.NativeEndian.Uint32(g), Weight: w + 1})
 			}
 		case nhaGroupType:
-			n.GroupType = binary.NativeEndian.Uint16(a.Data)
+			n.GroupType = attrU16(a.Data)
 		case nhaBlackhole:
 			n.Blackhole = true
 		case nhaFDB:
 			n.FDB = true
 		case nhaOIF:
-			n.Ifindex = int(binary.NativeEndian.Uint32(a.Data))
+			n.Ifindex = int(attrU32(a.Data))
 		case nhaGateway:
 			n.Gateway = addrFrom(a.Data)
 		case nhaResGroup:

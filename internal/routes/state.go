@@ -36,6 +36,11 @@ type routeEntry struct {
 	// Merge: the route is (part of) a multipath set; on restore put the
 	// hops back into whatever route holds the key now instead of skipping.
 	Merge bool `json:"merge,omitempty"`
+	// Orig is the multipath route as it was before any link's withdrawal,
+	// when another link had already cut it down before this one took the
+	// rest: the order and weights to merge back into (a single-path
+	// remnant has lost its weight in the kernel).
+	Orig *Route `json:"orig,omitempty"`
 }
 
 // nexthopEntry is one withdrawn nexthop object, or dead members taken out

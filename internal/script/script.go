@@ -1,21 +1,28 @@
 // Package script runs ifplugd-compatible action scripts: `PATH IFACE up|down
 // [EXTRA]` with IFPLUGD_PREVIOUS/IFPLUGD_CURRENT and LINKBEAT_* variables.
-// Runs are serialized per interface, bounded in time, and coalesced: while
-// one runs, only the latest wanted state waits.
+// Runs are serialized per interface, bounded in time and output, and
+// coalesced: while one runs, only the latest wanted state waits. A script
+// gets a fixed environment and, by default, no capability but
+// CAP_NET_ADMIN (docs/scripts.md).
 package script
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"log/slog"
+	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Job is one wanted run.
@@ -27,6 +34,9 @@ type Job struct {
 	Up      bool
 	// Env adds LINKBEAT_* variables (without the prefix), e.g. "IFINDEX".
 	Env map[string]string
+	// Capabilities the script keeps; nil is DefaultCapabilities, empty
+	// is none.
+	Capabilities []string
 }
 
 // Result is what one run did.
@@ -119,6 +129,37 @@ func stateName(up bool) string {
 // worker (the quit-time run).
 func (r *Runner) Run(j Job, previous string) Result { return r.run(j, previous) }
 
+// SafePath is the PATH a script runs with, whatever the daemon's is.
+const SafePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// passedEnv says which of the daemon's variables a script sees: locale and
+// time zone, so its messages and dates read as the host's. Nothing else of
+// the daemon's environment (credentials, a systemd unit's settings) leaks.
+func passedEnv(kv string) bool {
+	k, _, _ := strings.Cut(kv, "=")
+	return k == "LANG" || k == "LANGUAGE" || k == "TZ" || strings.HasPrefix(k, "LC_")
+}
+
+// environ builds a script's whole environment.
+func environ(j Job, previous string) []string {
+	env := []string{"PATH=" + SafePath}
+	for _, kv := range os.Environ() {
+		if passedEnv(kv) {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "IFPLUGD_PREVIOUS="+previous, "IFPLUGD_CURRENT="+stateName(j.Up))
+	for k, v := range j.Env {
+		env = append(env, "LINKBEAT_"+k+"="+v)
+	}
+	return env
+}
+
+// drainDelay bounds the wait for a script's output once the script has
+// exited and its process group is killed: a descendant that left the
+// group (setsid) may hold the pipe open for ever.
+const drainDelay = 2 * time.Second
+
 func (r *Runner) run(j Job, previous string) Result {
 	start := time.Now()
 	args := []string{j.Ifname, stateName(j.Up)}
@@ -132,50 +173,69 @@ func (r *Runner) run(j Job, previous string) Result {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, j.Path, args...)
-	cmd.Env = append(cmd.Environ(), "IFPLUGD_PREVIOUS="+previous, "IFPLUGD_CURRENT="+stateName(j.Up))
-	for k, v := range j.Env {
-		cmd.Env = append(cmd.Env, "LINKBEAT_"+k+"="+v)
-	}
-	// Its own process group, so a timeout kills what it forked too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// A child that outlives the script keeps our pipes open: stop waiting.
-	cmd.WaitDelay = 2 * time.Second
 	log := r.log.With("script", j.Path, "ifname", j.Ifname, "action", stateName(j.Up))
-
-	stdout, err := cmd.StdoutPipe()
-	if err == nil {
-		cmd.Stderr = cmd.Stdout
-	}
-	if err == nil {
-		err = cmd.Start()
-	}
-	res := Result{Job: j}
-	if err != nil {
-		res.Outcome, res.ExitCode, res.Err = "error", -1, fmt.Errorf("start action script %s: %w", j.Path, err)
-		res.Duration = time.Since(start)
+	res := Result{Job: j, Outcome: "error", ExitCode: -1}
+	fail := func(err error) Result {
+		res.Err, res.Duration = err, time.Since(start)
 		log.Error("action script did not start", "err", err)
 		return res
 	}
-	done := make(chan struct{})
-	go func() { logLines(stdout, log); close(done) }()
+	keep, err := capMask(j.Capabilities)
+	if err != nil {
+		return fail(fmt.Errorf("action script %s: %w", j.Path, err))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, j.Path, args...)
+	cmd.Env = environ(j, previous)
+	cmd.Dir = "/"
+	// Its own process group, so a timeout kills what it forked too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// Our own pipe, not exec's copying goroutine: Wait then returns when
+	// the script exits, and the group is killed at once, before the
+	// output is drained.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fail(fmt.Errorf("action script %s: output pipe: %w", j.Path, err))
+	}
+	defer pr.Close()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := startLimited(cmd, keep); err != nil {
+		pw.Close()
+		return fail(explainStart(j.Path, err))
+	}
+	pw.Close()
+	out := &outputLog{log: log}
+	drained := make(chan struct{})
+	go func() { out.readFrom(pr); close(drained) }()
+
 	err = cmd.Wait()
 	// Kill leftovers of the group either way: scripts must not leave
 	// background children holding resources.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-done
+	select {
+	case <-drained:
+	case <-time.After(drainDelay):
+		// A descendant outside the group holds the pipe: stop reading.
+		pr.Close()
+		<-drained
+		log.Warn("action script left a process outside its process group holding its output open: stopped reading it", "waited", drainDelay)
+	}
+	out.finish()
 	res.Duration = time.Since(start)
 	res.ExitCode = cmd.ProcessState.ExitCode()
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
 		res.Outcome, res.Err = "timeout", fmt.Errorf("action script %s timed out after %s: killed its process group", j.Path, timeout)
-		log.Error("action script timed out", "timeout", timeout)
-	case err != nil && !errors.Is(err, exec.ErrWaitDelay) && res.ExitCode != 0:
+		log.Error("action script timed out: killed its process group", "timeout", timeout)
+	case err != nil && res.ExitCode != 0:
 		res.Outcome, res.Err = "failure", fmt.Errorf("action script %s exited %d", j.Path, res.ExitCode)
-		log.Warn("action script failed", "exit_code", res.ExitCode, "duration", res.Duration)
+		if res.ExitCode < 0 {
+			res.Err = fmt.Errorf("action script %s: %w", j.Path, err)
+		}
+		log.Warn("action script failed", "exit_code", res.ExitCode, "err", err, "duration", res.Duration)
 	default:
 		res.Outcome = "success"
 		log.Info("action script done", "duration", res.Duration)
@@ -183,27 +243,118 @@ func (r *Runner) run(j Job, previous string) Result {
 	return res
 }
 
-// maxLine bounds memory when a script floods its output.
-const maxLine = 4096
-
-func logLines(r io.Reader, log *slog.Logger) {
-	br := bufio.NewReaderSize(r, maxLine)
-	for {
-		line, isPrefix, err := br.ReadLine()
-		if len(line) > 0 {
-			msg := string(line)
-			if isPrefix {
-				msg += " …(truncated)"
-				// Skip the rest of an over-long line.
-				for isPrefix && err == nil {
-					_, isPrefix, err = br.ReadLine()
-				}
-			}
-			log.Info("action script output", "line", msg)
+// startLimited starts cmd from a thread holding only the capabilities in
+// keep, which the child inherits. The thread is never handed back to the
+// Go runtime: the goroutine ends locked, and the runtime retires it.
+func startLimited(cmd *exec.Cmd, keep uint64) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread is not retired but parked, and its
+			// credentials are what /proc/self/status shows: leave it
+			// whole. Held here, it cannot take the next goroutine.
+			defer runtime.UnlockOSThread()
+			errc <- startLimited(cmd, keep)
+			return
 		}
+		if err := limitThread(keep); err != nil {
+			errc <- fmt.Errorf("limit capabilities: %w", err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}
+
+// explainStart says what to do about a script that cannot be executed.
+func explainStart(path string, err error) error {
+	var hint string
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		hint = "it is not executable: chmod +x it (and check its file system is not mounted noexec)"
+	case errors.Is(err, syscall.ENOEXEC):
+		hint = "it is neither a binary nor a script with a #! line"
+	case errors.Is(err, fs.ErrNotExist):
+		hint = "it, or the interpreter its #! line names, does not exist"
+	default:
+		return fmt.Errorf("start action script %s: %w", path, err)
+	}
+	return fmt.Errorf("start action script %s: %s: %w", path, hint, err)
+}
+
+// Output is logged a line at a time, up to maxLine bytes a line, and
+// maxOutput bytes or maxLines lines a run; the rest is counted, not kept.
+const (
+	maxLine   = 4096
+	maxOutput = 64 << 10
+	maxLines  = 200
+)
+
+type outputLog struct {
+	log       *slog.Logger
+	partial   []byte // the current line, up to maxLine
+	cut       bool   // the current line went past maxLine
+	logged    int
+	lines     int
+	discarded int64
+}
+
+func (o *outputLog) readFrom(f *os.File) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := f.Read(buf)
+		o.write(buf[:n])
 		if err != nil {
 			return
 		}
+	}
+}
+
+func (o *outputLog) write(b []byte) {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		chunk := b
+		if i >= 0 {
+			chunk = b[:i]
+		}
+		if room := maxLine - len(o.partial); len(chunk) > room {
+			o.partial = append(o.partial, chunk[:room]...)
+			o.cut = true
+			o.discarded += int64(len(chunk) - room)
+		} else {
+			o.partial = append(o.partial, chunk...)
+		}
+		if i < 0 {
+			return
+		}
+		o.line()
+		b = b[i+1:]
+	}
+}
+
+func (o *outputLog) line() {
+	msg := string(o.partial)
+	if o.cut {
+		msg += " …(line truncated)"
+	}
+	o.partial, o.cut = o.partial[:0], false
+	if o.logged+len(msg) > maxOutput || o.lines >= maxLines {
+		o.discarded += int64(len(msg)) + 1
+		return
+	}
+	o.logged += len(msg) + 1
+	o.lines++
+	o.log.Info("action script output", "line", msg)
+}
+
+// finish logs a last line without its newline, and what was cut.
+func (o *outputLog) finish() {
+	if len(o.partial) > 0 || o.cut {
+		o.line()
+	}
+	if o.discarded > 0 {
+		o.log.Warn("action script output truncated", "logged_lines", o.lines, "logged_bytes", o.logged, "discarded_bytes", o.discarded)
 	}
 }
 

@@ -32,6 +32,10 @@ type Options struct {
 	Mechanism Mechanism
 	// KernelTypes overrides the kernel's BTF.
 	KernelTypes *btf.Spec
+	// NoKernelBTF: the probe found no usable BTF, so the tracepoint
+	// programs (CO-RE) are not loaded, even where the loader would find
+	// /sys/kernel/btf/vmlinux behind a --kernel-btf that failed.
+	NoKernelBTF bool
 	// Log gets what happened to an earlier run's pins (nil: discarded).
 	Log *slog.Logger
 }
@@ -138,7 +142,11 @@ func Open(opts Options) (*Traffic, error) {
 	if t.mech == "" {
 		t.mech = ProbeMechanism(t.objs.TcIngress)
 	}
-	t.tpErr = t.attachTracepoints(spec, copts)
+	if opts.NoKernelBTF {
+		t.tpErr = errors.New("no kernel BTF: the tracepoint programs need it (CO-RE)")
+	} else {
+		t.tpErr = t.attachTracepoints(spec, copts)
+	}
 	return t, nil
 }
 
