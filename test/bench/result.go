@@ -5,11 +5,15 @@
 package bench
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -43,7 +47,10 @@ type Scenario struct {
 	// Anchor names the contender the others are compared with.
 	Anchor string `json:"anchor"`
 	// Goal is the issue's goal in words, e.g. "linkbeat p50 <= anchor p50 / 20".
-	Goal       string      `json:"goal,omitempty"`
+	Goal string `json:"goal,omitempty"`
+	// Goals are the goal as checks the report can evaluate; a scenario
+	// with Goal but no Goals is reported as "not evaluated".
+	Goals      []Goal      `json:"goals,omitempty"`
 	Contenders []Contender `json:"contenders"`
 	Notes      []string    `json:"notes,omitempty"`
 }
@@ -55,6 +62,20 @@ type Contender struct {
 	// Figures are single values that are not distributions (RSS, wakeups,
 	// drops, "final state correct" as 0/1, ...), by name.
 	Figures map[string]float64 `json:"figures,omitempty"`
+}
+
+// Goal is one checkable goal: Contender's Stat compared by Op with a
+// bound, either Value or, when Factor is set, Factor times the anchor's
+// same Stat ("linkbeat p50 <= anchor p50 / 20" is Factor 0.05).
+type Goal struct {
+	Text      string `json:"text"`
+	Contender string `json:"contender"`
+	// Stat is "min", "p50", "p99" or "max" of the samples, or the name
+	// of one of the contender's Figures.
+	Stat   string  `json:"stat"`
+	Op     string  `json:"op"` // "<=" or ">="
+	Value  float64 `json:"value,omitempty"`
+	Factor float64 `json:"factor,omitempty"`
 }
 
 // Stats summarises samples.
@@ -118,4 +139,42 @@ func Read(path string) (*Run, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &r, nil
+}
+
+// Describe fills the fields that say where the figures came from — the
+// host's kernel, its CPU model and count, the Go version and the commit
+// of the checkout at repoDir — where they are empty.
+func (r *Run) Describe(repoDir string) {
+	if r.HostKernel == "" {
+		b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+		r.HostKernel = strings.TrimSpace(string(b))
+	}
+	if r.Machine == "" {
+		r.Machine = fmt.Sprintf("%s × %d", cpuModel(), runtime.NumCPU())
+	}
+	if r.GoVersion == "" {
+		r.GoVersion = runtime.Version()
+	}
+	if r.Commit == "" {
+		// -dirty marks uncommitted changes.
+		out, err := exec.Command("git", "-C", repoDir, "describe", "--always", "--dirty").Output()
+		if err == nil {
+			r.Commit = strings.TrimSpace(string(out))
+		}
+	}
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
 }

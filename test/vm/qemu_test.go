@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/linkbeat/linkbeat/test/vm/guest/vmctl"
 )
 
 // netdevs are the QEMU netdev ids of the guest NICs, in PCI order, so the
@@ -53,6 +55,9 @@ type vmResult struct {
 	BootHung   bool // nothing from the guest within BootTimeout
 	QEMUErr    error
 	Requests   []string // request channel log
+	// Results holds what the guest wrote to the results port (benchmark
+	// figures, one JSON line per scenario; see vmctl.WriteResult).
+	Results string
 }
 
 // runVM boots the guest, serves QMP and the request channel, and returns when
@@ -64,8 +69,10 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 	res := &vmResult{
 		ConsoleLog: filepath.Join(cfg.LogDir, "console.log"),
 		GuestOut:   filepath.Join(cfg.LogDir, "guest.out"),
+		Results:    filepath.Join(cfg.LogDir, "results.jsonl"),
 	}
 	os.Remove(res.GuestOut)
+	os.Remove(res.Results)
 
 	// Unix socket paths are limited to 108 bytes, so they live in /tmp,
 	// not under a possibly deep checkout.
@@ -114,6 +121,8 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 		"-device", "virtserialport,bus=vser.0,chardev=req,name=" + reqPortName,
 		"-chardev", "file,id=out,path=" + res.GuestOut,
 		"-device", "virtserialport,bus=vser.0,chardev=out,name=" + outPortName,
+		"-chardev", "file,id=results,path=" + res.Results,
+		"-device", "virtserialport,bus=vser.0,chardev=results,name=" + vmctl.ResultsPortName,
 	}
 	if cfg.Shell {
 		args = append(args, "-serial", "mon:stdio")

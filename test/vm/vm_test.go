@@ -30,11 +30,40 @@ const howToRun = "run it with `make test-vm`, or `LINKBEAT_VM=1 go test -v ./tes
 //	                         element of -run TestVM/linux-6.1/REGEX)
 //	LINKBEAT_VM_SHELL=1      boot the first selected kernel to a shell on stdio
 //	LINKBEAT_VM_COUNT=N      -test.count for the guest (flake hunting)
-//	LINKBEAT_VM_TIMEOUT=6m   per-boot limit
+//	LINKBEAT_VM_TIMEOUT=10m  per-boot limit
 //	LINKBEAT_BIN=path        linkbeat binary (default bin/linkbeat)
 func TestVM(t *testing.T) {
 	shell := os.Getenv("LINKBEAT_VM_SHELL") == "1"
-	required := os.Getenv("LINKBEAT_VM") == "1" || shell
+	// The suite runs about 3-5 minutes a kernel; on a loaded host more.
+	env := setupVM(t, os.Getenv("LINKBEAT_VM") == "1" || shell, 10*time.Minute)
+	// The benchmarks (guest TestBench*) are TestVMBench's.
+	args := env.guestArgs(guestRunRegexp(), "^TestBench")
+	specs := env.specs
+	if shell {
+		specs = specs[:1]
+	}
+	for _, spec := range specs {
+		t.Run("linux-"+spec.Series, func(t *testing.T) {
+			env.boot(t, spec, args, shell)
+		})
+	}
+}
+
+// vmEnv is what the boots of one host test share: the cache, the guest
+// test binary, the linkbeat binary for the guest, the kernels and the
+// per-boot limit.
+type vmEnv struct {
+	cacheDir string
+	guestBin string
+	linkbeat string // "" when bin/linkbeat is missing
+	specs    []kernelSpec
+	timeout  time.Duration
+}
+
+// setupVM checks the host and builds the guest test binary. Without
+// required it skips; with it, a host that cannot run the VM fails the test.
+func setupVM(t *testing.T, required bool, timeout time.Duration) *vmEnv {
+	t.Helper()
 	if problems := hostProblems(); len(problems) > 0 {
 		msg := "VM tests cannot run: " + strings.Join(problems, "; ")
 		if required {
@@ -50,15 +79,12 @@ func TestVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cacheDir := filepath.Join(root, "test", "vm", ".cache")
-	specs, err := selectKernels(os.Getenv("LINKBEAT_VM_KERNELS"))
-	if err != nil {
+	env := &vmEnv{cacheDir: filepath.Join(root, "test", "vm", ".cache"), timeout: timeout}
+	if env.specs, err = selectKernels(os.Getenv("LINKBEAT_VM_KERNELS")); err != nil {
 		t.Fatal(err)
 	}
-
-	timeout := 6 * time.Minute
 	if s := os.Getenv("LINKBEAT_VM_TIMEOUT"); s != "" {
-		if timeout, err = time.ParseDuration(s); err != nil {
+		if env.timeout, err = time.ParseDuration(s); err != nil {
 			t.Fatalf("LINKBEAT_VM_TIMEOUT: %v", err)
 		}
 	}
@@ -66,95 +92,103 @@ func TestVM(t *testing.T) {
 	// Several people may run the VM tests in one checkout at once: each
 	// run builds its own guest binary and copies it to guest.test (for
 	// humans) only when done.
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+	if err := os.MkdirAll(env.cacheDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tmpBin, err := os.CreateTemp(cacheDir, "guest-*.test")
+	tmpBin, err := os.CreateTemp(env.cacheDir, "guest-*.test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpBin.Close()
-	guestBin := tmpBin.Name()
-	defer func() { os.Rename(guestBin, filepath.Join(cacheDir, "guest.test")) }()
-	if out, err := buildGuest(root, guestBin); err != nil {
-		os.Remove(guestBin)
+	env.guestBin = tmpBin.Name()
+	if out, err := buildGuest(root, env.guestBin); err != nil {
+		os.Remove(env.guestBin)
 		t.Fatalf("building the guest test binary failed: %v\n%s", err, out)
 	}
-	linkbeat := os.Getenv("LINKBEAT_BIN")
-	if linkbeat == "" {
-		linkbeat = filepath.Join(root, "bin", "linkbeat")
+	t.Cleanup(func() { os.Rename(env.guestBin, filepath.Join(env.cacheDir, "guest.test")) })
+	env.linkbeat = os.Getenv("LINKBEAT_BIN")
+	if env.linkbeat == "" {
+		env.linkbeat = filepath.Join(root, "bin", "linkbeat")
 	}
-	if _, err := os.Stat(linkbeat); err != nil {
+	if _, err := os.Stat(env.linkbeat); err != nil {
 		// The guest tests that need it fail with a pointer to this.
-		t.Logf("WARNING: %s missing (run `make build`); the guest has no linkbeat", linkbeat)
-		linkbeat = ""
+		t.Logf("WARNING: %s missing (run `make build`); the guest has no linkbeat", env.linkbeat)
+		env.linkbeat = ""
 	}
+	return env
+}
 
-	guestArgs := []string{"-test.v=test2json"}
-	if re := guestRunRegexp(); re != "" {
-		guestArgs = append(guestArgs, "-test.run="+re)
+// guestArgs are the guest test binary's arguments: its -test.run and
+// -test.skip (either may be empty) and the settings from the environment.
+func (e *vmEnv) guestArgs(run, skip string, extra ...string) []string {
+	args := []string{"-test.v=test2json"}
+	if run != "" {
+		args = append(args, "-test.run="+run)
+	}
+	if skip != "" {
+		args = append(args, "-test.skip="+skip)
 	}
 	if n := os.Getenv("LINKBEAT_VM_COUNT"); n != "" {
 		// Repeat the guest tests in one boot, to hunt flakes.
-		guestArgs = append(guestArgs, "-test.count="+n)
+		args = append(args, "-test.count="+n)
 	}
-	if timeout > 2*time.Minute {
+	if e.timeout > 2*time.Minute {
 		// The guest's own timeout fires first and prints goroutine stacks.
-		guestArgs = append(guestArgs, fmt.Sprintf("-test.timeout=%s", timeout-time.Minute))
+		args = append(args, fmt.Sprintf("-test.timeout=%s", e.timeout-time.Minute))
 	}
+	return append(args, extra...)
+}
 
+// boot runs the guest tests on one kernel and replays them as subtests of
+// t. It returns the run's result (nil for a shell); the run's log
+// directory stays claimed until t ends, so its files can still be read.
+func (e *vmEnv) boot(t *testing.T, spec kernelSpec, guestArgs []string, shell bool) *vmResult {
+	t.Helper()
+	begin := time.Now()
+	k, err := fetchKernel(e.cacheDir, spec, t.Logf)
+	if err != nil {
+		t.Fatalf("kernel %s: %v", spec.Series, err)
+	}
+	logDir, unlock, err := claimLogDir(filepath.Join(e.cacheDir, "logs"), "linux-"+spec.Series)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unlock)
+	initrd := filepath.Join(logDir, "initramfs.cpio")
+	err = buildInitramfs(initrd, initramfsInput{Kernel: k, GuestTest: e.guestBin, Linkbeat: e.linkbeat, GuestArgs: guestArgs})
+	if err != nil {
+		t.Fatalf("initramfs: %v", err)
+	}
+	prep := time.Since(begin)
 	if shell {
-		specs = specs[:1]
+		t.Logf("booting %s to a shell; Ctrl-a x quits QEMU", k.Release)
+		if _, err := runVM(vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Shell: true, Logf: t.Logf}); err != nil {
+			t.Fatal(err)
+		}
+		return nil
 	}
-	for _, spec := range specs {
-		t.Run("linux-"+spec.Series, func(t *testing.T) {
-			begin := time.Now()
-			k, err := fetchKernel(cacheDir, spec, t.Logf)
-			if err != nil {
-				t.Fatalf("kernel %s: %v", spec.Series, err)
-			}
-			logDir, unlock, err := claimLogDir(filepath.Join(cacheDir, "logs"), "linux-"+spec.Series)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unlock()
-			initrd := filepath.Join(logDir, "initramfs.cpio")
-			err = buildInitramfs(initrd, initramfsInput{Kernel: k, GuestTest: guestBin, Linkbeat: linkbeat, GuestArgs: guestArgs})
-			if err != nil {
-				t.Fatalf("initramfs: %v", err)
-			}
-			prep := time.Since(begin)
-			if shell {
-				t.Logf("booting %s to a shell; Ctrl-a x quits QEMU", k.Release)
-				_, err := runVM(vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Shell: true, Logf: t.Logf})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			cfg := vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Timeout: timeout, BootTimeout: 2 * time.Minute, Logf: t.Logf}
-			res, err := runVM(cfg)
-			if why := bootFlake(res, err); why != "" {
-				// A kernel that hangs or oopses before any test runs
-				// (multi-threaded TCG has run a stale translation of
-				// kernel text patched during boot) is the emulator's
-				// flake, not a test result: one more boot, said out
-				// loud. A second failure is reported below.
-				t.Logf("%s: %s; console tail:\n%s\nbooting once more",
-					k.Release, why, tailFile(filepath.Join(logDir, "console.log"), 40))
-				res, err = runVM(cfg)
-			}
-			if err != nil {
-				t.Fatalf("boot %s: %v\nconsole tail:\n%s", k.Release, err, tailFile(filepath.Join(logDir, "console.log"), 60))
-			}
-			t.Logf("kernel %s (%s): prepare %.1fs, boot to first guest output %.1fs, VM total %.1fs; logs in %s",
-				k.Release, k.Package, prep.Seconds(), res.BootTime.Seconds(), res.Elapsed.Seconds(), logDir)
-			if len(res.Requests) > 0 {
-				t.Logf("request channel:\n%s", strings.Join(res.Requests, "\n"))
-			}
-			report(t, res)
-		})
+	cfg := vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Timeout: e.timeout, BootTimeout: 2 * time.Minute, Logf: t.Logf}
+	res, err := runVM(cfg)
+	if why := bootFlake(res, err); why != "" {
+		// A kernel that hangs or oopses before any test runs
+		// (multi-threaded TCG has run a stale translation of
+		// kernel text patched during boot) is the emulator's
+		// flake, not a test result: one more boot, said out
+		// loud. A second failure is reported below.
+		t.Logf("%s: %s; console tail:\n%s\nbooting once more",
+			k.Release, why, tailFile(filepath.Join(logDir, "console.log"), 40))
+		res, err = runVM(cfg)
 	}
+	if err != nil {
+		t.Fatalf("boot %s: %v\nconsole tail:\n%s", k.Release, err, tailFile(filepath.Join(logDir, "console.log"), 60))
+	}
+	t.Logf("kernel %s (%s): prepare %.1fs, boot to first guest output %.1fs, VM total %.1fs; logs in %s",
+		k.Release, k.Package, prep.Seconds(), res.BootTime.Seconds(), res.Elapsed.Seconds(), logDir)
+	if len(res.Requests) > 0 {
+		t.Logf("request channel:\n%s", strings.Join(res.Requests, "\n"))
+	}
+	report(t, res)
+	return res
 }
 
 // bootFlake says why a run ended before its first guest test started,

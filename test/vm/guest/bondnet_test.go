@@ -851,6 +851,19 @@ func watchActive(t *testing.T, bondIndex int) *activeWatch {
 	return w
 }
 
+// changesSince returns the recorded changes at or after sinceNs.
+func (w *activeWatch) changesSince(sinceNs int64) []activeChange {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []activeChange
+	for _, c := range w.changes {
+		if c.At >= sinceNs {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // firstChangeTo returns the first recorded change to ifindex at or after
 // sinceNs.
 func (w *activeWatch) firstChangeTo(ifindex int, sinceNs int64) (activeChange, bool) {

@@ -171,7 +171,7 @@ type daemon struct {
 	t      *testing.T
 	name   string
 	cmd    *exec.Cmd
-	Lines  chan string
+	Lines  chan outLine
 	ready  chan struct{}
 	exited chan struct{}
 	err    error
@@ -187,7 +187,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 		t:      t,
 		name:   "linkbeat " + strings.Join(args, " "),
 		cmd:    exec.Command(linkbeatBin, args...),
-		Lines:  make(chan string, 1024),
+		Lines:  make(chan outLine, 1024),
 		ready:  make(chan struct{}),
 		exited: make(chan struct{}),
 	}
@@ -208,7 +208,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 		defer pipes.Done()
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			d.Lines <- sc.Text()
+			d.Lines <- outLine{Text: sc.Text(), At: monotonicNow()}
 		}
 	}()
 	go func() {
@@ -272,6 +272,13 @@ func (d *daemon) Stop() error {
 	}
 }
 
+// outLine is a line of a daemon's stdout with the time it was read
+// (CLOCK_MONOTONIC): when the event reached its consumer.
+type outLine struct {
+	Text string
+	At   int64
+}
+
 // monitorEvent is one line of `linkbeat monitor --json`.
 type monitorEvent struct {
 	TimeNS    int64  `json:"time_ns"`
@@ -282,6 +289,7 @@ type monitorEvent struct {
 	UpCount   uint64 `json:"up_count"`
 	DownCount uint64 `json:"down_count"`
 	raw       string
+	readAt    int64 // when the test read the line
 }
 
 // nextEvent returns the next monitor event matching match, logging the
@@ -296,15 +304,15 @@ func (d *daemon) nextEvent(timeout time.Duration, what string, match func(monito
 				d.t.Fatalf("waiting for %s: %s exited: %v", what, d.name, d.err)
 			}
 			var ev monitorEvent
-			if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Ifname == "" {
-				d.t.Logf("monitor: non-event line %q", line)
+			if err := json.Unmarshal([]byte(line.Text), &ev); err != nil || ev.Ifname == "" {
+				d.t.Logf("monitor: non-event line %q", line.Text)
 				continue
 			}
-			ev.raw = line
+			ev.raw, ev.readAt = line.Text, line.At
 			if match(ev) {
 				return ev
 			}
-			d.t.Logf("monitor: other event %s", line)
+			d.t.Logf("monitor: other event %s", line.Text)
 		case <-deadline:
 			d.t.Fatalf("no %s from %s within %v", what, d.name, timeout)
 		}

@@ -36,21 +36,31 @@ func open() error {
 	if port != nil {
 		return nil
 	}
+	f, err := openPort(PortName, os.O_RDWR)
+	if err != nil {
+		return err
+	}
+	port, rd = f, bufio.NewReader(f)
+	return nil
+}
+
+// openPort opens the virtio-serial port the host named name (there is no
+// udev in the guest, so no /dev/virtio-ports links).
+func openPort(name string, flag int) (*os.File, error) {
 	names, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
 	for _, n := range names {
 		b, err := os.ReadFile(n)
-		if err != nil || strings.TrimSpace(string(b)) != PortName {
+		if err != nil || strings.TrimSpace(string(b)) != name {
 			continue
 		}
 		dev := "/dev/" + filepath.Base(filepath.Dir(n))
-		f, err := os.OpenFile(dev, os.O_RDWR, 0)
+		f, err := os.OpenFile(dev, flag, 0)
 		if err != nil {
-			return fmt.Errorf("vmctl: open %s: %w", dev, err)
+			return nil, fmt.Errorf("vmctl: open %s: %w", dev, err)
 		}
-		port, rd = f, bufio.NewReader(f)
-		return nil
+		return f, nil
 	}
-	return fmt.Errorf("vmctl: no virtio-serial port named %s (not running in the linkbeat VM?)", PortName)
+	return nil, fmt.Errorf("vmctl: no virtio-serial port named %s (not running in the linkbeat VM?)", name)
 }
 
 // request sends one line and waits for the host's one-line reply.
