@@ -63,7 +63,7 @@ test-host: deps build
 
 include test/vm/vm.mk
 
-test: lint test-unit test-host test-vm
+test: lint test-unit test-host test-deploy fuzz soak-short test-vm bench-quick
 
 clean:
 	rm -rf bin

@@ -1,0 +1,16 @@
+package bench
+
+// Expected lists, by where, the scenario IDs every run must produce:
+// `make bench-quick` checks that each is present with figures.
+func Expected() map[string][]string {
+	return map[string][]string{
+		// test/bench/host
+		"host": {
+			"route-failover-seed-veth", "new-flow-seed-veth", "route-failover-seed-tun",
+			"route-failover-ecmp-veth", "new-flow-ecmp-veth", "route-failover-ecmp-tun",
+			"datapath-tcp", "datapath-udp64", "idle-cost", "flap-storm", "metrics-under-load",
+		},
+		// test/vm (TestVMBench), per guest kernel
+		"vm": {"bond-outage", "bond-failover-duration", "burst-detection"},
+	}
+}
