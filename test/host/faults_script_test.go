@@ -270,7 +270,7 @@ func checkScriptPrivileges(t *testing.T, prefix []string, caps string, want uint
 		section += "\nscript_capabilities: " + caps
 	}
 	cfg := st.config(t, map[string]string{"lbk0": section})
-	st.ns.startVia(t, append([]string{"env", "LINKBEAT_TEST_SECRET=s3cret", "PATH=/tmp/evil:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}, prefix...),
+	st.ns.startWith(t, append([]string{"env", "LINKBEAT_TEST_SECRET=s3cret", "PATH=/tmp/evil:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}, prefix...), binary(t),
 		"run", "--config", cfg, "--bpffs-dir=", "--state-dir", st.dir, "--no-script-on-exit")
 
 	st.ns.ip(t, "link", "set", "lbk1", "down")

@@ -1,8 +1,6 @@
 package host
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -21,43 +19,6 @@ import (
 // cannot mount anything, like a daemon given only the capabilities it
 // documents.
 var noSysAdmin = []string{"setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin", "--"}
-
-// startVia runs `prefix... linkbeat args...` in ns (through `ip netns
-// exec`, so in a fresh mount namespace whose /sys has neither bpffs nor
-// tracefs mounted) and waits until it logs ready.
-func (ns netns) startVia(t *testing.T, prefix []string, args ...string) *daemon {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	argv := append(append(append([]string{"netns", "exec", string(ns)}, prefix...), binary(t)), args...)
-	cmd := exec.CommandContext(ctx, "ip", argv...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 5 * time.Second
-	d := &daemon{cmd: cmd, lines: make(chan string, 256), stderr: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
-	cmd.Stderr = d.stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			d.lines <- sc.Text()
-		}
-		close(d.lines)
-	}()
-	go func() { cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.stop()
-		if t.Failed() {
-			t.Logf("linkbeat stderr:\n%s", d.stderr.String())
-		}
-	})
-	waitLog(t, d, "msg=ready", 20*time.Second)
-	return d
-}
 
 // waitLog waits until the daemon's log holds s.
 func waitLog(t *testing.T, d *daemon, s string, timeout time.Duration) {
@@ -156,7 +117,7 @@ func TestStartupWithoutBpffsMountsIt(t *testing.T) {
 	routedVeth(t, ns, "lbb0", "lbb1", "10.62.0", "198.51.101.0/24")
 	dir := t.TempDir()
 	// Make sure: no bpffs at /sys/fs/bpf in the daemon's mount namespace.
-	d := ns.startVia(t, []string{"sh", "-c", `umount /sys/fs/bpf 2>/dev/null; exec "$@"`, "sh"},
+	d := ns.startWith(t, []string{"sh", "-c", `umount /sys/fs/bpf 2>/dev/null; exec "$@"`, "sh"}, binary(t),
 		"run", "--interfaces", "lbb0", "--bpffs-dir", "/sys/fs/bpf/linkbeat", "--state-dir", dir, "--no-script-on-exit")
 	fsType := run(t, "nsenter", "-t", d.pid(), "-m", "stat", "-f", "-c", "%T", "/sys/fs/bpf")
 	if strings.TrimSpace(fsType) != "bpf_fs" {
@@ -181,7 +142,7 @@ func TestStartupWithoutBpffsAndNotAllowedToMountRunsUnpinned(t *testing.T) {
 	ns := newNetns(t)
 	routedVeth(t, ns, "lbp0", "lbp1", "10.63.0", "198.51.102.0/24")
 	dir := t.TempDir()
-	d := ns.startVia(t, noSysAdmin, "run", "--interfaces", "lbp0", "--bpffs-dir", "/sys/fs/bpf/linkbeat", "--state-dir", dir, "--no-script-on-exit")
+	d := ns.startWith(t, noSysAdmin, binary(t), "run", "--interfaces", "lbp0", "--bpffs-dir", "/sys/fs/bpf/linkbeat", "--state-dir", dir, "--no-script-on-exit")
 	log := d.stderr.String()
 	for _, want := range []string{"level=ERROR msg=\"running without pins", "mounting one failed (operation not permitted)", "run `mount -t bpf bpf /sys/fs/bpf`"} {
 		if !strings.Contains(log, want) {
@@ -209,7 +170,7 @@ func TestStartupWithoutTracefs(t *testing.T) {
 		t.Errorf("tracefs check %v %q, want a refusal naming the fix", ok, detail)
 	}
 	ns.vethPair(t, "lbt0", "lbt1")
-	ns.startVia(t, noSysAdmin, "run", "--interfaces", "lbt0", "--bpffs-dir", pinDir(t), "--state-dir", t.TempDir(), "--no-script-on-exit")
+	ns.startWith(t, noSysAdmin, binary(t), "run", "--interfaces", "lbt0", "--bpffs-dir", pinDir(t), "--state-dir", t.TempDir(), "--no-script-on-exit")
 }
 
 func TestStartupWithoutBTFFallsBack(t *testing.T) {

@@ -125,8 +125,16 @@ func (b *syncBuffer) String() string {
 // start runs `linkbeat args...` in ns and waits until it logs ready.
 func (ns netns) start(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return ns.startWith(t, nil, binary(t), args...)
+}
+
+// startWith runs `pre... bin args...` in ns (pre: a wrapper such as
+// setpriv or unshare), and waits until linkbeat logs ready.
+func (ns netns) startWith(t *testing.T, pre []string, bin string, args ...string) *daemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", string(ns), binary(t)}, args...)...)
+	argv := append(append(append([]string{"netns", "exec", string(ns)}, pre...), bin), args...)
+	cmd := exec.CommandContext(ctx, "ip", argv...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 5 * time.Second
 	d := &daemon{cmd: cmd, lines: make(chan string, 256), stderr: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}

@@ -1,8 +1,6 @@
 package host
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -129,52 +127,6 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// startAs runs the command prefix pre (setpriv), then `linkbeat args...`,
-// in ns, and waits until it logs ready; like netns.start.
-func (ns netns) startAs(t *testing.T, pre []string, bin string, args ...string) *daemon {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	argv := append(append(append([]string{"netns", "exec", string(ns)}, pre...), bin), args...)
-	cmd := exec.CommandContext(ctx, "ip", argv...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 5 * time.Second
-	d := &daemon{cmd: cmd, lines: make(chan string, 256), stderr: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
-	cmd.Stderr = d.stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			d.lines <- sc.Text()
-		}
-		close(d.lines)
-	}()
-	go func() { cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.stop()
-		if t.Failed() {
-			t.Logf("linkbeat stderr:\n%s", d.stderr.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(d.stderr.String(), "msg=ready") {
-		select {
-		case <-d.done:
-			t.Fatalf("linkbeat exited before ready:\n%s", d.stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("linkbeat not ready after 20s:\n%s", d.stderr.String())
-		}
-	}
-	return d
-}
-
 // procStatus reads the fields of /proc/PID/status.
 func procStatus(t *testing.T, pid int) map[string]string {
 	t.Helper()
@@ -247,7 +199,7 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 	fs := newServiceFS(t)
 	pre := setpriv(caps, bounding, nnp)
 	args := []string{"run", "--interfaces", "eth0,eth1", "--bpffs-dir", fs.pins, "--state-dir", fs.state}
-	d := tp.srv.startAs(t, pre, fs.bin, args...)
+	d := tp.srv.startWith(t, pre, fs.bin, args...)
 
 	// It is who the unit says.
 	st := procStatus(t, d.cmd.Process.Pid)
@@ -310,7 +262,7 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 	// Restarted while eth1 is down, as systemd restarts it: the routes
 	// stay withdrawn, and the pinned counters are kept, not replaced.
 	d.stop()
-	d = tp.srv.startAs(t, pre, fs.bin, args...)
+	d = tp.srv.startWith(t, pre, fs.bin, args...)
 	if log := d.stderr.String(); strings.Contains(log, "another layout") {
 		t.Errorf("the restart replaced a pinned map:\n%s", log)
 	}
