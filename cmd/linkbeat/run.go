@@ -152,6 +152,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 			log.Error("action queue full: event dropped", "ifname", x.Event.Ifname)
 		}
 	}
+	releaseUnmonitored(rm, dcfg, enqueue, log)
 	// send is for the event loop's goroutine, which owns links.
 	send := func(x actions.Input) {
 		x.Bond, x.Slave = links.bondOf(x.Event.Ifindex)
@@ -180,10 +181,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 		Link: func(_ context.Context, c registry.Change) {
 			ev := carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}
 			if c.Released {
-				// Its routes were withdrawn under the name it had then.
-				if c.Old.Name != "" {
-					ev.Ifname = c.Old.Name
-				}
+				// A rename moves its record to the new name (routes.renamed).
 				delete(live, c.Link.Index)
 				send(actions.Input{Event: ev, Released: true})
 				return
@@ -216,6 +214,30 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 	scripts.Wait()
 	return err
+}
+
+// releaseUnmonitored hands back what an earlier run withdrew from links
+// this run does not monitor (a reload or a rename took them out of the
+// set): nothing else would ever restore it.
+func releaseUnmonitored(rm *routes.Manager, dcfg daemon.Config, enqueue func(actions.Input), log *slog.Logger) {
+	held := rm.WithdrawnLinks()
+	if len(held) == 0 {
+		return
+	}
+	dump, err := registry.Dump()
+	if err != nil {
+		log.Warn("cannot list links to release withdrawn routes of unmonitored ones", "err", err)
+		return
+	}
+	names := map[int]string{}
+	for _, l := range dump {
+		names[l.Index] = l.Name
+	}
+	for _, l := range dump {
+		if _, ok := held[l.Index]; ok && !daemon.Monitors(dcfg, l, names[l.MasterIndex]) {
+			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Released: true})
+		}
+	}
 }
 
 // check is ifplugd -w's answer as an exit status: 2 carrier, 3 none.

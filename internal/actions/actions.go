@@ -133,6 +133,8 @@ func (a *Actions) Handle(x Input) {
 			}
 		}
 	case x.Initial:
+		// Monitored again: the policy decides its routes from now on.
+		delete(a.waiting, x.Event.Ifindex)
 		a.apply(a.policy.Initial(x.Event))
 	default:
 		a.apply(a.policy.Event(x.Event, a.now()))
@@ -148,6 +150,7 @@ func (a *Actions) reapply() {
 	}
 	for _, ev := range a.policy.Down() {
 		if a.cfg().For(ev.Ifname).WithdrawRoutes {
+			delete(a.waiting, ev.Ifindex)
 			res, err := a.routes.LinkDown(ev.Ifindex, ev.Ifname)
 			if err != nil {
 				a.log.Error("route change failed", "ifname", ev.Ifname, "state", "down", "reason", "reload", "err", err)

@@ -869,6 +869,17 @@ func (m *Manager) Reconcile(carrier map[int]bool) error {
 	return errors.Join(errs...)
 }
 
+// WithdrawnLinks names, by ifindex, the links with something withdrawn.
+func (m *Manager) WithdrawnLinks() map[int]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[int]string{}
+	for _, ls := range m.st.Links {
+		out[ls.Ifindex] = ls.Ifname
+	}
+	return out
+}
+
 // Withdrawn counts, per link name, routes and nexthop objects withdrawn now.
 func (m *Manager) Withdrawn() map[string]int {
 	m.mu.Lock()
