@@ -17,31 +17,9 @@ func idleScenario(ctx context.Context, log *slog.Logger, e *env, nss *namespaces
 	if e.quick {
 		window, settle = 10*time.Second, 2*time.Second
 	}
-	srv, err := nss.add()
+	srv, _, ifaces, err := nss.linkedPair("eth", "sw", 20, nIfaces)
 	if err != nil {
 		return nil, err
-	}
-	sw, err := nss.add()
-	if err != nil {
-		return nil, err
-	}
-	var ifaces []string
-	for i := 0; i < nIfaces; i++ {
-		dev, peer := fmt.Sprintf("eth%d", i), fmt.Sprintf("sw%d", i)
-		if err := nss.veth(srv, dev, sw, peer); err != nil {
-			return nil, err
-		}
-		err := srv.ipAll(
-			[]string{"addr", "add", fmt.Sprintf("10.20.%d.2/24", i), "dev", dev},
-			[]string{"link", "set", dev, "up"},
-		)
-		if err != nil {
-			return nil, err
-		}
-		if err := sw.ip("link", "set", peer, "up"); err != nil {
-			return nil, err
-		}
-		ifaces = append(ifaces, dev)
 	}
 	d, err := startLinkbeat(ctx, e, srv)
 	if err != nil {

@@ -259,3 +259,33 @@ const iffLowerUp = 1 << 16
 func hasCarrier(rawFlags uint32) bool { return rawFlags&iffLowerUp != 0 }
 
 var errTimeout = errors.New("timed out")
+
+// linkedPair is a server namespace with n veth links <dev>0.., each up
+// with 10.<subnet>.i.2/24, whose peers <peer>0.. sit up in a switch
+// namespace: setting a peer down there cuts the server link's carrier.
+func (nss *namespaces) linkedPair(dev, peer string, subnet, n int) (srv, sw *namespace, ifaces []string, err error) {
+	if srv, err = nss.add(); err != nil {
+		return nil, nil, nil, err
+	}
+	if sw, err = nss.add(); err != nil {
+		return nil, nil, nil, err
+	}
+	for i := 0; i < n; i++ {
+		d, p := fmt.Sprintf("%s%d", dev, i), fmt.Sprintf("%s%d", peer, i)
+		if err := nss.veth(srv, d, sw, p); err != nil {
+			return nil, nil, nil, err
+		}
+		err := srv.ipAll(
+			[]string{"addr", "add", fmt.Sprintf("10.%d.%d.2/24", subnet, i), "dev", d},
+			[]string{"link", "set", d, "up"},
+		)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := sw.ip("link", "set", p, "up"); err != nil {
+			return nil, nil, nil, err
+		}
+		ifaces = append(ifaces, d)
+	}
+	return srv, sw, ifaces, nil
+}

@@ -21,39 +21,19 @@ type stormTopology struct {
 }
 
 func newStormTopology(ctx context.Context, nss *namespaces, n int) (*stormTopology, error) {
-	srv, err := nss.add()
+	srv, sw, ifaces, err := nss.linkedPair("s", "p", 30, n)
 	if err != nil {
 		return nil, err
 	}
-	sw, err := nss.add()
-	if err != nil {
-		return nil, err
-	}
-	t := &stormTopology{srv: srv, sw: sw}
-	for i := 0; i < n; i++ {
-		dev, peer := fmt.Sprintf("s%d", i), fmt.Sprintf("p%d", i)
-		if err := nss.veth(srv, dev, sw, peer); err != nil {
-			return nil, err
-		}
-		err := srv.ipAll(
-			[]string{"addr", "add", fmt.Sprintf("10.30.%d.2/24", i), "dev", dev},
-			[]string{"link", "set", dev, "up"},
-		)
-		if err != nil {
-			return nil, err
-		}
-		if err := sw.ip("link", "set", peer, "up"); err != nil {
-			return nil, err
-		}
+	for i, dev := range ifaces {
 		if err := srv.waitCarrier(ctx, dev, true, 5*time.Second); err != nil {
 			return nil, err
 		}
 		if err := srv.ip("route", "add", fmt.Sprintf("172.16.%d.0/24", i), "via", fmt.Sprintf("10.30.%d.1", i), "dev", dev); err != nil {
 			return nil, err
 		}
-		t.ifaces = append(t.ifaces, dev)
 	}
-	return t, nil
+	return &stormTopology{srv: srv, sw: sw, ifaces: ifaces}, nil
 }
 
 // script is an ifplugd action script for the topology's routes.
