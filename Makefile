@@ -20,10 +20,12 @@ build:
 run: deps build
 	./$(BIN) run
 
-# Regenerates gen/ from bpf/ (needs clang and llvm-strip).
+# Regenerates gen/ from bpf/ (needs clang and llvm-strip). bpf2go writes into
+# a temporary directory; gen/ changes only when every object built, so a
+# failed build never deletes committed output.
 generate:
 	scripts/install-deps.sh generate
-	cd gen && $(GO) generate ./...
+	scripts/generate.sh
 
 # CI: the committed bpf2go output must be what the sources produce.
 check-generate: generate
@@ -33,6 +35,7 @@ check-generate: generate
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	GOARCH=arm64 $(GO) vet ./cmd/... ./internal/... ./gen/...
 	$(GO) tool staticcheck ./...
 
 # Known vulnerabilities in the dependencies and the standard library, from
