@@ -35,11 +35,12 @@ type exporter struct {
 
 func newExporter(m *Metrics, opts Options) *exporter {
 	d := newDescs()
+	dump := newSharedDump(opts.Dump, opts.Now).get
 	return &exporter{
 		log: opts.Log,
 		collectors: map[string]collector{
-			"traffic": &trafficCollector{d: d, m: m, dump: opts.Dump, now: opts.Now, mono: opts.Monotonic},
-			"links":   &linksCollector{d: d, dump: opts.Dump},
+			"traffic": &trafficCollector{d: d, m: m, dump: dump, now: opts.Now, mono: opts.Monotonic},
+			"links":   &linksCollector{d: d, dump: dump},
 			"state":   &stateCollector{d: d, m: m},
 		},
 		success: prometheus.NewDesc(namespace+"_scrape_collector_success",

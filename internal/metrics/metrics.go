@@ -66,7 +66,8 @@ type DaemonInfo struct {
 // Metrics holds every linkbeat metric. Its methods are safe for concurrent
 // use; the event-path ones never block.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg    *prometheus.Registry
+	gather *sharedGather
 
 	carrierState   *gaugeCache
 	carrierChanges *counterCache
@@ -117,6 +118,7 @@ func New(opts Options) *Metrics {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.gather = &sharedGather{g: m.reg}
 	counter := func(name, help string, labels ...string) *counterCache {
 		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 		m.reg.MustRegister(v)
@@ -164,8 +166,12 @@ func New(opts Options) *Metrics {
 	return m
 }
 
-// Registry is what the HTTP handler serves.
+// Registry holds the metrics; the HTTP handler registers its own in it.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Gatherer is what the HTTP handler serves: the registry, with concurrent
+// scrapes sharing one gather.
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.gather }
 
 // SetDaemon publishes what the daemon found at start.
 func (m *Metrics) SetDaemon(info DaemonInfo) { m.daemon.Store(&info) }
