@@ -276,13 +276,6 @@ func (d *Daemon) monitored(l registry.Link, master string) bool {
 	return d.wanted[l.Name] || (master != "" && d.wanted[master])
 }
 
-// Monotonic is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
-func Monotonic() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
-}
-
 // Handler receives, in order and from the loop's goroutine, what the loop
 // learns about monitored interfaces. Its functions must not block.
 type Handler struct {

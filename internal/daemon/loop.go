@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/registry"
 )
 
@@ -187,7 +188,7 @@ func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier
 	if up, known := l.tracker.Carrier(u.Link.Index); known && up != u.Link.Carrier {
 		l.catchUp(ctx)
 	}
-	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), Monotonic(), src); ok && l.monitored(u.Link) {
+	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotime.Now(), src); ok && l.monitored(u.Link) {
 		l.h.Carrier(ctx, ev)
 	}
 }
@@ -311,7 +312,7 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 	for _, c := range l.table.Replace(dump) {
 		l.linkChanged(ctx, c)
 	}
-	now := Monotonic()
+	now := monotime.Now()
 	src := carrier.SourceResync
 	for _, link := range dump {
 		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.monitored(link) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/registry"
@@ -309,11 +308,4 @@ func stateMetrics(d *descs, info *DaemonInfo, withdrawn map[string]int) []promet
 		gauge(d.withdrawn, float64(withdrawn[n]), n)
 	}
 	return out
-}
-
-// monotonic is CLOCK_MONOTONIC, bpf_ktime_get_ns's clock.
-func monotonic() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/policy"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
@@ -112,7 +113,7 @@ func New(opts Options) *Metrics {
 		opts.Now = time.Now
 	}
 	if opts.Monotonic == nil {
-		opts.Monotonic = monotonic
+		opts.Monotonic = monotime.Now
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
