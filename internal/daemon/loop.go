@@ -126,7 +126,7 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 	}
 }
 
-func readBPF(ctx context.Context, bpf *carrier.BPF, d *Daemon, out chan<- carrier.Event) {
+func readBPF(ctx context.Context, bpf ring, d *Daemon, out chan<- carrier.Event) {
 	for {
 		ev, err := bpf.Read()
 		if err != nil {
@@ -144,7 +144,7 @@ func readBPF(ctx context.Context, bpf *carrier.BPF, d *Daemon, out chan<- carrie
 	}
 }
 
-func readNetlink(ctx context.Context, w *registry.Watcher, d *Daemon, out chan<- netlinkBatch) {
+func readNetlink(ctx context.Context, w linkWatcher, d *Daemon, out chan<- netlinkBatch) {
 	for {
 		updates, err := w.Receive()
 		if ctx.Err() != nil {
@@ -305,7 +305,7 @@ func (l *loop) monitored(link registry.Link) bool {
 // resync makes the table and tracker equal to a full dump and reports the
 // carrier changes that were missed.
 func (l *loop) resync(ctx context.Context, reason string) error {
-	dump, err := registry.Dump()
+	dump, err := l.d.dump()
 	if err != nil {
 		return fmt.Errorf("resync (%s): %w", reason, err)
 	}
