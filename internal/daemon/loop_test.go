@@ -272,4 +272,3 @@ func TestSourceSetInterfaces(t *testing.T) {
 	}
 	none(t, s.rec.carrier, "eth1's change after it left the set")
 }
-
