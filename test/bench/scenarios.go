@@ -12,6 +12,6 @@ func Expected() map[string][]string {
 			"route-scale-1k", "route-scale-10k",
 		},
 		// test/vm (TestVMBench), per guest kernel
-		"vm": {"bond-outage", "bond-failover-duration", "burst-detection"},
+		"vm": {"bond-outage", "bond-failover-duration", "burst-detection", "route-burst"},
 	}
 }
