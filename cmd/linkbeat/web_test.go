@@ -5,11 +5,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/linkbeat/linkbeat/internal/status"
 )
@@ -74,10 +78,18 @@ func TestListenAllStrictRefuses(t *testing.T) {
 }
 
 // Without it, a taken port is recorded (metrics, state file, notify) and
-// retried; once freed, the exporter serves there.
+// retried; once freed, the exporter serves there, under the web config.
 func TestTelemetryRetriesATakenPort(t *testing.T) {
 	holder, addr := takenPort(t)
-	tel, err := newTelemetry(&opsFlags{listen: []string{addr}, telemetryPath: "/metrics"}, quietLog())
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webCfg := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(webCfg, []byte("basic_auth_users:\n  prom: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tel, err := newTelemetry(&opsFlags{listen: []string{addr}, telemetryPath: "/metrics", webConfig: webCfg}, quietLog())
 	if err != nil {
 		t.Fatalf("a taken port stopped the start: %v", err)
 	}
@@ -97,11 +109,21 @@ func TestTelemetryRetriesATakenPort(t *testing.T) {
 	var body string
 	for deadline := time.Now().Add(3 * listenRetryMax); ; time.Sleep(50 * time.Millisecond) {
 		if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("the retried listener served without credentials: HTTP %d", resp.StatusCode)
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+			req.SetBasicAuth("prom", "s3cret")
+			if resp, err = http.DefaultClient.Do(req); err != nil {
+				t.Fatal(err)
+			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if body = string(b); strings.Contains(body, "linkbeat_web_listen_up") {
-				break
+			if body = string(b); !strings.Contains(body, "linkbeat_web_listen_up") {
+				t.Fatalf("authenticated scrape: HTTP %d\n%.300s", resp.StatusCode, body)
 			}
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the exporter never served on the freed port")

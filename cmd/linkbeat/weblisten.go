@@ -32,7 +32,7 @@ func nextRetry(d time.Duration) time.Duration {
 func listenHint(err error) string {
 	switch {
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return "the address is on no interface that is up: bring it up (for 127.0.0.1: ip link set lo up) or change --web.listen-address"
+		return "the address is on no interface that is up: bring it up (loopback: ip link set lo up) or change --web.listen-address"
 	case errors.Is(err, syscall.EADDRINUSE):
 		return "another process holds the port: stop it (ss -ltnp) or change --web.listen-address"
 	case errors.Is(err, syscall.EACCES):
@@ -96,7 +96,7 @@ func (b *listenBook) listening(i int) {
 	defer b.mu.Unlock()
 	l := &b.listeners[i]
 	if l.Failures > 0 {
-		b.log.Info("metrics exporter listening again", "address", l.Address, "failed_attempts", l.Failures)
+		b.log.Info("metrics exporter listening after failed attempts", "address", l.Address, "failed_attempts", l.Failures)
 	}
 	l.Listening, l.Since, l.Error, l.Hint, l.NextTry = true, time.Now(), "", "", nil
 	b.metrics.WebListen(l.Address, true, false)

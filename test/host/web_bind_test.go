@@ -175,7 +175,7 @@ func TestExporterLoopbackDownFailoverRunsOn(t *testing.T) {
 	ns.ip(t, "link", "set", "lo", "up")
 	body := ns.awaitExporter(t, d, addr)
 	checkListening(t, ns, body, addr, stateDir, pins)
-	waitLog(t, d, `msg="metrics exporter listening again" component=web address=`+addr, eventTimeout)
+	waitLog(t, d, `msg="metrics exporter listening after failed attempts" component=web address=`+addr, eventTimeout)
 	// Failover still works with the exporter up.
 	checkFailover(t, ns, "lbe1", "198.51.110.0/24")
 }
