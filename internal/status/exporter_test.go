@@ -41,7 +41,11 @@ func TestStatusShowsTheRunningDaemonsExporter(t *testing.T) {
 // nothing of now.
 func TestStatusIgnoresAStaleExporterRecord(t *testing.T) {
 	for name, in := range map[string]Inputs{
-		"other pid":   func() Inputs { in := fixture(); in.Running, in.Exporter = true, exporterFixture(in.Sources.PID+1); return in }(),
+		"other pid": func() Inputs {
+			in := fixture()
+			in.Running, in.Exporter = true, exporterFixture(in.Sources.PID+1)
+			return in
+		}(),
 		"not running": func() Inputs { in := fixture(); in.Exporter = exporterFixture(in.Sources.PID); return in }(),
 	} {
 		r := Build(in)
