@@ -38,7 +38,7 @@ func listenHint(err error) string {
 	case errors.Is(err, syscall.EACCES):
 		return "a port below 1024 needs CAP_NET_BIND_SERVICE: choose another --web.listen-address"
 	}
-	return "check --web.listen-address"
+	return "check --web.listen-address and --web.config.file"
 }
 
 // listenBook owns the exporter's listen state: the one record that the
