@@ -151,18 +151,25 @@ func checkNotListening(t *testing.T, ns netns, addr, stateDir, pins, errText str
 	}
 }
 
-// TestExporterLoopbackDownFailoverRunsOn: loopback down, so [::1] cannot
-// be bound (on this kernel 127.0.0.1 still binds with lo down; ::1 is
-// removed with it). The daemon runs, fails over, shows the error, and
-// serves once lo is up.
+// downLoopback takes loopback down with its addresses, as a netns whose
+// lo was never configured: 127.0.0.1 and ::1 cannot be bound until lo is
+// up again, which gives both back.
+func downLoopback(t *testing.T, ns netns) {
+	t.Helper()
+	ns.ip(t, "link", "set", "lo", "down")
+	ns.ip(t, "addr", "flush", "dev", "lo")
+}
+
+// TestExporterLoopbackDownFailoverRunsOn: loopback down, so the default
+// address cannot be bound. The daemon runs, fails over, shows the error,
+// and serves once lo is up.
 func TestExporterLoopbackDownFailoverRunsOn(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "link", "set", "lo", "down")
+	downLoopback(t, ns)
 	routedVeth(t, ns, "lbe0", "lbe1", "10.71.0", "198.51.110.0/24")
 	stateDir, pins := t.TempDir(), pinDir(t)
-	const addr = "[::1]:9089"
-	d := ns.start(t, "run", "--interfaces", "lbe0", "--bpffs-dir", pins, "--state-dir", stateDir, "--no-script-on-exit",
-		"--web.listen-address", addr)
+	const addr = defaultMetrics
+	d := ns.start(t, "run", "--interfaces", "lbe0", "--bpffs-dir", pins, "--state-dir", stateDir, "--no-script-on-exit")
 	waitLog(t, d, `level=ERROR msg="metrics exporter cannot listen: failover runs on without it; retrying" component=web address=`+addr, eventTimeout)
 	if !strings.Contains(d.stderr.String(), "ip link set lo up") {
 		t.Errorf("the error does not say what to do:\n%s", d.stderr.String())
@@ -256,9 +263,7 @@ func TestExporterFailOnBindError(t *testing.T) {
 				t.Cleanup(func() { l.Close() })
 			})
 		}},
-		{"loopback down", "[::1]:9089", "bind: cannot assign requested address; the address is on no interface that is up", func(t *testing.T, ns netns) {
-			ns.ip(t, "link", "set", "lo", "down")
-		}},
+		{"loopback down", "127.0.0.1:9089", "bind: cannot assign requested address; the address is on no interface that is up", downLoopback},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newNetns(t)
