@@ -110,8 +110,8 @@ func newTelemetry(o *opsFlags, log *slog.Logger) (*telemetry, error) {
 			return nil, fmt.Errorf("--web.config.file %s: %w", o.webConfig, err)
 		}
 	}
-	log = log.With("component", "web")
 	m := metrics.New(metrics.Options{Log: log})
+	log = log.With("component", "web")
 	t := &telemetry{log: log, flags: o, metrics: m, book: newListenBook(o.listen, m, log), servers: map[*http.Server]struct{}{}}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	var err error
