@@ -6,8 +6,8 @@
  * sender MAC private to the slave) and reads the counters every interval.
  * Nothing is dropped or changed: every packet carries on. */
 #include "headers/vmlinux.h"
-#include "headers/bpf_helpers.h"
-#include "headers/bpf_endian.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "linkbeat.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";

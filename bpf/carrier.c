@@ -3,9 +3,22 @@
 /* Carrier transitions at the moment the driver reports them, before
  * linkwatch batches (and, for plain NICs, delays) the netlink notice. */
 #include "headers/vmlinux.h"
-#include "headers/bpf_helpers.h"
-#include "headers/bpf_tracing.h"
-#include "headers/bpf_core_read.h"
+
+#if defined(__TARGET_ARCH_arm64)
+/* bpf_tracing.h reads arm64 kprobe arguments through the UAPI struct
+ * user_pt_regs, which the x86 vmlinux.h lacks. Its layout is ABI, so no
+ * CO-RE is needed (arch/arm64/include/uapi/asm/ptrace.h). */
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#endif
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "linkbeat.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";

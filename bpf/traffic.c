@@ -3,9 +3,9 @@
 /* Per-interface traffic (TC, both directions) and transmit errors
  * (net tracepoints), all into one per-CPU map keyed by ifindex. */
 #include "headers/vmlinux.h"
-#include "headers/bpf_helpers.h"
-#include "headers/bpf_tracing.h"
-#include "headers/bpf_core_read.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "linkbeat.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";

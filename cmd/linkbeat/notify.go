@@ -13,6 +13,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/daemon"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/status"
 )
 
@@ -133,7 +134,7 @@ func (n *notifier) stopping() {
 // reloading and reloaded bracket a SIGHUP reload, so that systemd shows
 // the service reloading meanwhile (sd_notify(3)).
 func (n *notifier) reloading() {
-	n.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", daemon.Monotonic().Microseconds()))
+	n.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotime.Now().Microseconds()))
 }
 
 func (n *notifier) reloaded() { n.send(sddaemon.SdNotifyReady) }

@@ -16,6 +16,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/daemon"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
@@ -121,7 +122,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 
 	// Scripts outlive ctx's cancellation only for the quit-time run.
 	scripts := script.NewRunner(context.WithoutCancel(ctx), log, tel.metrics.ScriptResult)
-	act := actions.New(log, cfg.get, tel.metrics.Routes(rm), scripts, daemon.Monotonic)
+	act := actions.New(log, cfg.get, tel.metrics.Routes(rm), scripts, monotime.Now)
 	act.Done = tel.metrics.Reaction
 
 	bk, err := bond.NewKernel()
@@ -131,7 +132,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	defer bk.Close()
 	pm := openPaths(first, dcfg, d, log)
 	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: cfg.forBond,
-		StateDir: af.stateDir, Now: func() int64 { return int64(daemon.Monotonic()) }, Paths: pm != nil})
+		StateDir: af.stateDir, Now: func() int64 { return int64(monotime.Now()) }, Paths: pm != nil})
 	bctx, stopBonds := context.WithCancel(ctx)
 	defer stopBonds()
 	paths := startPaths(bctx, pm, cfg, bonds, log)

@@ -15,7 +15,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
-	"github.com/linkbeat/linkbeat/internal/daemon"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/status"
@@ -83,7 +83,7 @@ func showStatus(pinDir, stateDir string, w io.Writer, asJSON bool) error {
 	if in.Exporter, err = status.ReadExporter(stateDir); err != nil {
 		return err
 	}
-	in.Now, in.Mono = time.Now(), daemon.Monotonic()
+	in.Now, in.Mono = time.Now(), monotime.Now()
 	r := status.Build(in)
 	if asJSON {
 		return json.NewEncoder(w).Encode(r)

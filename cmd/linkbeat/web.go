@@ -149,7 +149,7 @@ func (t *telemetry) started(d *daemon.Daemon, cfg daemon.Config, stateDir string
 func (t *telemetry) serve() {
 	mux := http.NewServeMux()
 	reg := t.metrics.Registry()
-	mux.Handle(t.flags.telemetryPath, promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+	mux.Handle(t.flags.telemetryPath, promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(t.metrics.Gatherer(), promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelError), Registry: reg, ErrorHandling: promhttp.ContinueOnError,
 	})))
 	if t.flags.telemetryPath != "/" {

@@ -61,14 +61,30 @@ type Features struct {
 	Checks        []probe.Check  `json:"checks"`
 }
 
+// ring is the BPF carrier source (carrier.BPF): events in the order the
+// drivers made them, with the counters the loop orders them by.
+type ring interface {
+	Read() (carrier.Event, error)
+	Queued() (uint64, error)
+	Drops() (uint64, error)
+	Close() error
+}
+
+// linkWatcher is the rtnetlink subscription (registry.Watcher).
+type linkWatcher interface {
+	Receive() ([]registry.Update, error)
+	Close()
+}
+
 // Daemon holds the loaded programs and the sockets.
 type Daemon struct {
 	cfg      Config
 	log      *slog.Logger
 	features Features
-	bpf      *carrier.BPF
+	bpf      ring // nil: netlink is the only carrier source
 	traffic  *traffic.Traffic
-	watcher  *registry.Watcher
+	watcher  linkWatcher
+	dump     func() ([]registry.Link, error) // registry.Dump
 	wanted   map[string]bool
 	// interfaces carries SetInterfaces to Run's goroutine, which owns
 	// wanted once Run has started.
@@ -79,7 +95,7 @@ type Daemon struct {
 // nothing useful can run (no privileges, or a forced path is refused);
 // every fallback is logged and recorded in Features.
 func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, interfaces: make(chan []string)}
+	d := &Daemon{cfg: cfg, log: log, interfaces: make(chan []string), dump: registry.Dump}
 	d.setWanted(cfg.Interfaces)
 	f := &d.features
 	f.Kernel = probe.KernelRelease()
@@ -153,6 +169,7 @@ func (d *Daemon) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error 
 		b, attempts, err = carrier.OpenBPF(carrier.BPFOptions{Want: want, NetnsIno: ino, KernelTypes: kernelTypes, RingSize: d.cfg.RingSize})
 		if err == nil {
 			d.bpf = b
+			f.CarrierSource = b.Source()
 		}
 	} else {
 		attempts = []carrier.Attempt{{Source: carrier.SourceFentry, Err: errors.New("no kernel BTF")}}
@@ -163,8 +180,7 @@ func (d *Daemon) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error 
 		d.log.Warn("carrier path refused", "source", a.Source, "reason", detail)
 	}
 	if d.bpf != nil {
-		f.CarrierSource = d.bpf.Source()
-		f.Checks = append(f.Checks, probe.Check{Name: d.bpf.Source().String(), OK: true,
+		f.Checks = append(f.Checks, probe.Check{Name: f.CarrierSource.String(), OK: true,
 			Detail: "attached to netif_carrier_on/off: events at the driver's call, before linkwatch"})
 		return nil
 	}
@@ -274,13 +290,6 @@ func (d *Daemon) monitored(l registry.Link, master string) bool {
 		return !l.Loopback
 	}
 	return d.wanted[l.Name] || (master != "" && d.wanted[master])
-}
-
-// Monotonic is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
-func Monotonic() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
 }
 
 // Handler receives, in order and from the loop's goroutine, what the loop

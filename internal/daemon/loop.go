@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/registry"
 )
 
@@ -125,7 +126,7 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 	}
 }
 
-func readBPF(ctx context.Context, bpf *carrier.BPF, d *Daemon, out chan<- carrier.Event) {
+func readBPF(ctx context.Context, bpf ring, d *Daemon, out chan<- carrier.Event) {
 	for {
 		ev, err := bpf.Read()
 		if err != nil {
@@ -143,7 +144,7 @@ func readBPF(ctx context.Context, bpf *carrier.BPF, d *Daemon, out chan<- carrie
 	}
 }
 
-func readNetlink(ctx context.Context, w *registry.Watcher, d *Daemon, out chan<- netlinkBatch) {
+func readNetlink(ctx context.Context, w linkWatcher, d *Daemon, out chan<- netlinkBatch) {
 	for {
 		updates, err := w.Receive()
 		if ctx.Err() != nil {
@@ -187,7 +188,7 @@ func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier
 	if up, known := l.tracker.Carrier(u.Link.Index); known && up != u.Link.Carrier {
 		l.catchUp(ctx)
 	}
-	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), Monotonic(), src); ok && l.monitored(u.Link) {
+	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotime.Now(), src); ok && l.monitored(u.Link) {
 		l.h.Carrier(ctx, ev)
 	}
 }
@@ -304,14 +305,14 @@ func (l *loop) monitored(link registry.Link) bool {
 // resync makes the table and tracker equal to a full dump and reports the
 // carrier changes that were missed.
 func (l *loop) resync(ctx context.Context, reason string) error {
-	dump, err := registry.Dump()
+	dump, err := l.d.dump()
 	if err != nil {
 		return fmt.Errorf("resync (%s): %w", reason, err)
 	}
 	for _, c := range l.table.Replace(dump) {
 		l.linkChanged(ctx, c)
 	}
-	now := Monotonic()
+	now := monotime.Now()
 	src := carrier.SourceResync
 	for _, link := range dump {
 		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.monitored(link) {

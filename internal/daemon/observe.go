@@ -6,6 +6,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
@@ -51,7 +52,7 @@ func (d *Daemon) observe(h Handler) Handler {
 			linkFn(ctx, c)
 		}
 		if d.traffic != nil && c.Kind == registry.Added {
-			err := d.traffic.RecordSight(c.Link.Index, traffic.LinkState{Carrier: c.Link.Carrier, SeenNS: uint64(Monotonic()),
+			err := d.traffic.RecordSight(c.Link.Index, traffic.LinkState{Carrier: c.Link.Carrier, SeenNS: uint64(monotime.Now()),
 				UpCount: c.Link.UpCount, DownCount: c.Link.DownCount})
 			if err != nil {
 				d.log.Warn("cannot record carrier in the link_state map", "ifname", c.Link.Name, "err", err)

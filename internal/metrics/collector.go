@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/registry"
@@ -35,11 +34,12 @@ type exporter struct {
 
 func newExporter(m *Metrics, opts Options) *exporter {
 	d := newDescs()
+	dump := newSharedDump(opts.Dump, opts.Now).get
 	return &exporter{
 		log: opts.Log,
 		collectors: map[string]collector{
-			"traffic": &trafficCollector{d: d, m: m, dump: opts.Dump, now: opts.Now, mono: opts.Monotonic},
-			"links":   &linksCollector{d: d, dump: opts.Dump},
+			"traffic": &trafficCollector{d: d, m: m, dump: dump, now: opts.Now, mono: opts.Monotonic},
+			"links":   &linksCollector{d: d, dump: dump},
 			"state":   &stateCollector{d: d, m: m},
 		},
 		success: prometheus.NewDesc(namespace+"_scrape_collector_success",
@@ -308,11 +308,4 @@ func stateMetrics(d *descs, info *DaemonInfo, withdrawn map[string]int) []promet
 		gauge(d.withdrawn, float64(withdrawn[n]), n)
 	}
 	return out
-}
-
-// monotonic is CLOCK_MONOTONIC, bpf_ktime_get_ns's clock.
-func monotonic() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/policy"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
@@ -66,7 +67,8 @@ type DaemonInfo struct {
 // Metrics holds every linkbeat metric. Its methods are safe for concurrent
 // use; the event-path ones never block.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg    *prometheus.Registry
+	gather *sharedGather
 
 	carrierState   *gaugeCache
 	carrierChanges *counterCache
@@ -113,12 +115,13 @@ func New(opts Options) *Metrics {
 		opts.Now = time.Now
 	}
 	if opts.Monotonic == nil {
-		opts.Monotonic = monotonic
+		opts.Monotonic = monotime.Now
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.gather = &sharedGather{g: m.reg}
 	counter := func(name, help string, labels ...string) *counterCache {
 		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 		m.reg.MustRegister(v)
@@ -171,8 +174,12 @@ func New(opts Options) *Metrics {
 	return m
 }
 
-// Registry is what the HTTP handler serves.
+// Registry holds the metrics; the HTTP handler registers its own in it.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Gatherer is what the HTTP handler serves: the registry, with concurrent
+// scrapes sharing one gather.
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.gather }
 
 // SetDaemon publishes what the daemon found at start.
 func (m *Metrics) SetDaemon(info DaemonInfo) { m.daemon.Store(&info) }

@@ -35,9 +35,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
@@ -172,7 +171,7 @@ func newMonitor(k kernel, log *slog.Logger) *Monitor {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Monitor{k: k, log: log, now: monotonic, reports: make(chan bond.PathReport, 256), bonds: make(map[int]*bondRun)}
+	return &Monitor{k: k, log: log, now: monotime.NowNS, reports: make(chan bond.PathReport, 256), bonds: make(map[int]*bondRun)}
 }
 
 // Mechanism is the TC attachment path the monitor uses.
@@ -525,12 +524,4 @@ func (f *failure) note(log *slog.Logger, msg, bond, slave string, err error) {
 		f.logged = true
 		log.Warn(msg, "bond", bond, "slave", slave, "err", err)
 	}
-}
-
-func monotonic() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return ts.Nano()
 }

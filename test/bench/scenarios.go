@@ -9,6 +9,7 @@ func Expected() map[string][]string {
 			"route-failover-seed-veth", "new-flow-seed-veth", "route-failover-seed-tun",
 			"route-failover-ecmp-veth", "new-flow-ecmp-veth", "route-failover-ecmp-tun",
 			"datapath-tcp", "datapath-udp64", "idle-cost", "flap-storm", "metrics-under-load",
+			"route-scale-1k", "route-scale-10k",
 		},
 		// test/vm (TestVMBench), per guest kernel
 		"vm": {"bond-outage", "bond-failover-duration", "burst-detection"},

@@ -294,11 +294,12 @@ func repoRoot() (string, error) {
 		return "", err
 	}
 	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+		// The daemon's module, not the test module (test/go.mod).
+		if _, err := os.Stat(filepath.Join(d, "cmd", "linkbeat", "main.go")); err == nil {
 			return d, nil
 		}
 		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod above %s", dir)
+			return "", fmt.Errorf("no linkbeat checkout above %s", dir)
 		}
 	}
 }
@@ -358,8 +359,8 @@ func buildGuest(root, out string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
 	}
-	cmd := exec.Command(goTool(), "test", "-c", "-tags", "vmguest", "-o", out, "./test/vm/guest")
-	cmd.Dir = root
+	cmd := exec.Command(goTool(), "test", "-c", "-tags", "vmguest", "-o", out, "./vm/guest")
+	cmd.Dir = filepath.Join(root, "test") // the test module
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	b, err := cmd.CombinedOutput()
 	return string(b), err

@@ -118,6 +118,7 @@ func groups() []scenarioSet {
 		{name: "idle", run: idleScenario},
 		{name: "storm", run: stormScenario},
 		{name: "scrape", run: scrapeScenario},
+		{name: "scale", run: scaleScenario},
 	}
 }
 

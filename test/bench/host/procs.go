@@ -114,6 +114,7 @@ type daemon struct {
 	ns     *namespace
 	pinDir string
 	mnt    string
+	state  string // a tmpfs mount
 	bin    string
 	client *http.Client
 }
@@ -131,14 +132,25 @@ func startLinkbeat(ctx context.Context, e *env, ns *namespace, extra ...string) 
 		return nil, fmt.Errorf("mount bpffs: %w: %s", err, out)
 	}
 	pinDir := filepath.Join(mnt, "linkbeat")
+	// The state directory is on a tmpfs, as /run is where linkbeat is
+	// deployed: the record must survive the daemon, not the machine.
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256m,mode=0700", "tmpfs", state).CombinedOutput(); err != nil {
+		exec.Command("umount", mnt).Run()
+		return nil, fmt.Errorf("mount tmpfs: %w: %s", err, out)
+	}
 	args := append([]string{"netns", "exec", ns.name, e.linkbeat, "run", "--bpffs-dir", pinDir,
-		"--state-dir", filepath.Join(dir, "state")}, extra...)
+		"--state-dir", state}, extra...)
 	p, err := startProc("linkbeat", nil, append([]string{"ip"}, args...)...)
 	if err != nil {
 		exec.Command("umount", mnt).Run()
+		exec.Command("umount", state).Run()
 		return nil, err
 	}
-	d := &daemon{proc: p, ns: ns, pinDir: pinDir, mnt: mnt, bin: e.linkbeat, client: ns.httpClient()}
+	d := &daemon{proc: p, ns: ns, pinDir: pinDir, mnt: mnt, state: state, bin: e.linkbeat, client: ns.httpClient()}
 	if err := p.waitLog(ctx, "msg=ready", 20*time.Second); err != nil {
 		d.stop()
 		return nil, err
@@ -160,6 +172,7 @@ func (d *daemon) stop() error {
 		}
 	}
 	exec.Command("umount", d.mnt).Run()
+	exec.Command("umount", d.state).Run()
 	d.mnt = ""
 	if err != nil {
 		return fmt.Errorf("linkbeat cleanup: %w: %s", err, out)

@@ -2,8 +2,8 @@
 // bench) into a Markdown report with SVG plots next to it, and checks
 // that a run produced every scenario's figures.
 //
-//	go run ./test/bench/report -out bench -since 2026-11-21T10:00:00Z bench/results
-//	go run ./test/bench/report -out bench/quick -check bench/quick
+//	cd test && go run ./bench/report -out bench -since 2026-11-21T10:00:00Z bench/results
+//	cd test && go run ./bench/report -out bench/quick -check bench/quick
 package main
 
 import (
