@@ -24,6 +24,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
@@ -101,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var featFlags pipelineFlags
 	featFlags.register(featCmd)
 	featJSON := featCmd.Flag("json", "JSON output.").Bool()
+	featState := featCmd.Flag("state-dir", "State directory of a running daemon (as given to run), whose exporter's listeners are checked too.").
+		Default(routes.DefaultStateDir).String()
 
 	linksCmd := app.Command("links", "List the interfaces as linkbeat's registry sees them.")
 	linksJSON := linksCmd.Flag("json", "JSON output.").Bool()
@@ -150,7 +153,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: valid\n", *cfgCheckFile)
 	case featCmd.FullCommand():
-		return features(featFlags.config(), log, stdout, *featJSON)
+		return features(featFlags.config(), *featState, log, stdout, *featJSON)
 	case linksCmd.FullCommand():
 		return links(stdout, *linksJSON)
 	case statsCmd.FullCommand():
@@ -180,7 +183,7 @@ func runDaemon(ctx context.Context, cfg daemon.Config, log *slog.Logger, h daemo
 	return d.Run(ctx, h)
 }
 
-func features(cfg daemon.Config, log *slog.Logger, w io.Writer, asJSON bool) error {
+func features(cfg daemon.Config, stateDir string, log *slog.Logger, w io.Writer, asJSON bool) error {
 	d, err := daemon.Open(cfg, log)
 	if err != nil {
 		return err
@@ -189,6 +192,7 @@ func features(cfg daemon.Config, log *slog.Logger, w io.Writer, asJSON bool) err
 	if err := d.Close(); err != nil {
 		log.Warn("closing probes", "err", err)
 	}
+	f.Checks = append(f.Checks, exporterChecks(stateDir, log)...) // web.go
 	if asJSON {
 		return json.NewEncoder(w).Encode(f)
 	}

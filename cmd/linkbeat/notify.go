@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -13,6 +14,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/monotime"
+	"github.com/linkbeat/linkbeat/internal/status"
 )
 
 // notifier speaks systemd's notify protocol (sd_notify(3)) for `run`
@@ -24,6 +26,12 @@ type notifier struct {
 	// watchdog is WATCHDOG_USEC: systemd kills linkbeat when no ping
 	// came for this long. 0: no watchdog.
 	watchdog time.Duration
+
+	// STATUS= is the daemon's part (set at ready) and the exporter's
+	// (while an address does not listen), sent whole on each change.
+	mu       sync.Mutex
+	running  string
+	exporter string
 }
 
 func newNotifier(log *slog.Logger) *notifier {
@@ -52,14 +60,55 @@ func (n *notifier) ready(in chan<- actions.Input, f daemon.Features, monitored f
 		return nil
 	}
 	return func(context.Context) {
-		status := fmt.Sprintf("STATUS=monitoring %d interfaces; carrier source %s; tc %s", monitored(), f.CarrierSource, f.TCMechanism)
-		msg := sddaemon.SdNotifyReady + "\n" + status
-		if !n.enqueue(in, func() { n.send(msg) }) {
+		n.mu.Lock()
+		n.running = fmt.Sprintf("monitoring %d interfaces; carrier source %s; tc %s", monitored(), f.CarrierSource, f.TCMechanism)
+		n.mu.Unlock()
+		// STATUS= is read when READY goes, so that it has the exporter's
+		// latest state.
+		send := func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			n.send(sddaemon.SdNotifyReady + "\n" + n.statusLocked())
+		}
+		if !n.enqueue(in, send) {
 			// Never withhold READY: systemd would fail the start.
 			n.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
-			n.send(msg)
+			send()
 		}
 	}
+}
+
+// exporterChanged is the exporter's listen state, for STATUS=. It is sent
+// at once (not through the action queue): it is no promise about routes.
+func (n *notifier) exporterChanged(ls []status.Listener) {
+	var down []string
+	for _, l := range ls {
+		if !l.Listening {
+			down = append(down, fmt.Sprintf("metrics NOT served on %s: %s (retrying)", l.Address, l.Error))
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	part := strings.Join(down, "; ")
+	if part == n.exporter {
+		return
+	}
+	n.exporter = part
+	n.send(n.statusLocked())
+}
+
+// statusLocked is STATUS=, with mu held.
+func (n *notifier) statusLocked() string {
+	parts := []string{}
+	if n.running == "" {
+		parts = append(parts, "starting")
+	} else {
+		parts = append(parts, n.running)
+	}
+	if n.exporter != "" {
+		parts = append(parts, n.exporter)
+	}
+	return "STATUS=" + strings.Join(parts, "; ")
 }
 
 // ping is the loop's Heartbeat handler. The ping crosses the action queue

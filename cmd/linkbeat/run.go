@@ -103,7 +103,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	defer tel.Close() // no scrape may read the maps d.Close closes
 	// "" when the bpffs was not usable: then nothing is pinned.
 	dcfg.PinDir = d.PinDir()
-	if err := tel.started(d, dcfg, af.stateDir); err != nil {
+	if err := tel.started(d, dcfg, af.stateDir, sd.exporterChanged); err != nil {
 		return err
 	}
 

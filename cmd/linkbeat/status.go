@@ -80,6 +80,9 @@ func showStatus(pinDir, stateDir string, w io.Writer, asJSON bool) error {
 	if in.Sources != nil {
 		in.Running = linkbeatRunning(in.Sources.PID)
 	}
+	if in.Exporter, err = status.ReadExporter(stateDir); err != nil {
+		return err
+	}
 	in.Now, in.Mono = time.Now(), monotime.Now()
 	r := status.Build(in)
 	if asJSON {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/metrics"
+	"github.com/linkbeat/linkbeat/internal/probe"
 	"github.com/linkbeat/linkbeat/internal/status"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
@@ -36,6 +36,7 @@ type opsFlags struct {
 	webConfig     string
 	telemetryPath string
 	releaseOnExit bool
+	failOnBind    bool
 }
 
 func (o *opsFlags) register(cmd *kingpin.CmdClause) {
@@ -44,23 +45,62 @@ func (o *opsFlags) register(cmd *kingpin.CmdClause) {
 	cmd.Flag("web.config.file", "exporter-toolkit web config file: TLS and basic auth (https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md).").
 		StringVar(&o.webConfig)
 	cmd.Flag("web.telemetry-path", "Path to serve metrics under.").Default("/metrics").StringVar(&o.telemetryPath)
+	cmd.Flag("web.fail-on-bind-error", "Exit at start when a --web.listen-address cannot be bound; by default linkbeat runs on without it and retries the bind (1s to 30s apart).").
+		BoolVar(&o.failOnBind)
 	cmd.Flag("release-on-exit", "Detach the TC and tracepoint programs when the daemon exits cleanly; by default they stay attached and count on until the next run.").
 		BoolVar(&o.releaseOnExit)
 }
 
-// telemetry is `run`'s exporter: the metrics and their web server.
-type telemetry struct {
-	log       *slog.Logger
-	flags     *opsFlags
-	metrics   *metrics.Metrics
-	listeners []net.Listener
-	srv       *http.Server
-	done      chan error
-	closed    sync.Once
+// exporterChecks are `features`' rows for a running daemon's metrics
+// listeners, from what it recorded in stateDir: none without one.
+func exporterChecks(stateDir string, log *slog.Logger) []probe.Check {
+	src, err := status.ReadSources(stateDir)
+	if err == nil && (src == nil || !linkbeatRunning(src.PID)) {
+		return nil
+	}
+	var e *status.Exporter
+	if err == nil {
+		e, err = status.ReadExporter(stateDir)
+	}
+	if err != nil {
+		log.Warn("cannot read the running daemon's exporter state", "state_dir", stateDir, "err", err)
+		return []probe.Check{{Name: "exporter", Detail: "unknown: " + err.Error()}}
+	}
+	if e == nil || e.PID != src.PID {
+		return nil // a daemon from before exporter.json
+	}
+	out := make([]probe.Check, 0, len(e.Listeners))
+	for _, l := range e.Listeners {
+		out = append(out, probe.Check{Name: "exporter", OK: l.Listening, Detail: l.Describe()})
+	}
+	return out
 }
 
-// newTelemetry checks the web config and opens the listeners, so that a
-// taken port or a bad config stops `run` before it touches anything.
+// telemetry is `run`'s exporter: the metrics and their web servers, one
+// a listen address, each kept listening by its own goroutine.
+type telemetry struct {
+	log     *slog.Logger
+	flags   *opsFlags
+	metrics *metrics.Metrics
+	book    *listenBook
+	// first are the listeners bound at start, by address; nil where the
+	// bind failed. The serve loops take them over.
+	first []net.Listener
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	// servers are the ones serving now; closing refuses new ones.
+	servers map[*http.Server]struct{}
+	closing bool
+	handler http.Handler
+	closed  sync.Once
+}
+
+// newTelemetry checks the web config and binds the listen addresses. A bad
+// config stops `run` before it touches anything; so does an address that
+// cannot be bound, with --web.fail-on-bind-error only.
 func newTelemetry(o *opsFlags, log *slog.Logger) (*telemetry, error) {
 	if o.telemetryPath == "" || o.telemetryPath[0] != '/' {
 		return nil, fmt.Errorf("--web.telemetry-path %q: want a path starting with /", o.telemetryPath)
@@ -70,27 +110,22 @@ func newTelemetry(o *opsFlags, log *slog.Logger) (*telemetry, error) {
 			return nil, fmt.Errorf("--web.config.file %s: %w", o.webConfig, err)
 		}
 	}
-	t := &telemetry{log: log.With("component", "web"), flags: o, metrics: metrics.New(metrics.Options{Log: log})}
-	for _, addr := range o.listen {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.closeListeners()
-			return nil, fmt.Errorf("listen for metrics on %s (--web.listen-address): %w", addr, err)
-		}
-		t.listeners = append(t.listeners, l)
+	m := metrics.New(metrics.Options{Log: log})
+	log = log.With("component", "web")
+	t := &telemetry{log: log, flags: o, metrics: m, book: newListenBook(o.listen, m, log), servers: map[*http.Server]struct{}{}}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	var err error
+	if t.first, err = listenAll(o.listen, t.book, o.failOnBind); err != nil {
+		t.cancel()
+		return nil, err
 	}
 	return t, nil
 }
 
-func (t *telemetry) closeListeners() {
-	for _, l := range t.listeners {
-		l.Close()
-	}
-}
-
 // started publishes what the daemon found, records it in the state
-// directory for `linkbeat status`, and starts serving.
-func (t *telemetry) started(d *daemon.Daemon, cfg daemon.Config, stateDir string) error {
+// directory for `linkbeat status`, and starts serving. notify hears of
+// each change of the listeners (systemd's STATUS=).
+func (t *telemetry) started(d *daemon.Daemon, cfg daemon.Config, stateDir string, notify func([]status.Listener)) error {
 	f := d.Features()
 	info := metrics.DaemonInfo{CarrierSource: f.CarrierSource.String(), TCMechanism: f.TCMechanism, Tracepoints: f.Tracepoints,
 		Counters: d.TrafficMap(), Replaced: d.ReplacedMaps()}
@@ -106,6 +141,7 @@ func (t *telemetry) started(d *daemon.Daemon, cfg daemon.Config, stateDir string
 		// failing over.
 		t.log.Warn("cannot record the live sources for `linkbeat status`", "err", err)
 	}
+	t.book.started(stateDir, notify)
 	t.serve()
 	return nil
 }
@@ -123,28 +159,115 @@ func (t *telemetry) serve() {
 			mux.Handle("/", landing)
 		}
 	}
-	t.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	sd := false
-	flags := &web.FlagConfig{WebListenAddresses: &t.flags.listen, WebSystemdSocket: &sd, WebConfigFile: &t.flags.webConfig}
-	t.done = make(chan error, 1)
-	go func() { t.done <- web.ServeMultiple(t.listeners, t.srv, flags, t.log) }()
+	t.handler = mux
+	first := t.first
+	t.first = nil
+	for i, addr := range t.flags.listen {
+		t.wg.Add(1)
+		go t.keep(i, addr, first[i])
+	}
 }
 
-// Close stops serving; listeners never served are closed. It may be
-// called more than once.
+// keep serves address i for the daemon's life: it binds it again, with
+// backoff, whenever it is not bound (l nil) or its server stopped.
+func (t *telemetry) keep(i int, addr string, l net.Listener) {
+	defer t.wg.Done()
+	wait := listenRetryMin
+	if l == nil {
+		// The bind at start failed: retry when that failure said.
+		if !t.sleep(t.book.untilRetry(i)) {
+			return
+		}
+		wait = nextRetry(wait)
+	}
+	for {
+		if l == nil {
+			var err error
+			if l, err = net.Listen("tcp", addr); err != nil {
+				t.book.failed(i, err, wait)
+				if !t.sleep(wait) {
+					return
+				}
+				wait = nextRetry(wait)
+				continue
+			}
+			t.book.listening(i)
+		}
+		began := time.Now()
+		err := t.serveOn(l)
+		l = nil
+		if t.ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) >= listenRetryMax {
+			wait = listenRetryMin // it served a while: not a failing loop
+		}
+		t.book.failed(i, fmt.Errorf("metrics server on %s stopped: %w", addr, err), wait)
+		if !t.sleep(wait) {
+			return
+		}
+		wait = nextRetry(wait)
+	}
+}
+
+// sleep waits d, or less if Close comes; false then.
+func (t *telemetry) sleep(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-t.ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// serveOn serves l until Close or a failure. Each listener gets its own
+// http.Server: web.Serve wraps the server's handler for the web config.
+func (t *telemetry) serveOn(l net.Listener) error {
+	defer l.Close()
+	srv := &http.Server{Handler: t.handler, ReadHeaderTimeout: 10 * time.Second}
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	t.servers[srv] = struct{}{}
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		delete(t.servers, srv)
+		t.mu.Unlock()
+	}()
+	sd := false
+	flags := &web.FlagConfig{WebListenAddresses: &t.flags.listen, WebSystemdSocket: &sd, WebConfigFile: &t.flags.webConfig}
+	return web.Serve(l, srv, flags, t.log)
+}
+
+// Close stops serving and retrying; listeners never served are closed.
+// It may be called more than once.
 func (t *telemetry) Close() { t.closed.Do(t.close) }
 
 func (t *telemetry) close() {
-	if t.srv == nil {
-		t.closeListeners()
-		return
+	t.cancel()
+	for _, l := range t.first {
+		if l != nil {
+			l.Close()
+		}
 	}
+	t.mu.Lock()
+	t.closing = true
+	servers := make([]*http.Server, 0, len(t.servers))
+	for srv := range t.servers {
+		servers = append(servers, srv)
+	}
+	t.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := t.srv.Shutdown(ctx); err != nil {
-		t.log.Warn("stopping the metrics server", "err", err)
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			t.log.Warn("stopping the metrics server", "err", err)
+		}
 	}
-	if err := <-t.done; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		t.log.Warn("metrics server", "err", err)
-	}
+	t.wg.Wait()
 }

@@ -85,6 +85,8 @@ type Metrics struct {
 	reloads        *counterCache
 	reloadOK       prometheus.Gauge
 	reloadTime     prometheus.Gauge
+	listenUp       *gaugeCache
+	listenFailures *counterCache
 
 	daemon    atomic.Pointer[DaemonInfo]
 	withdrawn atomic.Pointer[map[string]int]
@@ -162,6 +164,11 @@ func New(opts Options) *Metrics {
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(opts.Now().UnixNano()) / 1e9)
 	m.reg.MustRegister(m.reloadOK, m.reloadTime)
+	m.listenFailures = counter("web_listen_failures_total", "Failed attempts to listen on a --web.listen-address (each is retried with backoff; failover runs on).", "address")
+	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "web_listen_up",
+		Help: "Whether the exporter listens on a --web.listen-address: 1 yes, 0 no (binding it failed; retried). Seen only through an address that does listen."}, []string{"address"})
+	m.reg.MustRegister(up)
+	m.listenUp = newCache(up, up.WithLabelValues, up.DeleteLabelValues)
 	m.reg.MustRegister(newExporter(m, opts))
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -220,6 +227,20 @@ func (m *Metrics) ConfigReload(ok bool, at time.Time) {
 	m.reloads.with("success").Inc()
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// WebListen records the state of a --web.listen-address: listening or
+// not; failed counts a failed attempt to listen.
+func (m *Metrics) WebListen(address string, listening, failed bool) {
+	v := 0.0
+	if listening {
+		v = 1
+	}
+	m.listenUp.with(address).Set(v)
+	c := m.listenFailures.with(address)
+	if failed {
+		c.Inc()
+	}
 }
 
 // Resync counts a full netlink resync (daemon.Observer).

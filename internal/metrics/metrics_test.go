@@ -440,3 +440,24 @@ func TestEveryMetricPassesPromlint(t *testing.T) {
 		}
 	}
 }
+
+func TestWebListenStateAndFailures(t *testing.T) {
+	m := newTest(nil)
+	m.WebListen("127.0.0.1:9089", false, true)
+	m.WebListen("127.0.0.1:9089", false, true)
+	m.WebListen("[::1]:9089", true, false)
+	m.WebListen("127.0.0.1:9089", true, false)
+	want := `
+# HELP linkbeat_web_listen_failures_total Failed attempts to listen on a --web.listen-address (each is retried with backoff; failover runs on).
+# TYPE linkbeat_web_listen_failures_total counter
+linkbeat_web_listen_failures_total{address="127.0.0.1:9089"} 2
+linkbeat_web_listen_failures_total{address="[::1]:9089"} 0
+# HELP linkbeat_web_listen_up Whether the exporter listens on a --web.listen-address: 1 yes, 0 no (binding it failed; retried). Seen only through an address that does listen.
+# TYPE linkbeat_web_listen_up gauge
+linkbeat_web_listen_up{address="127.0.0.1:9089"} 1
+linkbeat_web_listen_up{address="[::1]:9089"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "linkbeat_web_listen_up", "linkbeat_web_listen_failures_total"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -27,7 +27,10 @@ type Inputs struct {
 	// Sources is what the last daemon recorded at start; nil if none did.
 	Sources *Sources
 	// Running says whether that daemon's process is alive.
-	Running  bool
+	Running bool
+	// Exporter is what a daemon last recorded of its metrics exporter; nil
+	// if none did.
+	Exporter *Exporter
 	BpffsDir string
 	// Now and Mono are the wall clock and CLOCK_MONOTONIC, read together,
 	// to turn the kernel's timestamps into times.
@@ -57,6 +60,9 @@ type Daemon struct {
 	BpffsDir      string            `json:"bpffs_dir"`
 	Pinned        bool              `json:"pinned"`
 	ReplacedMaps  map[string]string `json:"replaced_maps,omitempty"`
+	// Exporter is the running daemon's metrics listeners; left out when
+	// no daemon runs, as an old record would mislead.
+	Exporter []Listener `json:"exporter,omitempty"`
 }
 
 // Link is one interface.
@@ -141,6 +147,9 @@ func Build(in Inputs) Report {
 		r.Daemon.Recorded, r.Daemon.PID, r.Daemon.Started, r.Daemon.Version = true, s.PID, &started, s.Version
 		r.Daemon.CarrierSource, r.Daemon.TCMechanism, r.Daemon.Tracepoints = s.CarrierSource, s.TCMechanism, s.Tracepoints
 		r.Daemon.ReplacedMaps = s.ReplacedMaps
+		if e := in.Exporter; e != nil && in.Running && e.PID == s.PID {
+			r.Daemon.Exporter = e.Listeners
+		}
 	}
 	wall := func(ns uint64) *time.Time {
 		if ns == 0 || time.Duration(ns) > in.Mono {
@@ -261,6 +270,9 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		fmt.Fprintf(w, "sources:   carrier %s, tc %s, tx error counting %s (version %s)\n", d.CarrierSource, d.TCMechanism, tp, d.Version)
 		for m, why := range d.ReplacedMaps {
 			fmt.Fprintf(w, "replaced:  pinned map %s at start: %s\n", m, why)
+		}
+		for _, l := range d.Exporter {
+			fmt.Fprintf(w, "metrics:   %s\n", l.Describe())
 		}
 	}
 	pins := "none"
