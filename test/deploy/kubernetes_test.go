@@ -277,20 +277,20 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	if len(args) == 0 || args[0] != "run" {
 		t.Fatalf("args %q: want `run` first (the image's ENTRYPOINT is the binary)", args)
 	}
-	cfgPaths := flagValues(args, "config")
+	cfgPaths := append(flagValues(args, "config.file"), flagValues(args, "config")...)
 	if len(cfgPaths) != 1 {
-		t.Fatalf("--config given %d times, want once", len(cfgPaths))
+		t.Fatalf("--config.file given %d times, want once", len(cfgPaths))
 	}
 	cfgPath := cfgPaths[0]
 	cm, ok := mounts[path.Dir(cfgPath)]
 	if !ok || vols[cm.Name].ConfigMap == nil {
-		t.Fatalf("--config %s: no ConfigMap mounted at %s", cfgPath, path.Dir(cfgPath))
+		t.Fatalf("--config.file %s: no ConfigMap mounted at %s", cfgPath, path.Dir(cfgPath))
 	}
 	if ref := vols[cm.Name].ConfigMap; ref.Name != o.cm.Name || len(ref.Items) > 0 {
 		t.Errorf("the config volume mounts ConfigMap %q (items %v), want all of %q", ref.Name, ref.Items, o.cm.Name)
 	}
 	if _, ok := o.cm.Data[path.Base(cfgPath)]; !ok {
-		t.Errorf("--config %s: ConfigMap %s has no key %s", cfgPath, o.cm.Name, path.Base(cfgPath))
+		t.Errorf("--config.file %s: ConfigMap %s has no key %s", cfgPath, o.cm.Name, path.Base(cfgPath))
 	}
 	if got := flagValues(args, "state-dir"); len(got) != 1 || got[0] != "/run/linkbeat" {
 		t.Errorf("--state-dir %v, want the mounted /run/linkbeat", got)
