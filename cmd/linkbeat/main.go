@@ -79,7 +79,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
 	app.HelpFlag.Short('h')
-	app.Version(buildinfo.Print("linkbeat"))
+	// Not app.Version: its text would be the man page's multi-line .TH.
+	app.Flag("version", "Show the version and exit.").PreAction(func(*kingpin.ParseContext) error {
+		fmt.Fprintln(stdout, buildinfo.Print("linkbeat"))
+		os.Exit(0)
+		return nil
+	}).Bool()
 	logCfg := &promslog.Config{}
 	promslogflag.AddFlags(app, logCfg)
 
