@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"io/fs"
 	"net"
@@ -13,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -343,6 +347,10 @@ func TestKubernetesDaemonSet(t *testing.T) {
 			t.Errorf("%s probe on port %s, not the metrics port", name, p.HTTPGet.Port.String())
 		}
 	}
+	checkLiveness(t, c.LivenessProbe)
+	if ds.Spec.Template.Spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName %q, want system-node-critical: failover must not be evicted or preempted", ds.Spec.Template.Spec.PriorityClassName)
+	}
 
 	// Every flag is one `linkbeat run` has.
 	help, err := exec.Command(builtBinary(t), "run", "--help").CombinedOutput()
@@ -468,4 +476,45 @@ func TestKubernetesNamespaceAndKustomization(t *testing.T) {
 			t.Errorf("kustomization.yaml applies the optional %s", f)
 		}
 	}
+}
+
+// checkLiveness: the liveness probe asks the health endpoint tied to the
+// event loop (cmd/linkbeat/health.go's healthPath), not / or /metrics,
+// which answer while the loop is stuck.
+func checkLiveness(t *testing.T, p *corev1.Probe) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Fatalf("liveness probe %+v, want an httpGet", p)
+	}
+	want := goStringConst(t, "cmd/linkbeat/health.go", "healthPath")
+	if p.HTTPGet.Path != want {
+		t.Errorf("liveness probe path %q, want the health endpoint %q", p.HTTPGet.Path, want)
+	}
+	// The probe must not restart linkbeat sooner than the daemon's own
+	// limit: at least defaultHealthLimit of silence before the restart.
+	if window := p.PeriodSeconds * p.FailureThreshold; window < 20 {
+		t.Errorf("liveness probe fails after %ds of failures: too eager for a daemon under a resync", window)
+	}
+}
+
+// goStringConst reads a string constant from a Go file of the repository.
+func goStringConst(t *testing.T, rel, name string) string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), repoFile(t, rel), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := f.Scope.Lookup(name)
+	if obj == nil || obj.Kind != ast.Con {
+		t.Fatalf("%s has no constant %s", rel, name)
+	}
+	lit, ok := obj.Decl.(*ast.ValueSpec).Values[0].(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		t.Fatalf("%s.%s is not a string literal", rel, name)
+	}
+	v, err := strconv.Unquote(lit.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
