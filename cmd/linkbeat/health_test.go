@@ -15,7 +15,7 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) now() time.Time { return c.t }
 
-func probe(t *testing.T, h *health) (int, string) {
+func askHealth(t *testing.T, h *health) (int, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, healthPath, nil))
@@ -30,7 +30,7 @@ func TestHealthFollowsTheActionQueue(t *testing.T) {
 	if h.limit != defaultHealthLimit || h.heartbeat() != defaultHealthLimit/2 {
 		t.Fatalf("without a watchdog: limit %s, beat %s; want %s and half", h.limit, h.heartbeat(), defaultHealthLimit)
 	}
-	if code, body := probe(t, h); code != http.StatusOK {
+	if code, body := askHealth(t, h); code != http.StatusOK {
 		t.Fatalf("at start: %d %s", code, body)
 	}
 	in := make(chan actions.Input, 1)
@@ -41,7 +41,7 @@ func TestHealthFollowsTheActionQueue(t *testing.T) {
 		clk.t = clk.t.Add(h.heartbeat())
 		beat(context.Background())
 		answer()
-		if code, body := probe(t, h); code != http.StatusOK {
+		if code, body := askHealth(t, h); code != http.StatusOK {
 			t.Fatalf("beats answered: %d %s", code, body)
 		}
 	}
@@ -51,17 +51,17 @@ func TestHealthFollowsTheActionQueue(t *testing.T) {
 	beat(context.Background())
 	clk.t = clk.t.Add(h.limit)
 	beat(context.Background()) // queue full: skipped, must not block
-	if code, body := probe(t, h); code != http.StatusOK {
+	if code, body := askHealth(t, h); code != http.StatusOK {
 		t.Fatalf("at the limit: %d %s", code, body)
 	}
 	clk.t = clk.t.Add(time.Millisecond)
-	code, body := probe(t, h)
+	code, body := askHealth(t, h)
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "limit 30s") {
 		t.Fatalf("past the limit: %d %q, want 503 naming the limit", code, body)
 	}
 	// It answers again: healthy again.
 	answer()
-	if code, body := probe(t, h); code != http.StatusOK {
+	if code, body := askHealth(t, h); code != http.StatusOK {
 		t.Fatalf("answered again: %d %s", code, body)
 	}
 }
@@ -71,7 +71,7 @@ func TestHealthFailsWithoutBeats(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	h := newHealth(20*time.Second, clk.now) // systemd's WATCHDOG_USEC sets the limit
 	clk.t = clk.t.Add(21 * time.Second)
-	if code, body := probe(t, h); code != http.StatusServiceUnavailable {
+	if code, body := askHealth(t, h); code != http.StatusServiceUnavailable {
 		t.Fatalf("no beat for 21s with a 20s limit: %d %s", code, body)
 	}
 }
