@@ -16,8 +16,9 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/linkbeat
 
-# The main job: the daemon with its embedded defaults.
-run: deps build
+# The main job: the daemon with its embedded defaults. Running needs no
+# package: only the tests install their tools (deps).
+run: build
 	./$(BIN) run
 
 # Regenerates gen/ from bpf/ (needs clang and llvm-strip). bpf2go writes into
@@ -121,8 +122,12 @@ SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 UNITFILE   ?= deploy/systemd/linkbeat.service
 
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+
 .PHONY: install test-deploy
-install: build
+install: build man completions
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/linkbeat
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed -E '/^Exec/ s#([=[:space:]@!:+-])/[^[:space:]]*/s?bin/linkbeat([[:space:]]|$$)#\1$(PREFIX)/bin/linkbeat\2#g' $(UNITFILE) > $(DESTDIR)$(UNITDIR)/linkbeat.service.tmp
@@ -137,9 +142,110 @@ install: build
 		echo "install -m 0644 deploy/linkbeat.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml"; \
 		install -m 0644 deploy/linkbeat.yaml $(DESTDIR)$(SYSCONFDIR)/linkbeat/linkbeat.yaml; \
 	fi
+	install -D -m 0644 $(MANPAGE) $(DESTDIR)$(MANDIR)/man1/linkbeat.1
+	install -D -m 0644 $(BASHCOMP) $(DESTDIR)$(BASHCOMPDIR)/linkbeat
+	install -D -m 0644 $(ZSHCOMP) $(DESTDIR)$(ZSHCOMPDIR)/_linkbeat
 	@[ -n "$(DESTDIR)" ] || echo "install: now run systemd-sysusers and systemctl daemon-reload, then systemctl enable --now linkbeat"
 
 # Container, Kubernetes, Grafana, Prometheus rules and `make install`
 # checks (test/deploy); they need root and promtool.
 test-deploy: deps
 	cd test && $(GO) test -count=1 ./deploy/...
+
+# Man page and bash/zsh completions, generated from the CLI's kingpin model
+# (--help-man, --completion-script-*), so they never drift from --help.
+# Built next to BIN, by a binary for this machine whatever GOARCH says.
+DOCDIR   ?= $(dir $(BIN))share
+MANPAGE  := $(DOCDIR)/man/linkbeat.1
+BASHCOMP := $(DOCDIR)/bash-completion/linkbeat
+ZSHCOMP  := $(DOCDIR)/zsh/_linkbeat
+DOCGEN   := env -u GOARCH -u GOOS CGO_ENABLED=0 $(GO) run ./cmd/linkbeat
+
+.PHONY: man completions
+man:
+	@mkdir -p $(dir $(MANPAGE))
+	$(DOCGEN) --help-man | sed -e '1s/^\.TH .*/.TH LINKBEAT 1 "" "linkbeat $(VERSION)" "linkbeat manual"/' \
+		-e '/^\.SH "NAME"/{n;s/^linkbeat$$/linkbeat \\- eBPF-accelerated link monitor/;}' > $(MANPAGE).tmp
+	mv -f $(MANPAGE).tmp $(MANPAGE)
+
+completions:
+	@mkdir -p $(dir $(BASHCOMP)) $(dir $(ZSHCOMP))
+	$(DOCGEN) --completion-script-bash > $(BASHCOMP).tmp && mv -f $(BASHCOMP).tmp $(BASHCOMP)
+	$(DOCGEN) --completion-script-zsh > $(ZSHCOMP).tmp && mv -f $(ZSHCOMP).tmp $(ZSHCOMP)
+
+# Debian package (packaging/nfpm.yaml) for DEB_ARCH: what `make install`
+# stages with PREFIX=/usr, packed by nfpm (a Go tool, packaging/go.mod), so
+# building it needs no Debian package. Debian versions must start with a
+# digit: v1.2.3-4-gabc becomes 1.2.3+4.gabc, an untagged tree 0.0.0~git<rev>.
+DEB_ARCH    ?= $(shell env -u GOARCH $(GO) env GOARCH)
+DEB_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-([0-9]+)-g([0-9a-f]+)/+\1.g\2/; s/-dirty$$/~dirty/; /^[0-9]+\.[0-9]+/!s/^/0.0.0~git/')
+DEB_DIR     ?= bin
+DEB_STAGE   := bin/deb-$(DEB_ARCH)
+DEB         := $(DEB_DIR)/linkbeat_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+# test/deploy's package test needs dpkg and man besides deps' tools.
+test-deploy: package-deps
+.PHONY: package-deps
+package-deps:
+	scripts/install-deps.sh package
+
+.PHONY: deb
+deb:
+	rm -rf $(DEB_STAGE)
+	GOARCH=$(DEB_ARCH) $(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_STAGE)/root PREFIX=/usr SYSCONFDIR=/etc \
+		ZSHCOMPDIR=/usr/share/zsh/vendor-completions BIN=$(DEB_STAGE)/linkbeat
+	@mkdir -p $(DEB_DIR)
+	LINKBEAT_STAGE=$(CURDIR)/$(DEB_STAGE)/root LINKBEAT_ARCH=$(DEB_ARCH) LINKBEAT_VERSION=$(DEB_VERSION) \
+		env -u GOARCH -u GOOS $(GO) tool -modfile=packaging/go.mod nfpm pkg --packager deb --config packaging/nfpm.yaml --target $(DEB)
+	@echo "deb: $(DEB)"
+
+# Release artefacts in RELEASE_DIR, per architecture: a static tarball
+# (binary, man page, completions, unit, sysusers, configs, licence) and the
+# .deb, with their SHA-256 sums. Tag first (git tag v1.2.3): VERSION is
+# `git describe`.
+RELEASE_ARCHES ?= amd64 arm64
+RELEASE_DIR    ?= dist
+
+.PHONY: release
+release: man completions
+	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR)
+	@set -e; for arch in $(RELEASE_ARCHES); do \
+		d=$(RELEASE_DIR)/linkbeat-$(VERSION).linux-$$arch; \
+		echo "release: $$d.tar.gz"; \
+		mkdir -p $$d/systemd $$d/completions; \
+		GOARCH=$$arch CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$d/linkbeat ./cmd/linkbeat; \
+		cp $(MANPAGE) $$d/linkbeat.1; \
+		cp $(BASHCOMP) $$d/completions/linkbeat.bash; \
+		cp $(ZSHCOMP) $$d/completions/_linkbeat; \
+		cp deploy/systemd/linkbeat.service deploy/systemd/linkbeat.sysusers $$d/systemd/; \
+		cp deploy/linkbeat.yaml $$d/linkbeat.yaml; \
+		cp docs/linkbeat.example.yaml $$d/linkbeat.example.yaml; \
+		cp -r LICENSE LICENSES README.md $$d/; \
+		tar -C $(RELEASE_DIR) --sort=name --owner=0 --group=0 --numeric-owner \
+			--mtime="@$$(git log -1 --format=%ct 2>/dev/null || echo 0)" -czf $$d.tar.gz $$(basename $$d); \
+		rm -rf $$d; \
+		$(MAKE) --no-print-directory deb DEB_ARCH=$$arch DEB_DIR=$(RELEASE_DIR); \
+	done
+	cd $(RELEASE_DIR) && sha256sum *.tar.gz *.deb > sha256sums.txt
+	@cat $(RELEASE_DIR)/sha256sums.txt
+
+clean: clean-release
+.PHONY: clean-release
+clean-release:
+	rm -rf $(RELEASE_DIR)
+
+# The monitoring mixin (deploy/mixin, jsonnet as node-mixin): writes its
+# alerts to deploy/prometheus/rules.yml, which is committed for those who
+# load plain rules; test/deploy checks that the two agree.
+MIXIN_OUT ?= deploy/prometheus/rules.yml
+JSONNET   := env -u GOARCH -u GOOS $(GO) tool -modfile=packaging/go.mod jsonnet
+
+.PHONY: mixin
+mixin:
+	{ echo '# GENERATED by `make mixin` from deploy/mixin/*.libsonnet: edit there, not here.'; \
+	  echo '# Alerts for linkbeat (docs/deploy.md#prometheus-alerts, runbooks in docs/runbooks.md).'; \
+	  echo '# They select job="linkbeat"; for another selector build the mixin with'; \
+	  echo '# _config+:: { linkbeatSelector: ... } (deploy/mixin/config.libsonnet).'; \
+	  $(JSONNET) -S -e 'std.manifestYamlDoc((import "deploy/mixin/mixin.libsonnet").prometheusAlerts, indent_array_in_object=true, quote_keys=false)'; \
+	} > $(MIXIN_OUT).tmp
+	mv -f $(MIXIN_OUT).tmp $(MIXIN_OUT)

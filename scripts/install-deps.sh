@@ -6,6 +6,9 @@
 #   scripts/install-deps.sh generate + clang/llvm for `make generate`
 #   scripts/install-deps.sh vm       + the QEMU testbed's host tools
 #   scripts/install-deps.sh bench    + ifplugd and iperf3 for the benchmarks
+#   scripts/install-deps.sh package  + dpkg and man for the package test
+# Running linkbeat needs none of these; `make deb` and `make release` need
+# only Go (nfpm comes through the module proxy).
 set -eu
 
 need=""
@@ -30,6 +33,13 @@ bench)
 	# the datapath overhead.
 	check ifplugd ifplugd
 	check iperf3 iperf3
+	;;
+package)
+	# test/deploy: install the .deb into a clean root, read its man page.
+	check dpkg dpkg
+	check dpkg-deb dpkg
+	check man man-db
+	check systemd-sysusers systemd
 	;;
 generate)
 	check clang clang

@@ -13,7 +13,7 @@ import (
 )
 
 // doctorFlags are `linkbeat doctor`'s flags: run's pipeline flags,
-// --config and --bpffs-dir, so that doctor judges what run, given the same
+// --config.file and --bpffs-dir, so that doctor judges what run, given the same
 // flags, would do.
 type doctorFlags struct {
 	pipeline   pipelineFlags
@@ -31,7 +31,7 @@ func registerDoctor(app *kingpin.Application, stdout io.Writer) (name string, ru
 		"and print findings with a severity and a fix. Exit status: 0 nothing above info, 1 warnings, 2 errors.")
 	f := &doctorFlags{}
 	f.pipeline.register(cmd)
-	cmd.Flag("config", "run's config file: which interfaces and bonds it would handle, and how.").StringVar(&f.configFile)
+	registerConfigFile(cmd, "run's config file: which interfaces and bonds it would handle, and how.", &f.configFile)
 	cmd.Flag("bpffs-dir", "run's bpffs directory for its pinned maps.").Default(defaultPinDir).StringVar(&f.pinDir)
 	cmd.Flag("json", "JSON output.").BoolVar(&f.asJSON)
 	cmd.Flag("guide", "Print the guide to redundancy methods, with the decision tree the findings follow, and exit.").BoolVar(&f.guide)

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
 
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/carrier"
@@ -74,10 +76,18 @@ func (p *pipelineFlags) config() daemon.Config {
 
 func run(args []string, stdout, stderr io.Writer) error {
 	app := kingpin.New("linkbeat", "eBPF-accelerated link monitor: sees carrier changes where the driver makes them.")
-	app.UsageWriter(stderr)
+	// As Prometheus' exporters: -h, --help and --version print to stdout.
+	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
-	logLevel := app.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").Enum("debug", "info", "warn", "error")
-	logFormat := app.Flag("log.format", "Log format: logfmt or json.").Default("logfmt").Enum("logfmt", "json")
+	app.HelpFlag.Short('h')
+	// Not app.Version: its text would be the man page's multi-line .TH.
+	app.Flag("version", "Show the version and exit.").PreAction(func(*kingpin.ParseContext) error {
+		fmt.Fprintln(stdout, buildinfo.Print("linkbeat"))
+		os.Exit(0)
+		return nil
+	}).Bool()
+	logCfg := &promslog.Config{}
+	promslogflag.AddFlags(app, logCfg)
 
 	runCmd := app.Command("run", "Run the daemon.")
 	var runFlags pipelineFlags
@@ -121,7 +131,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, *logLevel, *logFormat)
+	log := newLogger(stderr, logCfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -159,16 +169,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case statsCmd.FullCommand():
 		return stats(*statsPinDir, stdout, *statsJSON)
 	case versionCmd.FullCommand():
-		fmt.Fprintf(stdout, "linkbeat %s (revision %s)\n", buildinfo.Version, buildinfo.Revision())
+		fmt.Fprintln(stdout, buildinfo.Print("linkbeat"))
 	}
 	return nil
 }
 
-func newLogger(w io.Writer, level, format string) *slog.Logger {
-	var lv slog.Level
-	_ = lv.UnmarshalText([]byte(level))
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "json" {
+// newLogger takes promslog's flags but not promslog.New, whose source=
+// attribute would change every log line that operators and tests match.
+func newLogger(w io.Writer, cfg *promslog.Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.Level.Level()}
+	if cfg.Format.String() == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

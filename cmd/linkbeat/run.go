@@ -36,10 +36,14 @@ type actionFlags struct {
 }
 
 func (a *actionFlags) register(cmd *kingpin.CmdClause) {
-	cmd.Flag("config", "YAML config file (see docs/config.md). Without it, the embedded defaults apply.").StringVar(&a.configFile)
+	registerConfigFile(cmd, "YAML config file (see docs/config.md).", &a.configFile) // configfile.go
 	cmd.Flag("action-script", "ifplugd-compatible action script, run as SCRIPT IFACE up|down [EXTRA].").StringVar(&a.script)
-	cmd.Flag("up-delay", "Milliseconds a link must keep carrier before it is treated as up (ifplugd -u, in ms).").Default("-1").IntVar(&a.upDelayMS)
-	cmd.Flag("down-delay", "Milliseconds a link must lack carrier before it is treated as down (ifplugd -d, in ms).").Default("-1").IntVar(&a.downDelayMS)
+	// -1, not a kingpin default, marks "not given" so that --help shows no sentinel.
+	a.upDelayMS, a.downDelayMS = -1, -1
+	cmd.Flag("up-delay", "Milliseconds a link must keep carrier before it is treated as up (ifplugd -u, in ms). Default: the config's up_delay.").
+		PlaceHolder("MS").IntVar(&a.upDelayMS)
+	cmd.Flag("down-delay", "Milliseconds a link must lack carrier before it is treated as down (ifplugd -d, in ms). Default: the config's down_delay.").
+		PlaceHolder("MS").IntVar(&a.downDelayMS)
 	cmd.Flag("no-script-on-exit", "Do not run the down script for up links when the daemon quits (ifplugd -q).").BoolVar(&a.noScriptOnExit)
 	cmd.Flag("state-dir", "Directory for crash-safe state (withdrawn routes).").Default("/run/linkbeat").StringVar(&a.stateDir)
 	a.ops.register(cmd)

@@ -1,7 +1,11 @@
 // Package buildinfo carries the version stamped in at link time.
 package buildinfo
 
-import "runtime/debug"
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+)
 
 // Version is set by the Makefile with -ldflags -X.
 var Version = "dev"
@@ -16,4 +20,11 @@ func Revision() string {
 		}
 	}
 	return "unknown"
+}
+
+// Print is what --version and `linkbeat version` print, in the layout of
+// Prometheus' exporters.
+func Print(program string) string {
+	return fmt.Sprintf("%s, version %s (revision: %s)\n  go version: %s\n  platform:   %s/%s",
+		program, Version, Revision(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

@@ -20,7 +20,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/linkbeat/linkbeat/internal/policy"
 	"github.com/linkbeat/linkbeat/internal/script"
@@ -206,9 +206,9 @@ var (
 	anchorRef = regexp.MustCompile(`anchor '([^']*)'`)
 )
 
-// locate gives a line number to the yaml.v3 errors that have none: the
+// locate gives a line number to the yaml v3 errors that have none: the
 // reader's (a byte refused anywhere), the decoder's alias checks, and the
-// parser's on the first line, whose number yaml.v3 leaves out (it takes
+// parser's on the first line, whose number yaml v3 leaves out (it takes
 // line 0 for "no line").
 func locate(b []byte, err error) error {
 	msg := err.Error()
@@ -250,7 +250,7 @@ func badByte(b []byte) int {
 	return -1
 }
 
-// explain rewrites yaml.v3's messages to say what is allowed.
+// explain rewrites yaml v3's messages to say what is allowed.
 func explain(err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
@@ -269,7 +269,7 @@ func explain(err error) error {
 	return errors.New(strings.Join(msgs, "; "))
 }
 
-// typeNames says in config terms what the Go types in yaml.v3's messages
+// typeNames says in config terms what the Go types in yaml v3's messages
 // stand for.
 var typeNames = strings.NewReplacer(
 	"into map[string]config.Interface", "into a map of interface names to their settings",

@@ -3,13 +3,11 @@ package metrics
 import (
 	"errors"
 	"log/slog"
-	"runtime"
 	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
@@ -82,7 +80,7 @@ type descs struct {
 	slaveAggregator, slaveActorState, slavePartnerState *prometheus.Desc
 	bridgeSTP                                           *prometheus.Desc
 
-	build, carrierSource, tcMechanism, tracepoints, mapReplaced, withdrawn *prometheus.Desc
+	carrierSource, tcMechanism, tracepoints, mapReplaced, withdrawn *prometheus.Desc
 }
 
 func newDescs() *descs {
@@ -108,7 +106,6 @@ func newDescs() *descs {
 		slavePartnerState: n("bond_slave_ad_partner_oper_port_state", "802.3ad: the partner's LACP port state bits, as for the actor.", "bond", "slave"),
 		bridgeSTP:         n("bridge_port_stp_state", "A bridge port's STP state: 1 for the current one (disabled, listening, learning, forwarding, blocking).", "bridge", "port", "state"),
 
-		build:         n("build_info", "linkbeat's version, VCS revision and Go version.", "version", "revision", "goversion"),
 		carrierSource: n("carrier_source_info", "The live carrier source (fentry, kprobe or netlink).", "source"),
 		tcMechanism:   n("tc_mechanism_info", "The live TC attachment (tcx, clsact, or none when traffic counting is off).", "mechanism"),
 		tracepoints:   n("tracepoints_enabled", "Whether transmit errors and timeouts are counted (1) or the tracepoints were refused (0).", nil...),
@@ -260,7 +257,7 @@ func linkMetrics(d *descs, links []registry.Link) []prometheus.Metric {
 	return out
 }
 
-// stateCollector sends what needs no I/O: build and feature info, and the
+// stateCollector sends what needs no I/O: feature info, and the
 // snapshots the event path publishes.
 type stateCollector struct {
 	d *descs
@@ -279,7 +276,7 @@ func (c *stateCollector) Update(ch chan<- prometheus.Metric) error {
 }
 
 func stateMetrics(d *descs, info *DaemonInfo, withdrawn map[string]int) []prometheus.Metric {
-	out := []prometheus.Metric{prometheus.MustNewConstMetric(d.build, prometheus.GaugeValue, 1, buildinfo.Version, buildinfo.Revision(), runtime.Version())}
+	var out []prometheus.Metric
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
 		out = append(out, prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...))
 	}

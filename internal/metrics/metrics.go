@@ -27,8 +27,10 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/policy"
@@ -171,6 +173,10 @@ func New(opts Options) *Metrics {
 	m.listenUp = newCache(up, up.WithLabelValues, up.DeleteLabelValues)
 	m.reg.MustRegister(newExporter(m, opts))
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// linkbeat_build_info as every Prometheus exporter has it; the version
+	// label is the one the Makefile stamps into buildinfo, not common/version's.
+	m.reg.MustRegister(versioncollector.NewCollector(namespace, versioncollector.WithExtraConstLabels(
+		prometheus.Labels{"version": buildinfo.Version, "revision": buildinfo.Revision()})))
 	return m
 }
 

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/policy"
 	"github.com/linkbeat/linkbeat/internal/registry"
@@ -382,8 +384,39 @@ linkbeat_tracepoints_enabled 0
 		"linkbeat_routes_withdrawn", "linkbeat_tc_mechanism_info", "linkbeat_tracepoints_enabled"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(sliceCollector(got), "linkbeat_build_info"); n != 1 {
-		t.Fatalf("%d build_info series, want 1", n)
+}
+
+// linkbeat_build_info is client_golang's version collector's, with the
+// version the Makefile stamps into buildinfo.
+func TestBuildInfo(t *testing.T) {
+	m := newTest(nil)
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found int
+	for _, f := range fams {
+		if f.GetName() != "linkbeat_build_info" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			found++
+			got := map[string]string{}
+			for _, l := range s.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for _, name := range []string{"version", "revision", "branch", "goversion", "goos", "goarch", "tags"} {
+				if _, ok := got[name]; !ok {
+					t.Errorf("linkbeat_build_info has no %s label: %v", name, got)
+				}
+			}
+			if got["version"] != buildinfo.Version || got["goversion"] != runtime.Version() || s.GetGauge().GetValue() != 1 {
+				t.Errorf("linkbeat_build_info %v = %v, want version %s, goversion %s, value 1", got, s.GetGauge().GetValue(), buildinfo.Version, runtime.Version())
+			}
+		}
+	}
+	if found != 1 {
+		t.Fatalf("%d linkbeat_build_info series, want 1", found)
 	}
 }
 

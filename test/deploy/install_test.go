@@ -83,6 +83,19 @@ func TestMakeInstall(t *testing.T) {
 				t.Errorf("installed unit differs from %s beyond ExecStart's binary path:\n%s", unit, got)
 			}
 			checkMode(t, filepath.Join(dest, prefix, "lib/sysusers.d/linkbeat.conf"), 0o644)
+			// `man linkbeat` and completions, generated from the CLI.
+			page := filepath.Join(dest, prefix, "share/man/man1/linkbeat.1")
+			checkMode(t, page, 0o644)
+			if b, _ := os.ReadFile(page); !bytes.HasPrefix(b, []byte(".TH LINKBEAT 1 ")) || !bytes.Contains(b, []byte("config.file")) {
+				t.Errorf("%s is not linkbeat's man page:\n%.300s", page, b)
+			}
+			for _, c := range []string{"share/bash-completion/completions/linkbeat", "share/zsh/site-functions/_linkbeat"} {
+				p := filepath.Join(dest, prefix, c)
+				checkMode(t, p, 0o644)
+				if b, _ := os.ReadFile(p); !bytes.Contains(b, []byte("--completion-bash")) {
+					t.Errorf("%s is not a kingpin completion script:\n%s", p, b)
+				}
+			}
 
 			// The config is the embedded defaults, so the unit starts as
 			// installed; the example sits beside it. Both valid; the config

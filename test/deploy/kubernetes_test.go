@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"io/fs"
 	"net"
@@ -13,11 +16,12 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -277,20 +281,20 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	if len(args) == 0 || args[0] != "run" {
 		t.Fatalf("args %q: want `run` first (the image's ENTRYPOINT is the binary)", args)
 	}
-	cfgPaths := flagValues(args, "config")
+	cfgPaths := append(flagValues(args, "config.file"), flagValues(args, "config")...)
 	if len(cfgPaths) != 1 {
-		t.Fatalf("--config given %d times, want once", len(cfgPaths))
+		t.Fatalf("--config.file given %d times, want once", len(cfgPaths))
 	}
 	cfgPath := cfgPaths[0]
 	cm, ok := mounts[path.Dir(cfgPath)]
 	if !ok || vols[cm.Name].ConfigMap == nil {
-		t.Fatalf("--config %s: no ConfigMap mounted at %s", cfgPath, path.Dir(cfgPath))
+		t.Fatalf("--config.file %s: no ConfigMap mounted at %s", cfgPath, path.Dir(cfgPath))
 	}
 	if ref := vols[cm.Name].ConfigMap; ref.Name != o.cm.Name || len(ref.Items) > 0 {
 		t.Errorf("the config volume mounts ConfigMap %q (items %v), want all of %q", ref.Name, ref.Items, o.cm.Name)
 	}
 	if _, ok := o.cm.Data[path.Base(cfgPath)]; !ok {
-		t.Errorf("--config %s: ConfigMap %s has no key %s", cfgPath, o.cm.Name, path.Base(cfgPath))
+		t.Errorf("--config.file %s: ConfigMap %s has no key %s", cfgPath, o.cm.Name, path.Base(cfgPath))
 	}
 	if got := flagValues(args, "state-dir"); len(got) != 1 || got[0] != "/run/linkbeat" {
 		t.Errorf("--state-dir %v, want the mounted /run/linkbeat", got)
@@ -342,6 +346,10 @@ func TestKubernetesDaemonSet(t *testing.T) {
 		if p != nil && p.HTTPGet != nil && p.HTTPGet.Port.String() != "metrics" && p.HTTPGet.Port.IntValue() != metricsPort {
 			t.Errorf("%s probe on port %s, not the metrics port", name, p.HTTPGet.Port.String())
 		}
+	}
+	checkLiveness(t, c.LivenessProbe)
+	if ds.Spec.Template.Spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName %q, want system-node-critical: failover must not be evicted or preempted", ds.Spec.Template.Spec.PriorityClassName)
 	}
 
 	// Every flag is one `linkbeat run` has.
@@ -468,4 +476,45 @@ func TestKubernetesNamespaceAndKustomization(t *testing.T) {
 			t.Errorf("kustomization.yaml applies the optional %s", f)
 		}
 	}
+}
+
+// checkLiveness: the liveness probe asks the health endpoint tied to the
+// event loop (cmd/linkbeat/health.go's healthPath), not / or /metrics,
+// which answer while the loop is stuck.
+func checkLiveness(t *testing.T, p *corev1.Probe) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Fatalf("liveness probe %+v, want an httpGet", p)
+	}
+	want := goStringConst(t, "cmd/linkbeat/health.go", "healthPath")
+	if p.HTTPGet.Path != want {
+		t.Errorf("liveness probe path %q, want the health endpoint %q", p.HTTPGet.Path, want)
+	}
+	// The probe must not restart linkbeat sooner than the daemon's own
+	// limit: at least defaultHealthLimit of silence before the restart.
+	if window := p.PeriodSeconds * p.FailureThreshold; window < 20 {
+		t.Errorf("liveness probe fails after %ds of failures: too eager for a daemon under a resync", window)
+	}
+}
+
+// goStringConst reads a string constant from a Go file of the repository.
+func goStringConst(t *testing.T, rel, name string) string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), repoFile(t, rel), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := f.Scope.Lookup(name)
+	if obj == nil || obj.Kind != ast.Con {
+		t.Fatalf("%s has no constant %s", rel, name)
+	}
+	lit, ok := obj.Decl.(*ast.ValueSpec).Values[0].(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		t.Fatalf("%s.%s is not a string literal", rel, name)
+	}
+	v, err := strconv.Unquote(lit.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

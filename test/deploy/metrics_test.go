@@ -14,7 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	dto "github.com/prometheus/client_model/go"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/linkbeat/linkbeat/gen"
 	"github.com/linkbeat/linkbeat/internal/bond"
