@@ -47,10 +47,6 @@ func newNotifier(log *slog.Logger) *notifier {
 	return n
 }
 
-// heartbeat is the ping interval the event loop runs: half the watchdog
-// timeout, as sd_watchdog_enabled(3) advises; 0 without a watchdog.
-func (n *notifier) heartbeat() time.Duration { return n.watchdog / 2 }
-
 // ready is the loop's Ready handler. READY=1 crosses the action queue
 // behind the start-up inputs, so it goes out once the routes of links
 // found without carrier are withdrawn: the state linkbeat promises is in

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
@@ -97,8 +98,10 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 	defer tel.Close()
 	dcfg.Observer, dcfg.ReleaseOnExit = tel.metrics, af.ops.releaseOnExit
-	sd := newNotifier(log) // notify.go
-	dcfg.Heartbeat = sd.heartbeat()
+	sd := newNotifier(log)                 // notify.go
+	hl := newHealth(sd.watchdog, time.Now) // health.go
+	dcfg.Heartbeat = hl.heartbeat()
+	tel.health = hl
 	d, err := daemon.Open(dcfg, log)
 	if err != nil {
 		return err
@@ -174,7 +177,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 		// Bonds first: their switch is the one a millisecond matters to.
 		Carrier:   func(_ context.Context, ev carrier.Event) { bonds.Carrier(ev); send(actions.Input{Event: ev}) },
 		Ready:     sd.ready(in, d.Features(), func() int { return len(live) }),
-		Heartbeat: sd.ping(in),
+		Heartbeat: heartbeats(sd.ping(in), hl.beat(in)),
 		Update: func(_ context.Context, c registry.Change) {
 			if c.Kind == registry.Updated && c.Link.Carrier && !c.Old.Carrier {
 				enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, CarrierBack: true})

@@ -95,6 +95,7 @@ type telemetry struct {
 	servers map[*http.Server]struct{}
 	closing bool
 	handler http.Handler
+	health  http.Handler // health.go: set before started
 	closed  sync.Once
 }
 
@@ -152,6 +153,9 @@ func (t *telemetry) serve() {
 	mux.Handle(t.flags.telemetryPath, promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(t.metrics.Gatherer(), promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelError), Registry: reg, ErrorHandling: promhttp.ContinueOnError,
 	})))
+	if t.health != nil {
+		mux.Handle(healthPath, t.health)
+	}
 	if t.flags.telemetryPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{Name: "linkbeat", Description: "eBPF-accelerated link monitor",
 			Version: buildinfo.Version, Links: []web.LandingLinks{{Address: t.flags.telemetryPath, Text: "Metrics"}}})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,6 +330,13 @@ func TestSystemdNotify(t *testing.T) {
 		waitFor(t, "eth1's routes to come back", func() bool { return strings.Contains(routeShow(t, tp.srv), "3.3.0.0/16") })
 		for range 3 {
 			sock.next(t, "WATCHDOG=1", 10*time.Second)
+		}
+		// The liveness endpoint's limit is the watchdog's 400 ms: after
+		// several of them it still answers 200 only because the event
+		// loop's beats keep crossing the action queue.
+		code, body := tp.srv.get(t, tp.srv.client(nil), "http://"+defaultMetrics+"/-/healthy", "", "")
+		if code != http.StatusOK || !strings.HasPrefix(body, "healthy") {
+			t.Errorf("/-/healthy with the loop running: HTTP %d %q, want 200 healthy", code, body)
 		}
 		stopNotified(t, cmd, sock)
 	})
