@@ -86,7 +86,8 @@ bench: bench-deps build
 	$(GO) run ./test/bench/report -out bench -since $$since bench/results
 
 # A few trials of everything, into the uncommitted $(BENCH_QUICK_DIR): checks
-# that every scenario still produces figures, never their values.
+# that every scenario still produces whole, sound figures (every planned
+# trial, no failed one, correctness figures 1), never how fast.
 bench-quick: bench-deps build
 	$(GO) test -count=1 ./test/bench/...
 	rm -rf $(BENCH_QUICK_DIR)
