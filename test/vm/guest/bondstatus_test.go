@@ -201,13 +201,16 @@ func TestBondStatusModes(t *testing.T) {
 		k, l := stableSnapshot(t, kernel, fromStatus)
 		t.Logf("kernel:        %v", k)
 		t.Logf("status --json: %v", l)
+		// The precondition of a per-slave check: in one aggregator, a
+		// slave's own values and the bond's could not be told apart.
+		if k["eth0 ad_aggregator_id"] == k["eth1 ad_aggregator_id"] {
+			t.Fatalf("testbed: both slaves are in aggregator %s; eth0 (%s Mb/s) and eth1 (%s Mb/s) should each have their own",
+				k["eth0 ad_aggregator_id"], readTrim("/sys/class/net/eth0/speed"), readTrim("/sys/class/net/eth1/speed"))
+		}
 		compareViews(t, "status --json", k, l)
 		k, l = stableSnapshot(t, kernel, fromLinks)
 		t.Logf("links --json:  %v", l)
 		compareViews(t, "links --json", k, l)
-		if k["eth0 ad_aggregator_id"] == k["eth1 ad_aggregator_id"] {
-			t.Logf("note: both slaves are in aggregator %s", k["eth0 ad_aggregator_id"])
-		}
 	})
 
 	// balance-alb: each slave's share of the traffic, from linkbeat's BPF
