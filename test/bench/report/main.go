@@ -70,7 +70,7 @@ func run(log *slog.Logger) error {
 		return err
 	}
 	if problems := check(runs, want, bench.Expected()); len(problems) > 0 {
-		return fmt.Errorf("benchmark figures missing:\n  %s", strings.Join(problems, "\n  "))
+		return fmt.Errorf("benchmark figures missing or unsound:\n  %s", strings.Join(problems, "\n  "))
 	}
 	log.Info("every expected scenario produced figures", "runs", len(runs))
 	return nil
