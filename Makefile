@@ -93,7 +93,8 @@ bench: bench-deps build
 	(cd test && $(GO) run ./bench/report -out $(CURDIR)/bench -since $$since $(CURDIR)/bench/results)
 
 # A few trials of everything, into the uncommitted $(BENCH_QUICK_DIR): checks
-# that every scenario still produces figures, never their values.
+# that every scenario still produces whole, sound figures (every planned
+# trial, no failed one, correctness figures 1), never how fast.
 bench-quick: bench-deps build
 	cd test && $(GO) test -count=1 ./bench/...
 	rm -rf $(BENCH_QUICK_DIR)

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"errors"
+	"maps"
 	"runtime"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
@@ -129,11 +131,11 @@ func TestFailoverHistogramResolves50usTo1s(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var found bool
+	found := map[string]bool{}
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case "linkbeat_bond_failover_duration_seconds":
-			found = true
+			found[mf.GetName()] = true
 			h := mf.GetMetric()[0].GetHistogram()
 			if h.GetSampleCount() != 3 {
 				t.Errorf("histogram counted %d failovers, want the 3 with a duration", h.GetSampleCount())
@@ -146,18 +148,31 @@ func TestFailoverHistogramResolves50usTo1s(t *testing.T) {
 				t.Errorf("cumulative buckets %v: want 40µs in le=5e-05, 80µs in le=0.0001, 700ms in le=1", cum)
 			}
 		case "linkbeat_bond_failovers_total":
+			found[mf.GetName()] = true
 			got := map[string]float64{}
 			for _, mm := range mf.GetMetric() {
-				got[mm.GetLabel()[1].GetValue()] = mm.GetCounter().GetValue()
+				got[label(mm, "bond")+" "+label(mm, "reason")] = mm.GetCounter().GetValue()
 			}
-			if got["carrier"] != 3 || got["bond"] != 1 {
-				t.Errorf("failovers by reason %v, want carrier 3, bond 1", got)
+			if want := map[string]float64{"bond0 carrier": 3, "bond0 bond": 1}; !maps.Equal(got, want) {
+				t.Errorf("failovers by bond and reason %v, want %v", got, want)
 			}
 		}
 	}
-	if !found {
-		t.Fatal("no failover-duration histogram")
+	for _, name := range []string{"linkbeat_bond_failover_duration_seconds", "linkbeat_bond_failovers_total"} {
+		if !found[name] {
+			t.Errorf("no %s gathered", name)
+		}
 	}
+}
+
+// label is the value of a series' label, "" when it has none of that name.
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 func TestReactionLatencySkipsFirstSight(t *testing.T) {
@@ -168,14 +183,25 @@ func TestReactionLatencySkipsFirstSight(t *testing.T) {
 	if n := testutil.CollectAndCount(m.reaction.vec); n != 1 {
 		t.Fatalf("%d reaction series, want 1 (fentry)", n)
 	}
-	mfs, _ := m.Registry().Gather()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
 	for _, mf := range mfs {
 		if mf.GetName() == "linkbeat_reaction_latency_seconds" {
+			found = true
+			if n := len(mf.GetMetric()); n != 1 || label(mf.GetMetric()[0], "source") != "fentry" {
+				t.Fatalf("reaction histogram: %d series %v, want one, source fentry", n, mf.GetMetric())
+			}
 			h := mf.GetMetric()[0].GetHistogram()
 			if h.GetSampleCount() != 1 || h.GetSampleSum() != 300e-6 {
 				t.Fatalf("reaction histogram: count %d sum %v, want 1 and 0.0003", h.GetSampleCount(), h.GetSampleSum())
 			}
 		}
+	}
+	if !found {
+		t.Fatal("no linkbeat_reaction_latency_seconds gathered")
 	}
 }
 

@@ -62,7 +62,17 @@ type Contender struct {
 	// Figures are single values that are not distributions (RSS, wakeups,
 	// drops, "final state correct" as 0/1, ...), by name.
 	Figures map[string]float64 `json:"figures,omitempty"`
+	// Trials is how many trials were planned, one sample each; 0 when
+	// the count is not planned (a time window, a subset of trials).
+	Trials int `json:"trials,omitempty"`
+	// Failed says, one line a trial, why a planned trial gave no sample
+	// (a timeout, a prober error). A check fails on any.
+	Failed []string `json:"failed,omitempty"`
 }
+
+// IsCorrectness says whether a figure is a 0/1 "ended in the right
+// state" figure, which a check requires to be 1.
+func IsCorrectness(figure string) bool { return figure == "final_correct" }
 
 // Goal is one checkable goal: Contender's Stat compared by Op with a
 // bound, either Value or, when Factor is set, Factor times the anchor's

@@ -147,15 +147,17 @@ func testPathmon(t *testing.T, mech traffic.Mechanism) {
 	var drop *traffic.HookLink
 	b.do(t, func() { drop = dropARP(t, mech, pn1, "pn1", pn0MAC) })
 	dropped := monoNow()
-	r := nextReport(t, m, 5*time.Second)
+	// missed_max intervals without a reply make a path dead, the first
+	// of which may have begun before the drop: for missed_max-1
+	// intervals after it, pn0 must still be alive.
+	r, ok := holdVerdict(t, m, bondIndex, pn0, pathmon.Alive, dropped+int64((pmMissedMax-1)*pmInterval))
+	if !ok {
+		r = nextReport(t, m, 5*time.Second)
+	}
 	if r.SlaveIndex != pn0 || r.Alive {
 		t.Fatalf("report %+v, want pn0 dead", r)
 	}
-	deadAfter := time.Duration(r.KernelNs - dropped)
-	t.Logf("%s: pn0 dead %v after the drop (interval %v, missed_max %d)", mech, deadAfter, pmInterval, pmMissedMax)
-	if deadAfter < (pmMissedMax-1)*pmInterval {
-		t.Errorf("pn0 dead after %v: sooner than %d intervals", deadAfter, pmMissedMax-1)
-	}
+	t.Logf("%s: pn0 dead %v after the drop (interval %v, missed_max %d)", mech, time.Duration(r.KernelNs-dropped), pmInterval, pmMissedMax)
 	if v := m.Verdict(bondIndex, pm0); v != pathmon.Alive {
 		t.Errorf("pm0 is %v while its path answers", v)
 	}
@@ -214,6 +216,37 @@ func testPathmon(t *testing.T, mech traffic.Mechanism) {
 	closed = true
 	if _, ok := <-m.Reports(); ok {
 		t.Error("Reports still open after Close")
+	}
+}
+
+// holdVerdict checks, until the monotonic time untilNs, that slave's
+// verdict stays want and that no report comes. A read counts only when it
+// finished before untilNs, so a change that may have come after the
+// window cannot fail the test. A report taken at the window's end is
+// returned (ok) for the caller.
+func holdVerdict(t *testing.T, m *pathmon.Monitor, bondIndex, slave int, want pathmon.Verdict, untilNs int64) (bond.PathReport, bool) {
+	t.Helper()
+	for {
+		var r *bond.PathReport
+		select {
+		case rep := <-m.Reports():
+			r = &rep
+		default:
+		}
+		v := m.Verdict(bondIndex, slave)
+		if monoNow() >= untilNs {
+			if r != nil {
+				return *r, true
+			}
+			return bond.PathReport{}, false
+		}
+		if r != nil {
+			t.Fatalf("report %+v %v before the end of the window in which slave %d must stay %v", *r, time.Duration(untilNs-monoNow()), slave, want)
+		}
+		if v != want {
+			t.Fatalf("slave %d is %v %v before the end of the window in which it must stay %v", slave, v, time.Duration(untilNs-monoNow()), want)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

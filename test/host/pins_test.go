@@ -347,7 +347,8 @@ func TestStatusWithoutDaemon(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	src, mech := ns.features(t)
+	src := expectedSource(t, ns)
+	_, mech := ns.features(t)
 	if r.Daemon.Running || !r.Daemon.Recorded || r.Daemon.CarrierSource != src || r.Daemon.TCMechanism != mech || !r.Daemon.Pinned {
 		t.Errorf("daemon %+v, want not running, recorded with %s and %s, pinned", r.Daemon, src, mech)
 	}

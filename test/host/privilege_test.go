@@ -361,7 +361,7 @@ func TestUnitCapabilitiesPathProbes(t *testing.T) {
 		return string(out), err
 	}
 	out, err := probe(caps)
-	if err != nil || !strings.Contains(out, "path alive") {
+	if err != nil || !strings.Contains(out, "path alive") || !strings.Contains(out, "--- PASS: TestPathProbeProcess") {
 		t.Fatalf("with the unit's capabilities: %v\n%s", err, out)
 	}
 	t.Log("with the unit's capabilities: path alive")
@@ -372,12 +372,13 @@ func TestUnitCapabilitiesPathProbes(t *testing.T) {
 	t.Log("without CAP_NET_RAW: open packet socket: operation not permitted")
 }
 
-// TestPathProbeProcess is TestUnitCapabilitiesPathProbes' other process;
-// run directly, without its job in the environment, it has nothing to do.
+// TestPathProbeProcess is TestUnitCapabilitiesPathProbes' other process,
+// which runs it with its job in the environment and requires its "path
+// alive"; run directly it has no job and skips.
 func TestPathProbeProcess(t *testing.T) {
 	job := os.Getenv(pathProbeEnv)
 	if job == "" {
-		return
+		t.Skip("the other process of TestUnitCapabilitiesPathProbes: it runs there, with its job in " + pathProbeEnv)
 	}
 	f := strings.Split(job, ",")
 	idx, err := strconv.Atoi(f[1])

@@ -41,7 +41,7 @@ func TestActionScriptArgumentsAndEnvironment(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "calls")
 	sc := writeScript(t, `echo "$# $1 $2 prev=$IFPLUGD_PREVIOUS cur=$IFPLUGD_CURRENT idx=$LINKBEAT_IFINDEX src=$LINKBEAT_SOURCE t=${LINKBEAT_KERNEL_TIME_NS:+set}" >> `+out+"\n")
 	ns.start(t, "run", "--interfaces", "lbs0", "--action-script", sc, "--bpffs-dir", pinDir(t), "--state-dir", t.TempDir(), "--no-script-on-exit")
-	src, _ := ns.features(t)
+	src := expectedSource(t, ns)
 	idx := ns.ifindex(t, "lbs0")
 
 	ns.ip(t, "link", "set", "lbs1", "down")

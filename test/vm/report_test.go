@@ -146,10 +146,25 @@ func replay(t *testing.T, gt *guestTest, onUnfinished func(t *testing.T)) {
 		case "fail":
 			t.Errorf("guest test %s failed (%.2fs in the guest)", gt.Name, gt.Elapsed)
 		default:
-			t.Errorf("guest test %s started but never finished: the guest crashed, hung or timed out", gt.Name)
+			if p := panicLine(gt.Output); p != "" {
+				t.Errorf("guest test %s panicked: %s", gt.Name, p)
+			} else {
+				t.Errorf("guest test %s started but never finished: the guest crashed, hung or timed out", gt.Name)
+			}
 			onUnfinished(t)
 		}
 	})
+}
+
+// panicLine is the "panic: ..." line of a test's output: a panic ends the
+// guest binary before test2json sees the test's result.
+func panicLine(output []string) string {
+	for _, l := range output {
+		if strings.HasPrefix(l, "panic: ") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
 }
 
 // tailFile returns the last n lines of a file for attaching to a failure.

@@ -271,10 +271,18 @@ esac`
 	return t, nil
 }
 
-// failoverResult is one contender's samples in one topology.
+// failoverResult is one contender's samples in one topology, and why
+// the trials without a sample have none.
 type failoverResult struct {
-	routes, notice, flows []float64
-	timeouts              int
+	trials                    int
+	routes, notice, flows     []float64
+	routesFailed, flowsFailed []string
+}
+
+// probeRun is what a prober returns.
+type probeRun struct {
+	attempts []attempt
+	err      error
 }
 
 // runFailover cuts t.dead trials times with the tool in place and
@@ -282,7 +290,7 @@ type failoverResult struct {
 // routes were gone, when the kernel's link notice came, and when the
 // last new flow that failed had started.
 func runFailover(ctx context.Context, log *slog.Logger, t *topology, trials int) (failoverResult, error) {
-	var res failoverResult
+	res := failoverResult{trials: trials}
 	ifindex, err := t.srv.ifindex(t.dead)
 	if err != nil {
 		return res, err
@@ -307,18 +315,15 @@ func runFailover(ctx context.Context, log *slog.Logger, t *topology, trials int)
 		sleep(ctx, t.gap+time.Duration(rand.Int64N(int64(time.Second))))
 		w.drain()
 		var (
-			stop     chan struct{}
-			attempts chan []attempt
+			stop   chan struct{}
+			probed chan probeRun
 		)
 		if t.probes != nil {
-			stop, attempts = make(chan struct{}), make(chan []attempt, 1)
+			stop, probed = make(chan struct{}), make(chan probeRun, 1)
 			p := &prober{ns: t.srv, dsts: t.probes, interval: 250 * time.Microsecond, timeout: 100 * time.Millisecond}
 			go func() {
 				as, err := p.run(stop)
-				if err != nil {
-					log.Error("prober", "err", err)
-				}
-				attempts <- as
+				probed <- probeRun{as, err}
 			}()
 			sleep(ctx, 5*time.Millisecond) // the prober is running before the cut
 		}
@@ -332,15 +337,22 @@ func runFailover(ctx context.Context, log *slog.Logger, t *topology, trials int)
 			// failure after it would be seen.
 			sleep(ctx, 30*time.Millisecond)
 			close(stop)
-			as := <-attempts
-			if err == nil {
-				res.flows = append(res.flows, ms(lastFailure(as, t0)))
+			pr := <-probed
+			v, ferr := flowFigure(pr, t0)
+			if err != nil {
+				ferr = fmt.Errorf("the routes stayed: %w", err)
+			}
+			if ferr != nil {
+				res.flowsFailed = append(res.flowsFailed, fmt.Sprintf("trial %d: %v", i+1, ferr))
+				log.Error("new-flow trial failed", "dev", t.dead, "trial", i+1, "err", ferr)
+			} else {
+				res.flows = append(res.flows, v)
 			}
 		}
 		switch {
 		case errors.Is(err, errTimeout):
-			res.timeouts++
-			log.Warn("trial timed out", "dev", t.dead, "trial", i)
+			res.routesFailed = append(res.routesFailed, fmt.Sprintf("trial %d: %v", i+1, err))
+			log.Error("trial timed out", "dev", t.dead, "trial", i+1)
 		case err != nil:
 			return res, err
 		default:
@@ -417,12 +429,9 @@ func failoverScenarios(ctx context.Context, log *slog.Logger, e *env, nss *names
 				if err != nil {
 					return out, fmt.Errorf("%s, %s: %w", routes.ID, c, err)
 				}
-				routes.Contenders = append(routes.Contenders, bench.Contender{Name: c, Samples: res.routes})
-				flows.Contenders = append(flows.Contenders, bench.Contender{Name: c, Samples: res.flows})
+				routes.Contenders = append(routes.Contenders, bench.Contender{Name: c, Samples: res.routes, Trials: res.trials, Failed: res.routesFailed})
+				flows.Contenders = append(flows.Contenders, bench.Contender{Name: c, Samples: res.flows, Trials: res.trials, Failed: res.flowsFailed})
 				noticeSamples = append(noticeSamples, res.notice...)
-				if res.timeouts > 0 {
-					routes.Notes = append(routes.Notes, fmt.Sprintf("%s: %d trial(s) left the routes in place for 5 s and are not in the samples.", c, res.timeouts))
-				}
 			}
 			routes.Contenders = append(routes.Contenders, bench.Contender{Name: noticeName, Samples: noticeSamples})
 			routes.Notes = append(routes.Notes,

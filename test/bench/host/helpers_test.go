@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,6 +48,34 @@ func TestLastFailure(t *testing.T) {
 	}
 	if got := lastFailure(as[4:], t0); got != 0 {
 		t.Errorf("no failure: %v, want 0", got)
+	}
+}
+
+func TestFlowFigure(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	good := []attempt{{start: at(-1), ok: true}, {start: at(2), ok: false}, {start: at(4), ok: true}}
+	if v, err := flowFigure(probeRun{attempts: good}, t0); err != nil || v != 2 {
+		t.Errorf("a trial with a failure at 2 ms then a flow through: %v, %v; want 2", v, err)
+	}
+	allOK := []attempt{{start: at(1), ok: true}, {start: at(2), ok: true}}
+	if v, err := flowFigure(probeRun{attempts: allOK}, t0); err != nil || v != 0 {
+		t.Errorf("a trial where every flow got through: %v, %v; want 0", v, err)
+	}
+	for _, c := range []struct {
+		name string
+		pr   probeRun
+		want string
+	}{
+		{"prober error", probeRun{attempts: good, err: errors.New("probe poll: EBADF")}, "prober: probe poll: EBADF"},
+		{"no attempts", probeRun{}, "no new flow was attempted after the cut"},
+		{"only before the cut", probeRun{attempts: good[:1]}, "no new flow was attempted after the cut"},
+		{"never through again", probeRun{attempts: []attempt{{start: at(1), ok: true}, {start: at(3), ok: false}}}, "no new flow got through after the last failure at 3ms"},
+	} {
+		v, err := flowFigure(c.pr, t0)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, %v; want an error %q", c.name, v, err, c.want)
+		}
 	}
 }
 

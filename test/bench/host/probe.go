@@ -141,6 +141,33 @@ func lastFailure(as []attempt, t0 time.Time) time.Duration {
 	return last
 }
 
+// flowFigure is one trial's new-flow sample: when, in ms after t0, the
+// last failing attempt started. A prober error, no attempt after the cut,
+// or no flow through after the last failure leave the trial without one:
+// "no attempt" must not read as "no new flow failed".
+func flowFigure(pr probeRun, t0 time.Time) (float64, error) {
+	if pr.err != nil {
+		return 0, fmt.Errorf("prober: %w", pr.err)
+	}
+	last, after, okAfter := lastFailure(pr.attempts, t0), 0, 0
+	for _, a := range pr.attempts {
+		if a.start.Before(t0) {
+			continue
+		}
+		after++
+		if a.ok && a.start.Sub(t0) > last {
+			okAfter++
+		}
+	}
+	switch {
+	case after == 0:
+		return 0, fmt.Errorf("no new flow was attempted after the cut")
+	case okAfter == 0:
+		return 0, fmt.Errorf("no new flow got through after the last failure at %v (%d attempts after the cut)", last, after)
+	}
+	return ms(last), nil
+}
+
 // reachAll connects once to every destination and names the ones that
 // did not answer.
 func reachAll(ns *namespace, dsts []netip.Addr) ([]netip.Addr, error) {

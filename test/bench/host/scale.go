@@ -185,7 +185,8 @@ func scaleScenario(ctx context.Context, log *slog.Logger, e *env, nss *namespace
 				{Text: fmt.Sprintf("peak RSS <= %.0f MB", rssGoal), Contender: "linkbeat", Stat: "rss_peak_mb", Op: "<=", Value: rssGoal},
 				{Text: "restored table identical", Contender: "linkbeat", Stat: "final_correct", Op: ">=", Value: 1},
 			},
-			Contenders: []bench.Contender{{Name: "kernel ip -batch", Figures: map[string]float64{}}, {Name: "linkbeat", Figures: map[string]float64{}}},
+			Contenders: []bench.Contender{{Name: "kernel ip -batch", Trials: trials, Figures: map[string]float64{}},
+				{Name: "linkbeat", Trials: trials, Figures: map[string]float64{}}},
 		}
 		floor, lb := s.Contender("kernel ip -batch"), s.Contender("linkbeat")
 		var floorRestore, restore []float64

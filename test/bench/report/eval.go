@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -190,10 +191,11 @@ func loadRuns(paths []string, since string) ([]*bench.Run, error) {
 	return runs, nil
 }
 
-// check says what is missing for a run set to count as "every scenario
-// produced figures": each expected where with its number of kernels, each
-// expected scenario of it, and samples or figures for every contender.
-// It never looks at the values.
+// check says what makes a run set fail "every scenario produced
+// figures": each expected where with its number of kernels, each
+// expected scenario of it, and for every contender samples or figures,
+// as many samples as trials planned, no failed trial, finite values and
+// correctness figures of 1. Timing values are not judged.
 func check(runs []*bench.Run, expect map[string]int, ids map[string][]string) []string {
 	var problems []string
 	count := map[string]int{}
@@ -202,12 +204,13 @@ func check(runs []*bench.Run, expect map[string]int, ids map[string][]string) []
 		have := map[string]bool{}
 		for _, s := range r.Scenarios {
 			have[s.ID] = true
+			at := fmt.Sprintf("%s %s: scenario %s", r.Where, r.Kernel, s.ID)
 			if len(s.Contenders) == 0 {
-				problems = append(problems, fmt.Sprintf("%s %s: scenario %s has no contenders", r.Where, r.Kernel, s.ID))
+				problems = append(problems, at+" has no contenders")
 			}
 			for _, c := range s.Contenders {
-				if len(c.Samples) == 0 && len(c.Figures) == 0 {
-					problems = append(problems, fmt.Sprintf("%s %s: scenario %s, contender %q has neither samples nor figures", r.Where, r.Kernel, s.ID, c.Name))
+				for _, p := range checkContender(&c) {
+					problems = append(problems, fmt.Sprintf("%s, contender %q %s", at, c.Name, p))
 				}
 			}
 		}
@@ -225,6 +228,37 @@ func check(runs []*bench.Run, expect map[string]int, ids map[string][]string) []
 	for _, w := range wheres {
 		if count[w] < expect[w] {
 			problems = append(problems, fmt.Sprintf("%d results file(s) from %s, want %d", count[w], w, expect[w]))
+		}
+	}
+	return problems
+}
+
+// checkContender is check for one contender: what is wrong with its
+// figures, each as the end of a sentence naming it.
+func checkContender(c *bench.Contender) []string {
+	var problems []string
+	if len(c.Samples) == 0 && len(c.Figures) == 0 {
+		problems = append(problems, "has neither samples nor figures")
+	}
+	if c.Trials > 0 && len(c.Samples) != c.Trials {
+		problems = append(problems, fmt.Sprintf("has %d samples of %d trials planned", len(c.Samples), c.Trials))
+	}
+	for _, f := range c.Failed {
+		problems = append(problems, "failed a trial: "+f)
+	}
+	for i, v := range c.Samples {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			problems = append(problems, fmt.Sprintf("sample %d is %v", i, v))
+		}
+	}
+	names := slices.Sorted(maps.Keys(c.Figures))
+	for _, k := range names {
+		v := c.Figures[k]
+		switch {
+		case math.IsNaN(v) || math.IsInf(v, 0):
+			problems = append(problems, fmt.Sprintf("figure %s is %v", k, v))
+		case bench.IsCorrectness(k) && v != 1:
+			problems = append(problems, fmt.Sprintf("figure %s is %v, want 1", k, v))
 		}
 	}
 	return problems

@@ -1,6 +1,6 @@
 // Command report turns the results files of one benchmark run (package
 // bench) into a Markdown report with SVG plots next to it, and checks
-// that a run produced every scenario's figures.
+// that a run produced every scenario's figures, whole and sound.
 //
 //	cd test && go run ./bench/report -out bench -since 2026-11-21T10:00:00Z bench/results
 //	cd test && go run ./bench/report -out bench/quick -check bench/quick
@@ -29,7 +29,7 @@ func main() {
 func run(log *slog.Logger) error {
 	out := flag.String("out", "bench", "directory for REPORT.md and its plots")
 	since := flag.String("since", "", "only results of runs started at or after this time (RFC 3339, UTC): the files of this run")
-	doCheck := flag.Bool("check", false, "fail unless every expected scenario produced figures (values are not judged)")
+	doCheck := flag.Bool("check", false, "fail unless every expected scenario produced figures: every planned trial, no failed one, finite values, correctness figures of 1 (timings are not judged)")
 	expect := flag.String("expect", "host=1,vm=2", "with -check: results files wanted per where")
 	flag.Parse()
 	if flag.NArg() == 0 {
@@ -70,7 +70,7 @@ func run(log *slog.Logger) error {
 		return err
 	}
 	if problems := check(runs, want, bench.Expected()); len(problems) > 0 {
-		return fmt.Errorf("benchmark figures missing:\n  %s", strings.Join(problems, "\n  "))
+		return fmt.Errorf("benchmark figures missing or unsound:\n  %s", strings.Join(problems, "\n  "))
 	}
 	log.Info("every expected scenario produced figures", "runs", len(runs))
 	return nil

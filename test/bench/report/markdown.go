@@ -125,6 +125,11 @@ func writeScenario(b *strings.Builder, r *bench.Run, s *bench.Scenario, p plotRe
 	if p.box != "" || p.cdf != "" {
 		b.WriteString("\n")
 	}
+	for _, c := range s.Contenders {
+		for _, f := range c.Failed {
+			fmt.Fprintf(b, "- **Failed trial**, %s: %s\n", c.Name, f)
+		}
+	}
 	for _, n := range s.Notes {
 		fmt.Fprintf(b, "- %s\n", n)
 	}

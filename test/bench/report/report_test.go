@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -154,6 +155,36 @@ func TestCheck(t *testing.T) {
 	p = check([]*bench.Run{&empty}, nil, nil)
 	if len(p) != 1 || !strings.Contains(p[0], `contender "linkbeat" has neither samples nor figures`) {
 		t.Fatalf("problems: %q", p)
+	}
+}
+
+// TestCheckJudgesSoundness: figures that are present but unsound fail
+// the check, each with a message naming the scenario and contender.
+func TestCheckJudgesSoundness(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		c    bench.Contender
+		want string // "" for no problem
+	}{
+		{"every planned trial", bench.Contender{Name: "lb", Samples: []float64{1, 2, 3}, Trials: 3}, ""},
+		{"unplanned samples", bench.Contender{Name: "lb", Samples: []float64{1}}, ""},
+		{"a trial short", bench.Contender{Name: "lb", Samples: []float64{1, 2}, Trials: 3}, `contender "lb" has 2 samples of 3 trials planned`},
+		{"no samples of planned trials", bench.Contender{Name: "lb", Figures: map[string]float64{"x": 1}, Trials: 3}, "has 0 samples of 3 trials planned"},
+		{"a failed trial", bench.Contender{Name: "lb", Samples: []float64{1, 2}, Trials: 2, Failed: []string{"trial 3: prober: EBADF"}}, "failed a trial: trial 3: prober: EBADF"},
+		{"NaN sample", bench.Contender{Name: "lb", Samples: []float64{1, math.NaN()}}, "sample 1 is NaN"},
+		{"infinite figure", bench.Contender{Name: "lb", Figures: map[string]float64{"hist_p99_ms": math.Inf(1)}}, "figure hist_p99_ms is +Inf"},
+		{"storm wrong at the end", bench.Contender{Name: "lb", Figures: map[string]float64{"final_correct": 0, "events_per_s": 10}}, "figure final_correct is 0, want 1"},
+		{"storm right", bench.Contender{Name: "lb", Figures: map[string]float64{"final_correct": 1}}, ""},
+		{"timings unjudged", bench.Contender{Name: "lb", Samples: []float64{0, 1e9}, Figures: map[string]float64{"hist_p50_ms": 0}}, ""},
+	} {
+		r := &bench.Run{Where: "host", Kernel: "k", Scenarios: []bench.Scenario{{ID: "s", Contenders: []bench.Contender{c.c}}}}
+		p := check([]*bench.Run{r}, nil, nil)
+		switch {
+		case c.want == "" && len(p) != 0:
+			t.Errorf("%s: problems %q, want none", c.name, p)
+		case c.want != "" && (len(p) != 1 || !strings.Contains(p[0], c.want) || !strings.HasPrefix(p[0], "host k: scenario s, contender \"lb\"")):
+			t.Errorf("%s: problems %q, want one with %q", c.name, p, c.want)
+		}
 	}
 }
 

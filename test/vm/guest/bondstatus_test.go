@@ -146,8 +146,9 @@ func TestBondStatusModes(t *testing.T) {
 
 	// 802.3ad: each slave's aggregator id and LACP actor and partner
 	// port state, as the kernel has them. Nobody answers LACP on the
-	// hub, and eth0 (10 Gb/s) and eth1 (1 Gb/s) differ in speed, so the
-	// slaves sit in different aggregators: the values must be each
+	// hub, so each slave is an individual port in an aggregator of its
+	// own (eth0 and eth1 also differ in speed; two 1 Gb/s slaves, eth1
+	// and eth3, were seen apart as well): the values must be each
 	// slave's own, not the bond's.
 	t.Run("802.3ad", func(t *testing.T) {
 		guardNICs(t)
@@ -201,13 +202,15 @@ func TestBondStatusModes(t *testing.T) {
 		k, l := stableSnapshot(t, kernel, fromStatus)
 		t.Logf("kernel:        %v", k)
 		t.Logf("status --json: %v", l)
+		// The precondition of a per-slave check: in one aggregator, a
+		// slave's own values and the bond's could not be told apart.
+		if k["eth0 ad_aggregator_id"] == k["eth1 ad_aggregator_id"] {
+			t.Fatalf("testbed: both slaves are in aggregator %s; without a LACP partner each should have its own", k["eth0 ad_aggregator_id"])
+		}
 		compareViews(t, "status --json", k, l)
 		k, l = stableSnapshot(t, kernel, fromLinks)
 		t.Logf("links --json:  %v", l)
 		compareViews(t, "links --json", k, l)
-		if k["eth0 ad_aggregator_id"] == k["eth1 ad_aggregator_id"] {
-			t.Logf("note: both slaves are in aggregator %s", k["eth0 ad_aggregator_id"])
-		}
 	})
 
 	// balance-alb: each slave's share of the traffic, from linkbeat's BPF
