@@ -134,7 +134,11 @@ func (t *Traffic) tcxLink(ifindex int, ifname, dir string, at ebpf.AttachType, p
 }
 
 // tcxLinkOn checks that a pinned link is a live tcx link on this
-// interface's hook: the interface may have been re-created meanwhile.
+// interface's hook: the interface may have been re-created meanwhile. Link
+// info is global and its ifindex names a device in any network namespace,
+// so the kernel is also asked which links are on the hook of this
+// namespace's device (the pin directory may have served a daemon in
+// another namespace, whose devices reuse the same small ifindexes).
 func tcxLinkOn(l link.Link, ifindex int, at ebpf.AttachType) error {
 	info, err := l.Info()
 	if err != nil {
@@ -149,7 +153,16 @@ func tcxLinkOn(l link.Link, ifindex int, at ebpf.AttachType) error {
 	case uint32(tcx.AttachType) != uint32(at):
 		return fmt.Errorf("attached to hook %d, not %s", tcx.AttachType, at)
 	}
-	return nil
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
+	if err != nil {
+		return fmt.Errorf("list the tcx links of ifindex %d: %w", ifindex, err)
+	}
+	for _, p := range res.Programs {
+		if id, ok := p.LinkID(); ok && id == info.ID {
+			return nil
+		}
+	}
+	return fmt.Errorf("link %d is on ifindex %d of another network namespace", info.ID, ifindex)
 }
 
 // release detaches one interface: its links are unpinned and closed, its

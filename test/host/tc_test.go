@@ -5,11 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 )
 
 type statsRow struct {
@@ -92,41 +88,6 @@ func TestTCCounters(t *testing.T) {
 	}
 }
 
-// tcAttached counts linkbeat's ingress programs on a device: tcx links
-// (matched by ifindex and program name; tests run one at a time), or
-// clsact filters, whichever the daemon uses.
-func tcAttached(t *testing.T, ns netns, dev string, ifindex int, mech string) int {
-	t.Helper()
-	if mech == "clsact" {
-		return strings.Count(ns.exec(t, "tc", "filter", "show", "dev", dev, "ingress"), "linkbeat_ingress")
-	}
-	n := 0
-	it := new(link.Iterator)
-	defer it.Close()
-	for it.Next() {
-		info, err := it.Link.Info()
-		if err != nil || info.Type != link.TCXType {
-			continue
-		}
-		if tcx := info.TCX(); tcx == nil || int(tcx.Ifindex) != ifindex {
-			continue
-		}
-		prog, err := ebpf.NewProgramFromID(info.Program)
-		if err != nil {
-			continue
-		}
-		pi, err := prog.Info()
-		prog.Close()
-		if err == nil && pi.Name == "tc_ingress" {
-			n++
-		}
-	}
-	if err := it.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func TestRecreatedInterfaceReattached(t *testing.T) {
 	ns := newNetns(t)
 	_, mech := ns.features(t)
@@ -141,7 +102,7 @@ func TestRecreatedInterfaceReattached(t *testing.T) {
 
 	first := create()
 	waitFor(t, "counters for the first lbr0", func() bool { _, ok := ns.stats(t, dir)[first]; return ok })
-	waitFor(t, "TC on the first lbr0", func() bool { return tcAttached(t, ns, "lbr0", first, mech) == 1 })
+	waitFor(t, "TC on the first lbr0", func() bool { return tcCount(t, ns, "lbr0", first, mech, "ingress") == 1 })
 
 	ns.ip(t, "link", "del", "lbr0")
 	second := create()
@@ -154,5 +115,5 @@ func TestRecreatedInterfaceReattached(t *testing.T) {
 		_, cur := s[second]
 		return !old && cur
 	})
-	waitFor(t, "TC on the new lbr0, once", func() bool { return tcAttached(t, ns, "lbr0", second, mech) == 1 })
+	waitFor(t, "TC on the new lbr0, once", func() bool { return tcCount(t, ns, "lbr0", second, mech, "ingress") == 1 })
 }
