@@ -10,6 +10,8 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+
+	"github.com/linkbeat/linkbeat/internal/rtnl"
 )
 
 // CleanupReport says what Cleanup did.
@@ -53,14 +55,14 @@ func Cleanup(dir string) (CleanupReport, error) {
 	// Filters first: they are found through the pinned programs' IDs.
 	ids := pinnedProgramIDs(dir)
 	if len(ids) > 0 {
-		links, err := netlink.LinkList()
+		links, err := rtnl.Retry("list links", netlink.LinkList)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list links: %w", err))
 		}
 		owns := func(f *netlink.BpfFilter) bool { return ids[f.Id] }
 		for _, l := range links {
 			for _, d := range directions {
-				filters, err := netlink.FilterList(l, d.parent)
+				filters, err := filterList(l, d.parent)
 				if err != nil {
 					continue // no clsact qdisc
 				}

@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/linkbeat/linkbeat/internal/rtnl"
 )
 
 // Mechanism names a TC attachment path.
@@ -220,7 +222,7 @@ func attachClsact(ifindex int, ingress, egress *ebpf.Program) error {
 	for i, d := range directions {
 		prog := []*ebpf.Program{ingress, egress}[i]
 		name := filterPrefix + d.name
-		filters, err := netlink.FilterList(l, d.parent)
+		filters, err := filterList(l, d.parent)
 		if err != nil {
 			return fmt.Errorf("list %s filters: %w", d.name, err)
 		}
@@ -260,7 +262,7 @@ func removeFilters(ifindex int, owns func(*netlink.BpfFilter) bool) error {
 func removeLinkFilters(l netlink.Link, owns func(*netlink.BpfFilter) bool) error {
 	var errs []error
 	for _, d := range directions {
-		filters, err := netlink.FilterList(l, d.parent)
+		filters, err := filterList(l, d.parent)
 		if err != nil {
 			// No clsact qdisc: nothing of ours there.
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
@@ -283,7 +285,7 @@ func removeLinkFilters(l netlink.Link, owns func(*netlink.BpfFilter) bool) error
 // removeFiltersExcept removes owned filters from every interface of the
 // network namespace but the attached ones.
 func removeFiltersExcept(attached map[int]*attachment, owns func(*netlink.BpfFilter) bool) error {
-	links, err := netlink.LinkList()
+	links, err := rtnl.Retry("list links", netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
@@ -295,4 +297,12 @@ func removeFiltersExcept(attached map[int]*attachment, owns func(*netlink.BpfFil
 		errs = append(errs, removeLinkFilters(l, owns))
 	}
 	return errors.Join(errs...)
+}
+
+// filterList dumps the filters of one hook, again when the kernel
+// interrupts the dump (rtnl.Retry).
+func filterList(l netlink.Link, parent uint32) ([]netlink.Filter, error) {
+	return rtnl.Retry("list filters of "+l.Attrs().Name, func() ([]netlink.Filter, error) {
+		return netlink.FilterList(l, parent)
+	})
 }
