@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -29,7 +30,7 @@ func (f *fakeDump) dump() ([]int, error) {
 func TestRetryAfterInterruptions(t *testing.T) {
 	for _, n := range []int{0, 1, Attempts - 1} {
 		f := &fakeDump{interrupted: n}
-		got, err := Retry("dump links", f.dump)
+		got, err := retry("dump links", f.dump, func(time.Duration) {})
 		if err != nil {
 			t.Fatalf("%d interruptions: %v", n, err)
 		}
@@ -41,9 +42,22 @@ func TestRetryAfterInterruptions(t *testing.T) {
 
 func TestRetryGivesUpOnEndlessInterruptions(t *testing.T) {
 	f := &fakeDump{interrupted: 1 << 30}
-	got, err := Retry("dump links", f.dump)
+	var pauses []time.Duration
+	got, err := retry("dump links", f.dump, func(d time.Duration) { pauses = append(pauses, d) })
 	if f.calls != Attempts {
 		t.Errorf("%d calls, want %d", f.calls, Attempts)
+	}
+	// Bounded: a pause between attempts, growing, never past maxPause.
+	var total time.Duration
+	for i, d := range pauses {
+		total += d
+		if d <= 0 || d > maxPause || (i > 0 && d < pauses[i-1]) {
+			t.Errorf("pauses %v: want positive, growing, at most %s", pauses, maxPause)
+			break
+		}
+	}
+	if len(pauses) != Attempts-1 || total > 2*time.Second {
+		t.Errorf("%d pauses of %s in all, want %d and at most 2s", len(pauses), total, Attempts-1)
 	}
 	if got != nil {
 		t.Errorf("returned the partial result %v", got)
