@@ -117,3 +117,32 @@ func TestRecreatedInterfaceReattached(t *testing.T) {
 	})
 	waitFor(t, "TC on the new lbr0, once", func() bool { return tcCount(t, ns, "lbr0", second, mech, "ingress") == 1 })
 }
+
+// TestPinnedLinkOfAnotherNamespace: a pin directory whose tcx link is on
+// a device of another network namespace with the same ifindex (fresh
+// namespaces number their devices alike) is not taken over by a daemon
+// started in this one: that would leave this namespace's device without
+// counters while the other one keeps the program. The daemon attaches to
+// its own device, once per hook.
+func TestPinnedLinkOfAnotherNamespace(t *testing.T) {
+	dir := pinDir(t)
+	a, b := newNetns(t), newNetns(t)
+	a.vethPair(t, "lbn0", "lbn1")
+	b.vethPair(t, "lbn0", "lbn1")
+	idx := a.ifindex(t, "lbn0")
+	if bi := b.ifindex(t, "lbn0"); bi != idx {
+		t.Fatalf("lbn0 is ifindex %d in one namespace and %d in the other; the test needs them alike", idx, bi)
+	}
+	args := []string{"run", "--interfaces", "lbn0", "--bpffs-dir", dir, "--tc", "tcx"}
+	d := a.start(t, append(args, "--state-dir", t.TempDir())...)
+	d.stop() // its links stay attached and pinned
+	if n := tcCount(t, a, "lbn0", idx, "tcx", "ingress"); n != 1 {
+		t.Fatalf("%d ingress links on the first namespace's lbn0 after a stop, want 1", n)
+	}
+	b.start(t, append(args, "--state-dir", t.TempDir())...)
+	for _, hook := range []string{"ingress", "egress"} {
+		if n := tcCount(t, b, "lbn0", idx, "tcx", hook); n != 1 {
+			t.Errorf("%s: %d links of ours on lbn0 in the daemon's namespace, want 1", hook, n)
+		}
+	}
+}
