@@ -86,7 +86,7 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("faults: %v", counts)
 	if !s.alive() {
-		t.Fatalf("the daemon died:\n%s", s.tail())
+		t.Fatalf("the daemon died (%s) after the fault %q:\n%s", s.cmd.ProcessState, s.last, s.tail())
 	}
 	s.checkEndState(t)
 	take()
@@ -103,6 +103,7 @@ type soak struct {
 	done     chan struct{}
 	logPath  string
 	restarts int
+	last     string // the latest fault
 	began    time.Time
 }
 
@@ -268,8 +269,15 @@ func (s *soak) tail() string {
 func (s *soak) fault(t *testing.T, rng *rand.Rand, kill bool) string {
 	t.Helper()
 	if !s.alive() {
-		t.Fatalf("the daemon died:\n%s", s.tail())
+		t.Fatalf("the daemon died (%s) after the fault %q:\n%s", s.cmd.ProcessState, s.last, s.tail())
 	}
+	kind := s.oneFault(t, rng, kill)
+	s.last = kind
+	return kind
+}
+
+func (s *soak) oneFault(t *testing.T, rng *rand.Rand, kill bool) string {
+	t.Helper()
 	i := rng.IntN(links)
 	dev := name(i)
 	switch p := rng.IntN(100); {
@@ -311,7 +319,7 @@ func (s *soak) fault(t *testing.T, rng *rand.Rand, kill bool) string {
 		select {
 		case <-s.done:
 			// run reloads its config on SIGHUP: an exit is a crash.
-			t.Fatalf("the daemon exited on SIGHUP:\n%s", s.tail())
+			t.Fatalf("the daemon exited (%s) on SIGHUP:\n%s", s.cmd.ProcessState, s.tail())
 		case <-time.After(200 * time.Millisecond):
 		}
 		return "sighup"
