@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/rtnl"
 )
 
 // Kernel is where the manager changes and reads the kernel's bonds. The
@@ -92,6 +93,15 @@ func (k *NetlinkKernel) Active(bond int) (int, error) {
 }
 
 func (k *NetlinkKernel) Slaves(bond int) ([]registry.Link, error) {
+	return rtnl.Retry(fmt.Sprintf("dump slaves of bond %d", bond), func() ([]registry.Link, error) {
+		return k.slavesOnce(bond)
+	})
+}
+
+// slavesOnce is one dump of a bond's slaves; it fails with
+// rtnl.ErrInterrupted, once the dump is read to its end, when the kernel
+// flagged it inconsistent.
+func (k *NetlinkKernel) slavesOnce(bond int) ([]registry.Link, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	// The kernel filters the dump by master (and we check it again).
@@ -102,6 +112,7 @@ func (k *NetlinkKernel) Slaves(bond int) ([]registry.Link, error) {
 		return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, err)
 	}
 	var out []registry.Link
+	interrupted := false
 	for {
 		msgs, from, err := k.sock.Receive()
 		if err != nil {
@@ -114,8 +125,14 @@ func (k *NetlinkKernel) Slaves(bond int) ([]registry.Link, error) {
 			if m.Header.Seq != req.Seq {
 				continue
 			}
+			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+				interrupted = true
+			}
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
+				if interrupted {
+					return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, rtnl.ErrInterrupted)
+				}
 				return out, nil
 			case unix.NLMSG_ERROR:
 				if len(m.Data) >= 4 {

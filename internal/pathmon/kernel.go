@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -63,6 +65,9 @@ type linuxKernel struct {
 	prog *ebpf.Program
 	m    *ebpf.Map
 	mech traffic.Mechanism
+	// progPin is where the program is pinned while it may be attached
+	// ("" without a pin directory).
+	progPin string
 }
 
 func openKernel(opts Options) (*linuxKernel, error) {
@@ -96,6 +101,12 @@ func openKernel(opts Options) (*linuxKernel, error) {
 		k.close()
 		return nil, err
 	}
+	if opts.PinDir != "" {
+		if err := k.pinProgram(opts.PinDir, opts.Log); err != nil {
+			k.close()
+			return nil, err
+		}
+	}
 	if k.mech == "" {
 		k.mech = traffic.ProbeMechanism(k.prog)
 	}
@@ -125,8 +136,41 @@ func clearMap(m *ebpf.Map) error {
 
 func (k *linuxKernel) mechanism() traffic.Mechanism { return k.mech }
 
+// pinProgram pins the program in place of an earlier run's, whose clsact
+// filters, left where a killed daemon had them, go first: a probed slave
+// gets its filter back when it is opened. `linkbeat cleanup` finds them by
+// the pinned program too.
+func (k *linuxKernel) pinProgram(dir string, log *slog.Logger) error {
+	path := filepath.Join(dir, traffic.ProgArp)
+	if old, ok := traffic.PinnedProgramID(path); ok {
+		removed, err := traffic.RemoveProgFilters(map[int]bool{old: true})
+		if err != nil {
+			return fmt.Errorf("remove an earlier run's %s filters: %w", hookName, err)
+		}
+		if len(removed) > 0 && log != nil {
+			log.Info("removed the ARP filters an earlier run left", "filters", removed)
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove old pin %s: %w", path, err)
+	}
+	if err := k.prog.Pin(path); err != nil {
+		return fmt.Errorf("pin %s: %w", path, err)
+	}
+	k.progPin = path
+	return nil
+}
+
+// close unloads the program and its pin: every port is closed by then,
+// so no filter is left to find.
 func (k *linuxKernel) close() error {
-	return errors.Join(k.prog.Close(), k.m.Close())
+	var errs []error
+	if k.progPin != "" {
+		if err := os.Remove(k.progPin); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove pin %s: %w", k.progPin, err))
+		}
+	}
+	return errors.Join(append(errs, k.prog.Close(), k.m.Close())...)
 }
 
 func (k *linuxKernel) macInput(bondIndex, slaveIndex int) (macInput, error) {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/linkbeat/linkbeat/internal/rtnl"
 )
 
 // ErrOverflow means the kernel dropped link notices because the socket's
@@ -60,14 +62,26 @@ func (w *Watcher) Receive() ([]Update, error) {
 // Close unblocks Receive.
 func (w *Watcher) Close() { w.sock.Close() }
 
-// Dump lists every link of the caller's network namespace.
+// Dump lists every link of the caller's network namespace. A dump the
+// kernel interrupts because the table changed meanwhile is done again
+// (rtnl.Retry): its partial result is never returned.
 func Dump() ([]Link, error) {
+	return rtnl.Retry("dump links", dumpOnce)
+}
+
+// dumpOnce is one dump; it fails with rtnl.ErrInterrupted when the kernel
+// flagged it inconsistent.
+func dumpOnce() ([]Link, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
 	if err != nil {
 		return nil, fmt.Errorf("dump links: %w", err)
 	}
+	return parseDump(msgs)
+}
+
+func parseDump(msgs [][]byte) ([]Link, error) {
 	out := make([]Link, 0, len(msgs))
 	for _, m := range msgs {
 		u, err := ParseMessage(unix.RTM_NEWLINK, m)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+
+	"github.com/linkbeat/linkbeat/internal/rtnl"
 )
 
 // CleanupReport says what Cleanup did.
@@ -50,30 +52,14 @@ func Cleanup(dir string) (CleanupReport, error) {
 		return rep, err
 	}
 	var errs []error
-	// Filters first: they are found through the pinned programs' IDs.
-	ids := pinnedProgramIDs(dir)
+	// Filters first: they are found through the pinned programs' IDs,
+	// the counters' and the ARP path monitor's.
+	ids := pinnedProgramIDs(dir, append(progPins(), ProgArp))
 	if len(ids) > 0 {
-		links, err := netlink.LinkList()
+		removed, err := RemoveProgFilters(ids)
+		rep.Filters = append(rep.Filters, removed...)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("list links: %w", err))
-		}
-		owns := func(f *netlink.BpfFilter) bool { return ids[f.Id] }
-		for _, l := range links {
-			for _, d := range directions {
-				filters, err := netlink.FilterList(l, d.parent)
-				if err != nil {
-					continue // no clsact qdisc
-				}
-				for _, f := range filters {
-					if bf, ok := f.(*netlink.BpfFilter); ok && owns(bf) {
-						if err := netlink.FilterDel(bf); err != nil {
-							errs = append(errs, fmt.Errorf("remove filter %s from %s: %w", bf.Name, l.Attrs().Name, err))
-							continue
-						}
-						rep.Filters = append(rep.Filters, l.Attrs().Name+" "+d.name)
-					}
-				}
-			}
+			errs = append(errs, err)
 		}
 	}
 	for _, e := range entries {
@@ -108,6 +94,40 @@ func Cleanup(dir string) (CleanupReport, error) {
 	}
 	slices.Sort(rep.Filters)
 	return rep, errors.Join(errs...)
+}
+
+// RemoveProgFilters removes, from both clsact hooks of every interface of
+// the caller's network namespace, the cls_bpf filters that run one of the
+// programs ids, and names them ("ifname ingress|egress").
+func RemoveProgFilters(ids map[int]bool) ([]string, error) {
+	links, err := rtnl.Retry("list links", netlink.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var (
+		removed []string
+		errs    []error
+	)
+	for _, l := range links {
+		for _, d := range directions {
+			filters, err := filterList(l, d.parent)
+			if err != nil {
+				continue // no clsact qdisc
+			}
+			for _, f := range filters {
+				bf, ok := f.(*netlink.BpfFilter)
+				if !ok || !ids[bf.Id] {
+					continue
+				}
+				if err := netlink.FilterDel(bf); err != nil {
+					errs = append(errs, fmt.Errorf("remove filter %s from %s: %w", bf.Name, l.Attrs().Name, err))
+					continue
+				}
+				removed = append(removed, l.Attrs().Name+" "+d.name)
+			}
+		}
+	}
+	return removed, errors.Join(errs...)
 }
 
 func isLinkPin(name string) bool {

@@ -118,7 +118,7 @@ func removeNamedFilter(ifindex int, parent uint32, name string) error {
 	if err != nil {
 		return err
 	}
-	filters, err := netlink.FilterList(l, parent)
+	filters, err := filterList(l, parent)
 	if err != nil {
 		// No clsact qdisc: nothing of ours there.
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {

@@ -29,6 +29,13 @@ const (
 	progPrefix  = "prog_"
 	tcxPrefix   = "link_tcx_"
 	rawTPPrefix = "link_raw_tp_"
+
+	// The ARP path monitor's (internal/pathmon) pins in the same
+	// directory: its reply counters, and its program while it may be
+	// attached, by which cleanup finds the clsact filters (linkbeat-arp)
+	// a killed daemon left.
+	MapArpReplies = gen.ArpMapArpReplies
+	ProgArp       = progPrefix + gen.ArpProgArpIngress
 )
 
 // pinnedMaps are the maps pinned by name, in the order they are checked.
@@ -48,7 +55,7 @@ var tcxPinRE = regexp.MustCompile(`^` + tcxPrefix + `(ingress|egress)_([0-9]+)$`
 
 // ownPin reports whether name is one linkbeat creates in its pin directory.
 func ownPin(name string) bool {
-	if slices.Contains(pinnedMaps, name) || tcxPinRE.MatchString(name) {
+	if slices.Contains(pinnedMaps, name) || tcxPinRE.MatchString(name) || name == MapArpReplies || name == ProgArp {
 		return true
 	}
 	for _, p := range pinnedProgs {
@@ -266,22 +273,40 @@ func replacePin(path string, pin func(string) error) error {
 	return nil
 }
 
-// pinnedProgramIDs returns the IDs of the programs pinned in dir, so that
-// the clsact filters attached with them, by this run or an earlier one,
-// can be told from anyone else's.
-func pinnedProgramIDs(dir string) map[int]bool {
+// pinnedProgramIDs returns the IDs of the programs pinned in dir under
+// names, so that the clsact filters attached with them, by this run or an
+// earlier one, can be told from anyone else's.
+func pinnedProgramIDs(dir string, names []string) map[int]bool {
 	ids := map[int]bool{}
-	for _, p := range pinnedProgs {
-		prog, err := ebpf.LoadPinnedProgram(filepath.Join(dir, progPrefix+p), &ebpf.LoadPinOptions{ReadOnly: true})
-		if err != nil {
-			continue
+	for _, name := range names {
+		if id, ok := PinnedProgramID(filepath.Join(dir, name)); ok {
+			ids[id] = true
 		}
-		if info, err := prog.Info(); err == nil {
-			if id, ok := info.ID(); ok {
-				ids[int(id)] = true
-			}
-		}
-		prog.Close()
 	}
 	return ids
+}
+
+// PinnedProgramID is the ID of the program pinned at path; false when
+// there is none.
+func PinnedProgramID(path string) (int, bool) {
+	prog, err := ebpf.LoadPinnedProgram(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return 0, false
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		return 0, false
+	}
+	id, ok := info.ID()
+	return int(id), ok
+}
+
+// progPins are the pin names of the TC and tracepoint programs.
+func progPins() []string {
+	out := make([]string, 0, len(pinnedProgs))
+	for _, p := range pinnedProgs {
+		out = append(out, progPrefix+p)
+	}
+	return out
 }

@@ -60,6 +60,7 @@ func TestPinNames(t *testing.T) {
 	for name, want := range map[string]bool{
 		"if_stats": true, "link_state": true, "prog_tc_ingress": true, "prog_xmit_errors": true,
 		"link_tcx_ingress_7": true, "link_tcx_egress_12": true, "link_raw_tp_net_dev_xmit": true,
+		"arp_replies": true, "prog_arp_ingress": true, "arp_replies.old": false,
 		"link_tcx_ingress_": false, "link_tcx_sideways_3": false, "foreign": false, "prog_other": false, "if_stats.bak": false,
 	} {
 		if got := ownPin(name); got != want {

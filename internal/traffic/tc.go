@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/linkbeat/linkbeat/internal/rtnl"
 )
 
 // Mechanism names a TC attachment path.
@@ -134,7 +136,11 @@ func (t *Traffic) tcxLink(ifindex int, ifname, dir string, at ebpf.AttachType, p
 }
 
 // tcxLinkOn checks that a pinned link is a live tcx link on this
-// interface's hook: the interface may have been re-created meanwhile.
+// interface's hook: the interface may have been re-created meanwhile. Link
+// info is global and its ifindex names a device in any network namespace,
+// so the kernel is also asked which links are on the hook of this
+// namespace's device (the pin directory may have served a daemon in
+// another namespace, whose devices reuse the same small ifindexes).
 func tcxLinkOn(l link.Link, ifindex int, at ebpf.AttachType) error {
 	info, err := l.Info()
 	if err != nil {
@@ -149,7 +155,16 @@ func tcxLinkOn(l link.Link, ifindex int, at ebpf.AttachType) error {
 	case uint32(tcx.AttachType) != uint32(at):
 		return fmt.Errorf("attached to hook %d, not %s", tcx.AttachType, at)
 	}
-	return nil
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
+	if err != nil {
+		return fmt.Errorf("list the tcx links of ifindex %d: %w", ifindex, err)
+	}
+	for _, p := range res.Programs {
+		if id, ok := p.LinkID(); ok && id == info.ID {
+			return nil
+		}
+	}
+	return fmt.Errorf("link %d is on ifindex %d of another network namespace", info.ID, ifindex)
 }
 
 // release detaches one interface: its links are unpinned and closed, its
@@ -207,7 +222,7 @@ func attachClsact(ifindex int, ingress, egress *ebpf.Program) error {
 	for i, d := range directions {
 		prog := []*ebpf.Program{ingress, egress}[i]
 		name := filterPrefix + d.name
-		filters, err := netlink.FilterList(l, d.parent)
+		filters, err := filterList(l, d.parent)
 		if err != nil {
 			return fmt.Errorf("list %s filters: %w", d.name, err)
 		}
@@ -247,7 +262,7 @@ func removeFilters(ifindex int, owns func(*netlink.BpfFilter) bool) error {
 func removeLinkFilters(l netlink.Link, owns func(*netlink.BpfFilter) bool) error {
 	var errs []error
 	for _, d := range directions {
-		filters, err := netlink.FilterList(l, d.parent)
+		filters, err := filterList(l, d.parent)
 		if err != nil {
 			// No clsact qdisc: nothing of ours there.
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
@@ -270,7 +285,7 @@ func removeLinkFilters(l netlink.Link, owns func(*netlink.BpfFilter) bool) error
 // removeFiltersExcept removes owned filters from every interface of the
 // network namespace but the attached ones.
 func removeFiltersExcept(attached map[int]*attachment, owns func(*netlink.BpfFilter) bool) error {
-	links, err := netlink.LinkList()
+	links, err := rtnl.Retry("list links", netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
@@ -282,4 +297,12 @@ func removeFiltersExcept(attached map[int]*attachment, owns func(*netlink.BpfFil
 		errs = append(errs, removeLinkFilters(l, owns))
 	}
 	return errors.Join(errs...)
+}
+
+// filterList dumps the filters of one hook, again when the kernel
+// interrupts the dump (rtnl.Retry).
+func filterList(l netlink.Link, parent uint32) ([]netlink.Filter, error) {
+	return rtnl.Retry("list filters of "+l.Attrs().Name, func() ([]netlink.Filter, error) {
+		return netlink.FilterList(l, parent)
+	})
 }

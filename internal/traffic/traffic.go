@@ -103,7 +103,7 @@ func Open(opts Options) (*Traffic, error) {
 			spec.Maps[name].Pinning = ebpf.PinByName
 		}
 		copts.Maps.PinPath = opts.PinDir
-		t.ourProgs = pinnedProgramIDs(opts.PinDir)
+		t.ourProgs = pinnedProgramIDs(opts.PinDir, progPins())
 	}
 	// The tracepoint programs need BTF for CO-RE; TC programs do not. Load
 	// them apart so a kernel without BTF still counts traffic.

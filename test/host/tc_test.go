@@ -5,11 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 )
 
 type statsRow struct {
@@ -92,41 +88,6 @@ func TestTCCounters(t *testing.T) {
 	}
 }
 
-// tcAttached counts linkbeat's ingress programs on a device: tcx links
-// (matched by ifindex and program name; tests run one at a time), or
-// clsact filters, whichever the daemon uses.
-func tcAttached(t *testing.T, ns netns, dev string, ifindex int, mech string) int {
-	t.Helper()
-	if mech == "clsact" {
-		return strings.Count(ns.exec(t, "tc", "filter", "show", "dev", dev, "ingress"), "linkbeat_ingress")
-	}
-	n := 0
-	it := new(link.Iterator)
-	defer it.Close()
-	for it.Next() {
-		info, err := it.Link.Info()
-		if err != nil || info.Type != link.TCXType {
-			continue
-		}
-		if tcx := info.TCX(); tcx == nil || int(tcx.Ifindex) != ifindex {
-			continue
-		}
-		prog, err := ebpf.NewProgramFromID(info.Program)
-		if err != nil {
-			continue
-		}
-		pi, err := prog.Info()
-		prog.Close()
-		if err == nil && pi.Name == "tc_ingress" {
-			n++
-		}
-	}
-	if err := it.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func TestRecreatedInterfaceReattached(t *testing.T) {
 	ns := newNetns(t)
 	_, mech := ns.features(t)
@@ -141,7 +102,7 @@ func TestRecreatedInterfaceReattached(t *testing.T) {
 
 	first := create()
 	waitFor(t, "counters for the first lbr0", func() bool { _, ok := ns.stats(t, dir)[first]; return ok })
-	waitFor(t, "TC on the first lbr0", func() bool { return tcAttached(t, ns, "lbr0", first, mech) == 1 })
+	waitFor(t, "TC on the first lbr0", func() bool { return tcCount(t, ns, "lbr0", first, mech, "ingress") == 1 })
 
 	ns.ip(t, "link", "del", "lbr0")
 	second := create()
@@ -154,5 +115,34 @@ func TestRecreatedInterfaceReattached(t *testing.T) {
 		_, cur := s[second]
 		return !old && cur
 	})
-	waitFor(t, "TC on the new lbr0, once", func() bool { return tcAttached(t, ns, "lbr0", second, mech) == 1 })
+	waitFor(t, "TC on the new lbr0, once", func() bool { return tcCount(t, ns, "lbr0", second, mech, "ingress") == 1 })
+}
+
+// TestPinnedLinkOfAnotherNamespace: a pin directory whose tcx link is on
+// a device of another network namespace with the same ifindex (fresh
+// namespaces number their devices alike) is not taken over by a daemon
+// started in this one: that would leave this namespace's device without
+// counters while the other one keeps the program. The daemon attaches to
+// its own device, once per hook.
+func TestPinnedLinkOfAnotherNamespace(t *testing.T) {
+	dir := pinDir(t)
+	a, b := newNetns(t), newNetns(t)
+	a.vethPair(t, "lbn0", "lbn1")
+	b.vethPair(t, "lbn0", "lbn1")
+	idx := a.ifindex(t, "lbn0")
+	if bi := b.ifindex(t, "lbn0"); bi != idx {
+		t.Fatalf("lbn0 is ifindex %d in one namespace and %d in the other; the test needs them alike", idx, bi)
+	}
+	args := []string{"run", "--interfaces", "lbn0", "--bpffs-dir", dir, "--tc", "tcx"}
+	d := a.start(t, append(args, "--state-dir", t.TempDir())...)
+	d.stop() // its links stay attached and pinned
+	if n := tcCount(t, a, "lbn0", idx, "tcx", "ingress"); n != 1 {
+		t.Fatalf("%d ingress links on the first namespace's lbn0 after a stop, want 1", n)
+	}
+	b.start(t, append(args, "--state-dir", t.TempDir())...)
+	for _, hook := range []string{"ingress", "egress"} {
+		if n := tcCount(t, b, "lbn0", idx, "tcx", hook); n != 1 {
+			t.Errorf("%s: %d links of ours on lbn0 in the daemon's namespace, want 1", hook, n)
+		}
+	}
 }
