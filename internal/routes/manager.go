@@ -125,7 +125,7 @@ func (m *Manager) redump() error {
 	old := maps.Clone(m.cache.nexthops)
 	var oldRoutes []*Route
 	for k := range m.cache.byNHID {
-		oldRoutes = append(oldRoutes, m.cache.routes[k])
+		oldRoutes = append(oldRoutes, m.cache.routes[k]...)
 	}
 	m.cache.mu.Unlock()
 	have := map[uint32]bool{}
@@ -166,7 +166,7 @@ func eligible(r *Route) bool {
 }
 
 // plan decides what a carrier loss on ifindex withdraws.
-func plan(ifindex int, routes []*Route, nhs map[uint32]*Nexthop, flushed []*Route) ([]*routeEntry, []*nexthopEntry) {
+func plan(ifindex int, routes [][]*Route, nhs map[uint32]*Nexthop, flushed []*Route) ([]*routeEntry, []*nexthopEntry) {
 	var nents []*nexthopEntry
 	dead := map[uint32]bool{} // nexthop objects that go entirely
 	for _, n := range nhs {
@@ -195,36 +195,75 @@ func plan(ifindex int, routes []*Route, nhs map[uint32]*Nexthop, flushed []*Rout
 		}
 	}
 	var rents []*routeEntry
-	seen := map[routeKey]bool{}
-	for _, r := range slices.Concat(routes, flushed) {
-		if !eligible(r) || seen[r.key()] {
-			continue
+	for _, rs := range withFlushed(routes, flushed) {
+		var peers []*Route
+		if len(rs) > 1 {
+			peers = rs
 		}
-		seen[r.key()] = true
-		if r.NHID != 0 {
-			if dead[r.NHID] {
-				rents = append(rents, &routeEntry{Route: r})
+		for _, r := range rs {
+			if e := planRoute(ifindex, r, dead); e != nil {
+				e.Peers = peers
+				rents = append(rents, e)
 			}
-			continue
-		}
-		var removed []Hop
-		for _, h := range r.Hops {
-			if h.Ifindex == ifindex {
-				removed = append(removed, h)
-			}
-		}
-		switch {
-		case len(removed) == 0:
-		case len(removed) == len(r.Hops):
-			rents = append(rents, &routeEntry{Route: r, Merge: len(r.Hops) > 1})
-		default:
-			rents = append(rents, &routeEntry{Route: r, Removed: removed, Merge: true})
 		}
 	}
 	// Map order is random: keep the state file and the kernel calls stable.
 	slices.SortFunc(nents, func(a, b *nexthopEntry) int { return cmp.Compare(a.Nexthop.ID, b.Nexthop.ID) })
 	slices.SortFunc(rents, func(a, b *routeEntry) int { return cmp.Compare(a.Route.String(), b.Route.String()) })
 	return rents, nents
+}
+
+// planRoute is what a carrier loss on ifindex takes of one kernel route,
+// nil if nothing; dead are the nexthop objects that go entirely.
+func planRoute(ifindex int, r *Route, dead map[uint32]bool) *routeEntry {
+	if !eligible(r) {
+		return nil
+	}
+	if r.NHID != 0 {
+		if dead[r.NHID] {
+			return &routeEntry{Route: r}
+		}
+		return nil
+	}
+	var removed []Hop
+	for _, h := range r.Hops {
+		if h.Ifindex == ifindex {
+			removed = append(removed, h)
+		}
+	}
+	switch {
+	case len(removed) == 0:
+		return nil
+	case len(removed) == len(r.Hops):
+		return &routeEntry{Route: r, Merge: len(r.Hops) > 1}
+	}
+	return &routeEntry{Route: r, Removed: removed, Merge: true}
+}
+
+// withFlushed adds the routes the kernel already flushed to the routes of
+// their key (after them: the kernel no longer says where they were).
+func withFlushed(routes [][]*Route, flushed []*Route) [][]*Route {
+	if len(flushed) == 0 {
+		return routes
+	}
+	at := map[routeKey]int{}
+	for i, rs := range routes {
+		if len(rs) > 0 {
+			at[rs[0].key()] = i
+		}
+	}
+	out := slices.Clone(routes)
+	for _, r := range flushed {
+		i, ok := at[r.key()]
+		switch {
+		case !ok:
+			at[r.key()] = len(out)
+			out = append(out, []*Route{r})
+		case aliasIndex(out[i], r) < 0:
+			out[i] = append(slices.Clone(out[i]), r)
+		}
+	}
+	return out
 }
 
 // connected: a route with no gateway and no nexthop object. Restored first,
@@ -256,45 +295,81 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 	defer m.mu.Unlock()
 	m.renamed(ifindex, ifname)
 	id := linkID(ifname, ifindex)
-	ls := m.st.Links[id]
+	ls, err := m.record(id, ifname, ifindex, rents, nents)
+	if err != nil {
+		res.Duration = time.Since(start)
+		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+	}
+
+	drop := map[any]bool{} // entries that turned out not to be withdrawn
+	errs := m.withdrawRoutes(rents, drop, &res)
+	errs = append(errs, m.withdrawNexthops(nents, drop, &res)...)
+	if len(drop) > 0 {
+		ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return drop[e] })
+		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return drop[e] })
+		if ls.count() == 0 {
+			delete(m.st.Links, id)
+		}
+		if err := m.st.save(m.cfg.StateDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	res.Duration = time.Since(start)
+	m.log.Info("routes withdrawn", "link", ifname, "ifindex", ifindex, "withdrawn", res.Withdrawn,
+		"skipped", res.Skipped, "errors", len(errs), "duration", res.Duration)
+	if err := errors.Join(errs...); err != nil {
+		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+	}
+	return res, nil
+}
+
+// record adds what is about to be withdrawn to the link's record and
+// saves it; m.mu must be held. Without a saved record, deleting could
+// lose routes for good, so an error leaves the state as it was.
+func (m *Manager) record(id, ifname string, ifindex int, rents []*routeEntry, nents []*nexthopEntry) (*linkState, error) {
 	prev := m.st.Links[id]
-	if ls == nil {
-		ls = &linkState{Ifname: ifname, Ifindex: ifindex, Since: time.Now().UTC()}
-	} else {
-		c := *ls
-		c.Routes, c.Nexthops = slices.Clone(ls.Routes), slices.Clone(ls.Nexthops)
+	ls := &linkState{Ifname: ifname, Ifindex: ifindex, Since: time.Now().UTC()}
+	if prev != nil {
+		c := *prev
+		c.Routes, c.Nexthops = slices.Clone(prev.Routes), slices.Clone(prev.Nexthops)
 		ls = &c
 	}
 	for _, e := range rents {
 		// A route already cut down by another link is part of a multipath
 		// set: restoring it must merge, not skip.
-		if !e.Merge && m.keyWithdrawnElsewhere(e.Route.key(), id) {
+		if !e.Merge && m.aliasWithdrawnElsewhere(e.Route, id) {
 			e.Merge = true
 		}
 		if len(e.Removed) == 0 {
 			e.Orig = m.origElsewhere(e.Route, id)
 		}
-		ls.Routes = slices.DeleteFunc(ls.Routes, func(o *routeEntry) bool { return o.Route.key() == e.Route.key() })
+		e.Peers = m.peersElsewhere(e, id)
+		ls.Routes = slices.DeleteFunc(ls.Routes, func(o *routeEntry) bool {
+			return o.Route.key() == e.Route.key() && sameAlias(o.Route, e.Route)
+		})
 		ls.Routes = append(ls.Routes, e)
 	}
 	for _, e := range nents {
+		if len(e.Removed) == 0 && len(e.Nexthop.Group) > 0 {
+			e.Orig = m.groupOrigElsewhere(e.Nexthop, id)
+		}
 		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(o *nexthopEntry) bool { return o.Nexthop.ID == e.Nexthop.ID })
 		ls.Nexthops = append(ls.Nexthops, e)
 	}
 	m.st.Links[id] = ls
 	if err := m.st.save(m.cfg.StateDir); err != nil {
-		// Without a durable record, deleting could lose routes for good.
 		if prev == nil {
 			delete(m.st.Links, id)
 		} else {
 			m.st.Links[id] = prev
 		}
-		res.Duration = time.Since(start)
-		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+		return nil, err
 	}
+	return ls, nil
+}
 
+func (m *Manager) withdrawRoutes(rents []*routeEntry, drop map[any]bool, res *Result) []error {
 	var errs []error
-	drop := map[any]bool{} // entries that turned out not to be withdrawn
 	// Multipath routes first: moving traffic off the dead hop matters most.
 	slices.SortStableFunc(rents, func(a, b *routeEntry) int {
 		return cmp.Compare(rank(a, len(a.Removed) > 0), rank(b, len(b.Removed) > 0))
@@ -308,11 +383,9 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 					live = append(live, h)
 				}
 			}
-			want := r.withHops(live)
-			err := m.k.AddRoute(want, OpReplace)
+			err := m.replaceAlias(r, r.withHops(live))
 			switch {
 			case err == nil:
-				m.cache.setRoute(want)
 				res.Withdrawn++
 			case isGone(err):
 				drop[e] = true
@@ -325,21 +398,26 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 		err := m.k.DeleteRoute(r)
 		switch {
 		case err == nil:
-			m.cache.delRoute(r.key())
+			m.cache.delRoute(r)
 			res.Withdrawn++
 		case isGone(err) && r.NHID != 0:
 			// The kernel flushed it with its nexthop object at carrier loss.
-			m.cache.delRoute(r.key())
+			m.cache.delRoute(r)
 			res.Withdrawn++
 		case isGone(err):
 			// Stale cache: someone else removed it; not ours to restore.
-			m.cache.delRoute(r.key())
+			m.cache.delRoute(r)
 			drop[e] = true
 			res.Skipped++
 		default:
 			errs = append(errs, fmt.Errorf("delete route %s: %w", r, err))
 		}
 	}
+	return errs
+}
+
+func (m *Manager) withdrawNexthops(nents []*nexthopEntry, drop map[any]bool, res *Result) []error {
+	var errs []error
 	// Groups before their members; members are gone already anyway: the
 	// kernel flushes nexthop objects of a link that loses carrier.
 	slices.SortStableFunc(nents, func(a, b *nexthopEntry) int {
@@ -376,23 +454,75 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", n, err))
 		}
 	}
-	if len(drop) > 0 {
-		ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return drop[e] })
-		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return drop[e] })
-		if ls.count() == 0 {
-			delete(m.st.Links, id)
+	return errs
+}
+
+// replaceAlias puts want in the place of the kernel route old.
+func (m *Manager) replaceAlias(old, want *Route) error {
+	cur := m.cache.aliases(old.key())
+	i := aliasIndex(cur, old)
+	// IPv4 replaces the first route of a key, IPv6 the one of the same
+	// kind (multipath-capable or not), which is old.
+	if i == 0 || (i < 0 && len(cur) <= 1) || old.Family == unix.AF_INET6 {
+		if err := m.k.AddRoute(want, OpReplace); err != nil {
+			return err
 		}
-		if err := m.st.save(m.cfg.StateDir); err != nil {
-			errs = append(errs, err)
+		m.cache.setRoute(want)
+		return nil
+	}
+	if i < 0 {
+		i = len(cur)
+	} else {
+		if err := m.k.DeleteRoute(old); err != nil {
+			return err
+		}
+		cur = slices.Delete(cur, i, i+1)
+		m.cache.setAliases(old.key(), cur)
+	}
+	return m.insertAt(want, cur, i)
+}
+
+// insertAt adds r as route i of its key, cur being the others in the
+// kernel's order. The kernel only prepends (IPv4) or appends, so the
+// routes after i are deleted and appended again behind r: they are
+// alternatives of a key that r precedes, so traffic does not use them.
+func (m *Manager) insertAt(r *Route, cur []*Route, i int) error {
+	i = min(max(i, 0), len(cur))
+	var err error
+	switch {
+	case len(cur) == 0:
+		err = m.k.AddRoute(r, OpCreate)
+	case i == len(cur):
+		err = m.k.AddRoute(r, OpAppend)
+	case i == 0 && r.Family == unix.AF_INET:
+		err = m.k.AddRoute(r, OpPrepend)
+	default:
+		err = m.moveBehind(r, cur, i)
+	}
+	if err != nil {
+		return err
+	}
+	m.cache.setAliases(r.key(), slices.Insert(slices.Clone(cur), i, r))
+	return nil
+}
+
+func (m *Manager) moveBehind(r *Route, cur []*Route, i int) error {
+	for _, t := range cur[i:] {
+		if err := m.k.DeleteRoute(t); err != nil && !isGone(err) {
+			return fmt.Errorf("make room for %s: delete %s: %w", r, t, err)
 		}
 	}
-	res.Duration = time.Since(start)
-	m.log.Info("routes withdrawn", "link", ifname, "ifindex", ifindex, "withdrawn", res.Withdrawn,
-		"skipped", res.Skipped, "errors", len(errs), "duration", res.Duration)
-	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+	m.cache.setAliases(r.key(), cur[:i])
+	if err := m.k.AddRoute(r, OpAppend); err != nil {
+		return err
 	}
-	return res, nil
+	var errs []error
+	for _, t := range cur[i:] {
+		if err := m.k.AddRoute(t, OpAppend); err != nil && !isExist(err) {
+			errs = append(errs, fmt.Errorf("put %s back behind %s: %w", t, r, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // rank orders route operations: partial first, then routes via gateways or
@@ -407,19 +537,72 @@ func rank(e *routeEntry, partial bool) int {
 	return 2
 }
 
-// keyWithdrawnElsewhere: another link's state also holds this route key.
-func (m *Manager) keyWithdrawnElsewhere(k routeKey, except string) bool {
+// aliasWithdrawnElsewhere: another link's record also holds this kernel
+// route (a part of it, or all that was left of it).
+func (m *Manager) aliasWithdrawnElsewhere(r *Route, except string) bool {
+	k := r.key()
 	for id, ls := range m.st.Links {
 		if id == except {
 			continue
 		}
 		for _, e := range ls.Routes {
-			if e.Route.key() == k {
+			if e.Route.key() == k && (sameAlias(e.Route, r) || (e.Orig != nil && sameAlias(e.Orig, r))) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// peersElsewhere is the fullest list of e's key's routes in the kernel's
+// order that any record holds, when it has every route e's list has.
+func (m *Manager) peersElsewhere(e *routeEntry, except string) []*Route {
+	best := e.Peers
+	have := e.Peers
+	if len(have) == 0 {
+		have = []*Route{e.Route}
+	}
+	k := e.Route.key()
+	for id, ls := range m.st.Links {
+		if id == except {
+			continue
+		}
+		for _, o := range ls.Routes {
+			if o.Route.key() != k || len(o.Peers) <= len(best) {
+				continue
+			}
+			if !slices.ContainsFunc(have, func(r *Route) bool { return aliasIndex(o.Peers, r) < 0 }) {
+				best = o.Peers
+			}
+		}
+	}
+	return best
+}
+
+// groupOrigElsewhere is the fullest pre-withdrawal version of group n
+// that another link's record holds, with every member n has now.
+func (m *Manager) groupOrigElsewhere(n *Nexthop, except string) *Nexthop {
+	var best *Nexthop
+	for id, ls := range m.st.Links {
+		if id == except {
+			continue
+		}
+		for _, e := range ls.Nexthops {
+			for _, o := range []*Nexthop{e.Orig, e.Nexthop} {
+				if o == nil || o.ID != n.ID || len(o.Group) <= len(n.Group) {
+					continue
+				}
+				if !slices.ContainsFunc(n.Group, func(mb GroupMember) bool { return !hasMember(o.Group, mb.ID) }) &&
+					(best == nil || len(o.Group) > len(best.Group)) {
+					best = o
+				}
+			}
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return best.clone()
 }
 
 // origElsewhere is the fullest pre-withdrawal version of r that another
@@ -476,6 +659,7 @@ func (m *Manager) Forget(ifindex int) error {
 			m.log.Info("forgetting withdrawn routes of a link that is gone", "link", ls.Ifname, "ifindex", ifindex,
 				"routes", len(ls.Routes), "nexthops", len(ls.Nexthops))
 			delete(m.st.Links, id)
+			m.orphan(ls)
 			forgot = true
 		}
 	}
@@ -483,6 +667,30 @@ func (m *Manager) Forget(ifindex int) error {
 		return nil
 	}
 	return m.st.save(m.cfg.StateDir)
+}
+
+// orphan marks the partial entries of other links that relied on gone's
+// record to be restored: what gone took went with the link, but their own
+// hops and members still come back. m.mu must be held.
+func (m *Manager) orphan(gone *linkState) {
+	nhs := map[uint32]bool{}
+	for _, e := range gone.Nexthops {
+		nhs[e.Nexthop.ID] = true
+	}
+	for _, ls := range m.st.Links {
+		for _, e := range ls.Routes {
+			if len(e.Removed) > 0 && slices.ContainsFunc(gone.Routes, func(g *routeEntry) bool {
+				return g.Route.key() == e.Route.key() && (sameAlias(g.Route, e.Route) || (g.Orig != nil && sameAlias(g.Orig, e.Route)))
+			}) {
+				e.Orphan = true
+			}
+		}
+		for _, e := range ls.Nexthops {
+			if len(e.Removed) > 0 && nhs[e.Nexthop.ID] {
+				e.Orphan = true
+			}
+		}
+	}
 }
 
 // renamed files what was withdrawn from ifindex under an older name under
@@ -546,6 +754,8 @@ const (
 	restored outcome = iota
 	skipped
 	failed
+	// waiting: not restored yet, for want of carrier; the entry stays.
+	waiting
 )
 
 // restore puts a link's withdrawn routes back, onto the same-named link
@@ -593,6 +803,10 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 			res.Restored++
 		case skipped:
 			res.Skipped++
+		case waiting:
+			res.NoCarrier = true
+			res.Skipped++
+			return false
 		default:
 			errs = append(errs, err)
 			return false
@@ -660,54 +874,82 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 
 func (m *Manager) restoreRoute(e *routeEntry, id string) (outcome, error) {
 	r := e.Route
-	removed := e.Removed
-	if len(removed) == 0 {
-		removed = r.Hops
+	if r.NHID != 0 && m.cache.nexthop(r.NHID) == nil {
+		// Its nexthop object waits for carrier (refused, or withdrawn by
+		// another link): so does the route.
+		return waiting, nil
 	}
-	cur := m.cache.route(r.key())
-	if cur == nil {
+	full := r
+	if e.Orig != nil {
+		full = e.Orig
+	}
+	cur := m.cache.aliases(r.key())
+	i := aliasIndex(cur, full)
+	if i < 0 {
 		want := r
 		if len(e.Removed) > 0 {
 			// Only our hops are ours to bring back, and only if the rest
 			// of the route went because of another dead link rather than
 			// because someone deleted it.
-			if !m.keyWithdrawnElsewhere(r.key(), id) {
+			if !e.Orphan && !m.aliasWithdrawnElsewhere(r, id) {
 				return skipped, nil
 			}
 			want = r.withHops(e.Removed)
 		}
-		err := m.k.AddRoute(want, OpCreate)
+		if foreign(cur, e.Peers) {
+			return skipped, nil // someone else put a route at this key meanwhile
+		}
+		err := m.insertAt(want, cur, position(e.Peers, r, cur))
 		if isExist(err) {
 			return skipped, nil // re-added by someone we have not heard of yet
 		}
 		if err != nil {
 			return failed, fmt.Errorf("add route %s: %w", want, err)
 		}
-		m.cache.setRoute(want)
 		return restored, nil
 	}
-	if !e.Merge || r.NHID != 0 || cur.NHID != 0 {
+	c := cur[i]
+	if !e.Merge || r.NHID != 0 || c.NHID != 0 {
 		return skipped, nil // someone else re-added it meanwhile
+	}
+	removed := e.Removed
+	if len(removed) == 0 {
+		removed = r.Hops
 	}
 	var missing []Hop
 	for _, h := range removed {
-		if !hasHop(cur.Hops, h) {
+		if !hasHop(c.Hops, h) {
 			missing = append(missing, h)
 		}
 	}
 	if len(missing) == 0 {
 		return skipped, nil
 	}
-	orig := r.Hops
-	if e.Orig != nil {
-		orig = e.Orig.Hops
-	}
-	want := cur.withHops(mergeHops(orig, cur.Hops, missing, cur.Multipath))
-	if err := m.k.AddRoute(want, OpReplace); err != nil {
+	want := c.withHops(mergeHops(full.Hops, c.Hops, missing, c.Multipath))
+	if err := m.replaceAlias(c, want); err != nil {
 		return failed, fmt.Errorf("put nexthops back into %s: %w", want, err)
 	}
-	m.cache.setRoute(want)
 	return restored, nil
+}
+
+// foreign: a route of the key that was not there at withdrawal.
+func foreign(cur, peers []*Route) bool {
+	return slices.ContainsFunc(cur, func(c *Route) bool { return aliasIndex(peers, c) < 0 })
+}
+
+// position is where r goes among cur: before the first route that came
+// after it in peers (the key's routes in order before withdrawal).
+func position(peers []*Route, r *Route, cur []*Route) int {
+	p := aliasIndex(peers, r)
+	if p < 0 {
+		return len(cur)
+	}
+	for i, c := range cur {
+		if aliasIndex(peers, c) > p {
+			return i
+		}
+	}
+	return len(cur)
 }
 
 // mergeHops puts add back into cur, in orig's order (so weights and order
@@ -741,14 +983,20 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 			return skipped, nil
 		}
 		err := m.k.AddNexthop(n, OpCreate)
-		if isExist(err) {
+		switch {
+		case isExist(err):
 			return skipped, nil
-		}
-		if err != nil {
+		case isNoCarrier(err):
+			return waiting, nil // lost carrier again since the caller looked
+		case err != nil:
 			return failed, fmt.Errorf("add %s: %w", n, err)
 		}
 		m.cache.setNexthop(n)
 		return restored, nil
+	}
+	orig := n.Group
+	if e.Orig != nil {
+		orig = e.Orig.Group
 	}
 	removed := e.Removed
 	if len(removed) == 0 {
@@ -762,13 +1010,13 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 		}
 	}
 	if cur == nil {
-		if len(e.Removed) > 0 && !m.nexthopWithdrawnElsewhere(n.ID, id) {
+		if len(e.Removed) > 0 && !e.Orphan && !m.nexthopWithdrawnElsewhere(n.ID, id) {
 			return skipped, nil // the group was deleted meanwhile
 		}
 		if len(ours) == 0 {
-			return failed, fmt.Errorf("restore %s: none of its members exists", n)
+			return waiting, nil // its members wait for carrier
 		}
-		want := n.withGroup(mergeMembers(n.Group, nil, ours))
+		want := n.withGroup(mergeMembers(orig, nil, ours))
 		err := m.k.AddNexthop(want, OpCreate)
 		if isExist(err) {
 			return skipped, nil
@@ -777,6 +1025,9 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 			return failed, fmt.Errorf("add %s: %w", want, err)
 		}
 		m.cache.setNexthop(want)
+		if len(ours) < len(removed) {
+			return waiting, nil
+		}
 		return restored, nil
 	}
 	if len(cur.Group) == 0 {
@@ -790,17 +1041,17 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 	}
 	if len(missing) == 0 {
 		if len(ours) < len(removed) {
-			return failed, fmt.Errorf("restore %s: some members do not exist", n)
+			return waiting, nil // the rest of its members wait for carrier
 		}
 		return skipped, nil
 	}
-	want := cur.withGroup(mergeMembers(n.Group, cur.Group, missing))
+	want := cur.withGroup(mergeMembers(orig, cur.Group, missing))
 	if err := m.k.AddNexthop(want, OpReplace); err != nil {
 		return failed, fmt.Errorf("put members back into %s: %w", want, err)
 	}
 	m.cache.setNexthop(want)
 	if len(ours) < len(removed) {
-		return failed, fmt.Errorf("restore %s: some members do not exist", n)
+		return waiting, nil
 	}
 	return restored, nil
 }

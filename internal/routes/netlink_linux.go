@@ -267,8 +267,13 @@ func (k *nlKernel) Nexthops() ([]*Nexthop, error) {
 }
 
 func opFlags(op Op) uint16 {
-	if op == OpReplace {
+	switch op {
+	case OpReplace:
 		return unix.NLM_F_REPLACE
+	case OpAppend:
+		return unix.NLM_F_CREATE | unix.NLM_F_APPEND
+	case OpPrepend:
+		return unix.NLM_F_CREATE
 	}
 	return unix.NLM_F_CREATE | unix.NLM_F_EXCL
 }
@@ -278,7 +283,13 @@ func (k *nlKernel) AddRoute(r *Route, op Op) error {
 }
 
 func (k *nlKernel) DeleteRoute(r *Route) error {
-	return k.request(unix.RTM_DELROUTE, 0, encodeRoute(r, true), nil)
+	err := k.request(unix.RTM_DELROUTE, 0, encodeRoute(r, true), nil)
+	if r.NHID != 0 && errors.Is(err, unix.EINVAL) {
+		// "Nexthop id does not exist": the kernel flushed the object,
+		// and every route using it went with it.
+		return fmt.Errorf("%w (%w)", unix.ESRCH, err)
+	}
+	return err
 }
 
 func (k *nlKernel) AddNexthop(n *Nexthop, op Op) error {
@@ -378,6 +389,7 @@ func (k *nlKernel) Subscribe(ctx context.Context) (<-chan Update, error) {
 				if !ok {
 					continue
 				}
+				u.Flags = m.Header.Flags
 				select {
 				case ch <- u:
 				case <-ctx.Done():
@@ -563,8 +575,9 @@ func decodeMultipath(b []byte) []Hop {
 	return hops
 }
 
-// encodeRoute builds an rtmsg body. For a delete it names the route by its
-// key, protocol and type only, so that every hop of it goes.
+// encodeRoute builds an rtmsg body. A delete names one kernel route: its
+// key, protocol and type, and its hops or nexthop object, so that a twin
+// of the same key (`ip route append`) stays.
 func encodeRoute(r *Route, del bool) []byte {
 	b := make([]byte, unix.SizeofRtMsg)
 	b[0] = r.Family
@@ -594,17 +607,27 @@ func encodeRoute(r *Route, del bool) []byte {
 	if r.Priority != 0 {
 		b = appendAttr(b, rtaPriority, u32(r.Priority))
 	}
-	if del {
-		// No RTA_NH_ID: the kernel refuses it (EINVAL) once the nexthop
-		// object is gone, which is the usual case at carrier loss.
-		return b
-	}
 	if r.NHID != 0 {
+		// On delete the kernel refuses it (EINVAL) once the nexthop
+		// object is gone: DeleteRoute reads that as ESRCH.
 		b = appendAttr(b, rtaNHID, u32(r.NHID))
+	}
+	if del {
+		return appendHops(b, r, true)
 	}
 	if r.PrefSrc.IsValid() {
 		b = appendAttr(b, rtaPrefSrc, r.PrefSrc.AsSlice())
 	}
+	b = appendHops(b, r, false)
+	for _, a := range r.Attrs {
+		b = appendAttr(b, a.Type, a.Data)
+	}
+	return b
+}
+
+// appendHops adds r's hops; for a delete only what tells routes of one
+// key apart (device and gateway), which is what the kernel compares.
+func appendHops(b []byte, r *Route, del bool) []byte {
 	switch {
 	case r.NHID != 0:
 	case r.Multipath:
@@ -614,8 +637,10 @@ func encodeRoute(r *Route, del bool) []byte {
 			if h.Gateway.IsValid() {
 				attrs = appendAttr(attrs, rtaGateway, h.Gateway.AsSlice())
 			}
-			for _, a := range h.Attrs {
-				attrs = appendAttr(attrs, a.Type, a.Data)
+			if !del {
+				for _, a := range h.Attrs {
+					attrs = appendAttr(attrs, a.Type, a.Data)
+				}
 			}
 			w := max(h.Weight, 1) - 1
 			mp = binary.NativeEndian.AppendUint16(mp, uint16(unix.SizeofRtNexthop+len(attrs)))
@@ -632,10 +657,9 @@ func encodeRoute(r *Route, del bool) []byte {
 		if h.Gateway.IsValid() {
 			b = appendAttr(b, rtaGateway, h.Gateway.AsSlice())
 		}
-		binary.NativeEndian.PutUint32(b[8:], (r.Flags|uint32(h.Flags))&userHopFlags)
-	}
-	for _, a := range r.Attrs {
-		b = appendAttr(b, a.Type, a.Data)
+		if !del {
+			binary.NativeEndian.PutUint32(b[8:], (r.Flags|uint32(h.Flags))&userHopFlags)
+		}
 	}
 	return b
 }

@@ -41,6 +41,14 @@ type routeEntry struct {
 	// rest: the order and weights to merge back into (a single-path
 	// remnant has lost its weight in the kernel).
 	Orig *Route `json:"orig,omitempty"`
+	// Peers are the routes of the key, this one among them, in the
+	// kernel's order before any withdrawal (only when there were several:
+	// `ip route append` twins): where to put this one back.
+	Peers []*Route `json:"peers,omitempty"`
+	// Orphan: the link whose withdrawal took the rest of this partially
+	// withdrawn route is gone, so no other record holds the route any
+	// more; its hops here still come back.
+	Orphan bool `json:"orphan,omitempty"`
 }
 
 // nexthopEntry is one withdrawn nexthop object, or dead members taken out
@@ -49,6 +57,12 @@ type nexthopEntry struct {
 	Nexthop *Nexthop      `json:"nexthop"`
 	Removed []GroupMember `json:"removed,omitempty"`
 	Merge   bool          `json:"merge,omitempty"`
+	// Orig is the group as it was before any link's withdrawal, when
+	// another link had already taken members out: the order and weights
+	// to merge back into.
+	Orig *Nexthop `json:"orig,omitempty"`
+	// Orphan: as routeEntry.Orphan, for a group's members.
+	Orphan bool `json:"orphan,omitempty"`
 }
 
 func linkID(ifname string, ifindex int) string { return ifname + "#" + strconv.Itoa(ifindex) }

@@ -58,6 +58,41 @@ func (r *Route) key() routeKey {
 	return routeKey{r.Family, r.Table, r.Dst, r.Src, r.TOS, r.Priority}
 }
 
+// sameAlias: a and b, of one key, are the same kernel route, perhaps with
+// hops taken out or put back since. The kernel keeps several routes under
+// one key (IPv4 `ip route append`, IPv6 device or nexthop-object routes
+// beside a multipath one), and no two of them share a hop.
+func sameAlias(a, b *Route) bool {
+	if a.NHID != 0 || b.NHID != 0 {
+		return a.NHID == b.NHID
+	}
+	if a.Type != b.Type {
+		return false
+	}
+	if len(a.Hops) == 0 && len(b.Hops) == 0 {
+		return true
+	}
+	for _, h := range a.Hops {
+		if hasHop(b.Hops, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameHops: a and b have exactly the same hops, in the same order.
+func sameHops(a, b *Route) bool {
+	return a.NHID == b.NHID && slices.EqualFunc(a.Hops, b.Hops, func(x, y Hop) bool { return x.same(y) })
+}
+
+// aliasIndex is the position of the route of rs that is r, or -1.
+func aliasIndex(rs []*Route, r *Route) int {
+	if i := slices.IndexFunc(rs, func(o *Route) bool { return sameHops(o, r) }); i >= 0 {
+		return i
+	}
+	return slices.IndexFunc(rs, func(o *Route) bool { return sameAlias(o, r) })
+}
+
 func (k routeKey) String() string {
 	s := fmt.Sprintf("%s table %d metric %d", k.Dst, k.Table, k.Priority)
 	if k.Src.IsValid() {
