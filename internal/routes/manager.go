@@ -340,9 +340,10 @@ func (m *Manager) record(id, ifname string, ifindex int, rents []*routeEntry, ne
 		if !e.Merge && m.aliasWithdrawnElsewhere(e.Route, id) {
 			e.Merge = true
 		}
-		if len(e.Removed) == 0 {
-			e.Orig = m.origElsewhere(e.Route, id)
-		}
+		// The fullest version of the route any record holds: the order
+		// and weights to merge back into, and what identifies the route
+		// when only other links' hops are left of it.
+		e.Orig = m.origElsewhere(e.Route, id)
 		e.Peers = m.peersElsewhere(e, id)
 		ls.Routes = slices.DeleteFunc(ls.Routes, func(o *routeEntry) bool {
 			return o.Route.key() == e.Route.key() && sameAlias(o.Route, e.Route)
@@ -350,7 +351,7 @@ func (m *Manager) record(id, ifname string, ifindex int, rents []*routeEntry, ne
 		ls.Routes = append(ls.Routes, e)
 	}
 	for _, e := range nents {
-		if len(e.Removed) == 0 && len(e.Nexthop.Group) > 0 {
+		if len(e.Nexthop.Group) > 0 {
 			e.Orig = m.groupOrigElsewhere(e.Nexthop, id)
 		}
 		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(o *nexthopEntry) bool { return o.Nexthop.ID == e.Nexthop.ID })
