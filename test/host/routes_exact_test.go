@@ -344,3 +344,52 @@ func rtCmds(cmds [][]string) string {
 	}
 	return b.String()
 }
+
+// TestRoutesOnePrefixTwoMetrics: one prefix at two metrics is two kernel
+// keys, in IPv4 and IPv6. Withdrawing x takes only the route through x; a
+// route an operator adds at a third metric while x is down is not "the
+// same route re-added", so x's comes back too, and the table is then
+// byte-identical.
+func TestRoutesOnePrefixTwoMetrics(t *testing.T) {
+	tp := rtSetup(t)
+	for _, args := range [][]string{
+		{"route", "add", "203.0.120.0/24", "via", "10.1.0.2", "dev", "x", "metric", "10"},
+		{"route", "add", "203.0.120.0/24", "via", "10.2.0.2", "dev", "y", "metric", "20"},
+		{"route", "add", "203.0.121.0/24", "via", "10.2.0.2", "dev", "y", "metric", "10"},
+		{"route", "add", "203.0.121.0/24", "via", "10.1.0.2", "dev", "x", "metric", "20"},
+		{"-6", "route", "add", "2001:db8:120::/64", "via", "2001:db8:1::2", "dev", "x", "metric", "10"},
+		{"-6", "route", "add", "2001:db8:120::/64", "via", "2001:db8:2::2", "dev", "y", "metric", "20"},
+	} {
+		tp.ns.ip(t, args...)
+	}
+	m, _ := tp.manager(t)
+	before := rtOrdered(t, tp.ns)
+	tp.cut(t)
+	if _, err := m.LinkDown(tp.x, "x"); err != nil {
+		t.Fatalf("LinkDown: %v", err)
+	}
+	now := rtOrdered(t, tp.ns)
+	for _, want := range []string{
+		"203.0.120.0/24 via 10.2.0.2 dev y table main proto boot scope global metric 20",
+		"203.0.121.0/24 via 10.2.0.2 dev y table main proto boot scope global metric 10",
+		"2001:db8:120::/64 via 2001:db8:2::2 dev y table main proto boot scope global metric 20",
+	} {
+		if !slices.ContainsFunc(now, func(l string) bool { return strings.Contains(l, want) }) {
+			t.Errorf("while x is down, want %q kept:\n%s", want, strings.Join(now, "\n"))
+		}
+	}
+	if l := rtThrough(now, "x"); len(l) > 0 {
+		t.Errorf("while x is down, still through x: %q", l)
+	}
+	other := []string{"203.0.120.0/24", "via", "10.2.0.3", "dev", "y", "metric", "30"}
+	tp.ns.ip(t, append([]string{"route", "add"}, other...)...)
+	time.Sleep(50 * time.Millisecond) // let the manager hear of it
+	tp.mend(t)
+	if _, err := m.LinkUp(tp.x, "x"); err != nil {
+		t.Fatalf("LinkUp: %v", err)
+	}
+	tp.ns.ip(t, append([]string{"route", "del"}, other...)...)
+	if d := rtOrderedDiff(rtOrdered(t, tp.ns), before); d != "" {
+		t.Fatalf("after restore (- before, + now):%s", d)
+	}
+}
