@@ -348,4 +348,3 @@ func (f *fakeKernel) all(r *Route) []*Route {
 	defer f.mu.Unlock()
 	return append([]*Route(nil), f.routes[kernelKey(r)]...)
 }
-
