@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -195,6 +196,12 @@ func TestExactRestoreProperty(t *testing.T) {
 			if r := f.through(down); r != "" {
 				t.Fatalf("trial %d (seed %d), after %v: %s still routes through a dead link", trial, seed, order, r)
 			}
+			// Not only nothing dead: everything with a live path is there,
+			// as it was, in its place.
+			if got, want := f.snapshot(t), project(t, rs, nhs, down); !slicesEqual(got, want) {
+				t.Fatalf("trial %d (seed %d), after %v the table is not the original less the dead links:%s",
+					trial, seed, order, lineDiff(got, want))
+			}
 		}
 		for _, i := range rng.Perm(3) {
 			if down[2+i] {
@@ -347,4 +354,62 @@ func (f *fakeKernel) all(r *Route) []*Route {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]*Route(nil), f.routes[kernelKey(r)]...)
+}
+
+// project is the table the original routes and nexthops make with the
+// down links taken out, as the kernel would hold it: what a correct
+// withdrawal leaves at any moment.
+func project(t *testing.T, rs []*Route, nhs []*Nexthop, down map[int]bool) []string {
+	t.Helper()
+	p := newFake()
+	for _, n := range nhs {
+		if len(n.Group) == 0 && !down[n.Ifindex] {
+			p.nexthops[n.ID] = n.clone()
+		}
+	}
+	for _, n := range nhs {
+		var live []GroupMember
+		for _, mb := range n.Group {
+			if p.nexthops[mb.ID] != nil {
+				live = append(live, mb)
+			}
+		}
+		if len(live) > 0 {
+			p.nexthops[n.ID] = n.withGroup(live)
+		}
+	}
+	for _, r := range rs {
+		if r.NHID != 0 {
+			if p.nexthops[r.NHID] != nil {
+				p.put(r)
+			}
+			continue
+		}
+		var live []Hop
+		for _, h := range r.Hops {
+			if !down[h.Ifindex] {
+				live = append(live, h)
+			}
+		}
+		if len(live) > 0 {
+			p.put(r.withHops(live))
+		}
+	}
+	return p.snapshot(t)
+}
+
+// lineDiff lists the lines only one side has (- want, + got).
+func lineDiff(got, want []string) string {
+	var b strings.Builder
+	for _, l := range want {
+		if !slices.Contains(got, l) {
+			b.WriteString("\n  - " + l)
+		}
+	}
+	for _, l := range got {
+		if !slices.Contains(want, l) {
+			b.WriteString("\n  + " + l)
+		}
+	}
+	return b.String()
 }

@@ -856,6 +856,13 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 		done[e] = count(o, err)
 	}
 	restoreRoutes(false)
+	if li.Carrier {
+		n, err := m.restoreDependents(id)
+		res.Restored += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 
 	ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return done[e] })
 	ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return done[e] })
@@ -871,6 +878,42 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 		return res, fmt.Errorf("restore routes of %s: %w", ls.Ifname, err)
 	}
 	return res, nil
+}
+
+// restoreDependents puts back the routes other links withdrew because
+// their nexthop object went entirely, when this link's restore brought
+// the object back (a group with this link's members): they have a live
+// path again. m.mu must be held.
+func (m *Manager) restoreDependents(id string) (int, error) {
+	n := 0
+	var errs []error
+	for oid, ls := range m.st.Links {
+		if oid == id {
+			continue
+		}
+		done := map[*routeEntry]bool{}
+		for _, e := range ls.Routes {
+			if e.Route.NHID == 0 || m.cache.nexthop(e.Route.NHID) == nil {
+				continue
+			}
+			switch o, err := m.restoreRoute(e, oid); o {
+			case restored:
+				n++
+				done[e] = true
+			case skipped:
+				done[e] = true
+			case failed:
+				errs = append(errs, err)
+			}
+		}
+		if len(done) > 0 {
+			ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return done[e] })
+			if ls.count() == 0 {
+				delete(m.st.Links, oid)
+			}
+		}
+	}
+	return n, errors.Join(errs...)
 }
 
 func (m *Manager) restoreRoute(e *routeEntry, id string) (outcome, error) {

@@ -84,7 +84,7 @@ func rtOrderedDiff(got, want []string) string {
 func rtThrough(lines []string, devs ...string) []string {
 	var out []string
 	for _, l := range lines {
-		if strings.Contains(l, "table local") || strings.Contains(l, " fe80::/64 ") || strings.HasPrefix(l, "multicast") {
+		if !rtManaged(l) {
 			continue
 		}
 		for _, d := range devs {
@@ -94,6 +94,12 @@ func rtThrough(lines []string, devs ...string) []string {
 		}
 	}
 	return out
+}
+
+// rtManaged: a line of rtOrdered that linkbeat manages, not one of the
+// kernel's own local, broadcast, multicast or IPv6 link-local routes.
+func rtManaged(l string) bool {
+	return !strings.Contains(l, "table local") && !strings.Contains(l, " fe80::/64 ") && !strings.HasPrefix(l, "multicast")
 }
 
 // TestRoutesAppendTwinsAndGroupDoubleFailure is issue 16's report, run as
@@ -316,8 +322,16 @@ func TestRoutesExactRestoreProperty(t *testing.T) {
 						dead = append(dead, d)
 					}
 				}
-				if l := rtThrough(rtOrdered(t, p.ns), dead...); len(l) > 0 {
+				now := rtOrdered(t, p.ns)
+				if l := rtThrough(now, dead...); len(l) > 0 {
 					t.Fatalf("after %v: still routed through a dead link: %q\nroutes:\n%s", order, l, rtCmds(cmds))
+				}
+				// And what uses live links only is there as it was (a group
+				// object's line names no devices: the routes using it do).
+				for _, l := range before {
+					if rtManaged(l) && !strings.HasPrefix(l, "id ") && len(rtThrough([]string{l}, dead...)) == 0 && !slices.Contains(now, l) {
+						t.Fatalf("after %v: %q, which uses live links only, is missing or changed\nroutes:\n%s", order, l, rtCmds(cmds))
+					}
 				}
 			}
 			for _, i := range rng.Perm(3) {
