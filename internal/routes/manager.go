@@ -10,6 +10,13 @@
 // anyway, so withdrawing them steers nothing, and the kernel would not
 // re-add them.
 //
+// Identity: the kernel tells routes apart by table, destination, TOS (IPv4),
+// source prefix (IPv6) and metric, but holds several routes under one such
+// key (IPv4 `ip route append`, IPv6 device or nexthop-object routes beside a
+// multipath one). The cache keeps each key's routes in the kernel's order,
+// and a withdrawn route remembers where it stood among them, so that it
+// comes back in its place whatever order links fail and return in.
+//
 // What was withdrawn is written to a state file before anything is deleted,
 // so a restarted daemon still restores it.
 package routes
