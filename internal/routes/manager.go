@@ -216,7 +216,7 @@ func plan(ifindex int, routes [][]*Route, nhs map[uint32]*Nexthop, flushed []*Ro
 	}
 	// Map order is random: keep the state file and the kernel calls stable.
 	slices.SortFunc(nents, func(a, b *nexthopEntry) int { return cmp.Compare(a.Nexthop.ID, b.Nexthop.ID) })
-	slices.SortFunc(rents, func(a, b *routeEntry) int { return cmp.Compare(a.Route.String(), b.Route.String()) })
+	slices.SortStableFunc(rents, func(a, b *routeEntry) int { return compareKeys(a.Route.key(), b.Route.key()) })
 	return rents, nents
 }
 
@@ -341,29 +341,25 @@ func (m *Manager) record(id, ifname string, ifindex int, rents []*routeEntry, ne
 		c.Routes, c.Nexthops = slices.Clone(prev.Routes), slices.Clone(prev.Nexthops)
 		ls = &c
 	}
+	ix := m.index()
 	for _, e := range rents {
 		// A route already cut down by another link is part of a multipath
 		// set: restoring it must merge, not skip.
-		if !e.Merge && m.aliasWithdrawnElsewhere(e.Route, id) {
+		if !e.Merge && ix.aliasElsewhere(e.Route, id) {
 			e.Merge = true
 		}
 		// The fullest version of the route any record holds: the order
 		// and weights to merge back into, and what identifies the route
 		// when only other links' hops are left of it.
-		e.Orig = m.origElsewhere(e.Route, id)
-		e.Peers = m.peersElsewhere(e, id)
-		ls.Routes = slices.DeleteFunc(ls.Routes, func(o *routeEntry) bool {
-			return o.Route.key() == e.Route.key() && sameAlias(o.Route, e.Route)
-		})
-		ls.Routes = append(ls.Routes, e)
+		e.Orig = ix.origElsewhere(e.Route, id)
+		e.Peers = ix.peersElsewhere(e, id)
 	}
 	for _, e := range nents {
 		if len(e.Nexthop.Group) > 0 {
-			e.Orig = m.groupOrigElsewhere(e.Nexthop, id)
+			e.Orig = ix.groupOrigElsewhere(e.Nexthop, id)
 		}
-		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(o *nexthopEntry) bool { return o.Nexthop.ID == e.Nexthop.ID })
-		ls.Nexthops = append(ls.Nexthops, e)
 	}
+	ls.Routes, ls.Nexthops = supersede(ls.Routes, rents), supersedeNH(ls.Nexthops, nents)
 	m.st.Links[id] = ls
 	if err := m.st.save(m.cfg.StateDir); err != nil {
 		if prev == nil {
@@ -545,115 +541,6 @@ func rank(e *routeEntry, partial bool) int {
 	return 2
 }
 
-// aliasWithdrawnElsewhere: another link's record also holds this kernel
-// route (a part of it, or all that was left of it).
-func (m *Manager) aliasWithdrawnElsewhere(r *Route, except string) bool {
-	k := r.key()
-	for id, ls := range m.st.Links {
-		if id == except {
-			continue
-		}
-		for _, e := range ls.Routes {
-			if e.Route.key() == k && (sameAlias(e.Route, r) || (e.Orig != nil && sameAlias(e.Orig, r))) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// peersElsewhere is the fullest list of e's key's routes in the kernel's
-// order that any record holds, when it has every route e's list has.
-func (m *Manager) peersElsewhere(e *routeEntry, except string) []*Route {
-	best := e.Peers
-	have := e.Peers
-	if len(have) == 0 {
-		have = []*Route{e.Route}
-	}
-	k := e.Route.key()
-	for id, ls := range m.st.Links {
-		if id == except {
-			continue
-		}
-		for _, o := range ls.Routes {
-			if o.Route.key() != k || len(o.Peers) <= len(best) {
-				continue
-			}
-			if !slices.ContainsFunc(have, func(r *Route) bool { return aliasIndex(o.Peers, r) < 0 }) {
-				best = o.Peers
-			}
-		}
-	}
-	return best
-}
-
-// groupOrigElsewhere is the fullest pre-withdrawal version of group n
-// that another link's record holds, with every member n has now.
-func (m *Manager) groupOrigElsewhere(n *Nexthop, except string) *Nexthop {
-	var best *Nexthop
-	for id, ls := range m.st.Links {
-		if id == except {
-			continue
-		}
-		for _, e := range ls.Nexthops {
-			for _, o := range []*Nexthop{e.Orig, e.Nexthop} {
-				if o == nil || o.ID != n.ID || len(o.Group) <= len(n.Group) {
-					continue
-				}
-				if !slices.ContainsFunc(n.Group, func(mb GroupMember) bool { return !hasMember(o.Group, mb.ID) }) &&
-					(best == nil || len(o.Group) > len(best.Group)) {
-					best = o
-				}
-			}
-		}
-	}
-	if best == nil {
-		return nil
-	}
-	return best.clone()
-}
-
-// origElsewhere is the fullest pre-withdrawal version of r that another
-// link's record holds (a partial withdrawal's route, or an Orig handed
-// on), with every hop r has now; nil when there is none.
-func (m *Manager) origElsewhere(r *Route, except string) *Route {
-	var best *Route
-	for id, ls := range m.st.Links {
-		if id == except {
-			continue
-		}
-		for _, e := range ls.Routes {
-			for _, o := range []*Route{e.Orig, e.Route} {
-				if o == nil || (o == e.Route && len(e.Removed) == 0) || o.key() != r.key() || len(o.Hops) <= len(r.Hops) {
-					continue
-				}
-				if !slices.ContainsFunc(r.Hops, func(h Hop) bool { return !hasHop(o.Hops, h) }) &&
-					(best == nil || len(o.Hops) > len(best.Hops)) {
-					best = o
-				}
-			}
-		}
-	}
-	if best == nil {
-		return nil
-	}
-	return best.clone()
-}
-
-func (m *Manager) nexthopWithdrawnElsewhere(nhid uint32, except string) bool {
-	for id, ls := range m.st.Links {
-		if id == except {
-			continue
-		}
-		for _, e := range ls.Nexthops {
-			if e.Nexthop.ID == nhid {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // Forget drops what was withdrawn from a link that is gone (deleted, or
 // moved to another netns): its routes went with it, and nothing may be
 // restored onto a later link with its name or ifindex.
@@ -681,15 +568,17 @@ func (m *Manager) Forget(ifindex int) error {
 // record to be restored: what gone took went with the link, but their own
 // hops and members still come back. m.mu must be held.
 func (m *Manager) orphan(gone *linkState) {
+	routes := map[routeKey][]*routeEntry{}
+	for _, g := range gone.Routes {
+		routes[g.Route.key()] = append(routes[g.Route.key()], g)
+	}
 	nhs := map[uint32]bool{}
 	for _, e := range gone.Nexthops {
 		nhs[e.Nexthop.ID] = true
 	}
 	for _, ls := range m.st.Links {
 		for _, e := range ls.Routes {
-			if len(e.Removed) > 0 && slices.ContainsFunc(gone.Routes, func(g *routeEntry) bool {
-				return g.Route.key() == e.Route.key() && (sameAlias(g.Route, e.Route) || (g.Orig != nil && sameAlias(g.Orig, e.Route)))
-			}) {
+			if len(e.Removed) > 0 && slices.ContainsFunc(routes[e.Route.key()], func(g *routeEntry) bool { return g.holds(e.Route) }) {
 				e.Orphan = true
 			}
 		}
@@ -832,6 +721,7 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 			routes = append(routes, e)
 		}
 	}
+	ix := m.index()
 	done := map[any]bool{}
 	restoreRoutes := func(connected bool) {
 		for _, e := range routes {
@@ -841,7 +731,7 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 					res.Skipped++
 					continue
 				}
-				o, err := m.restoreRoute(e, id)
+				o, err := m.restoreRoute(e, id, ix)
 				done[e] = count(o, err)
 			}
 		}
@@ -859,12 +749,12 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 			res.Skipped++
 			continue
 		}
-		o, err := m.restoreNexthop(e, id)
+		o, err := m.restoreNexthop(e, id, ix)
 		done[e] = count(o, err)
 	}
 	restoreRoutes(false)
 	if li.Carrier {
-		n, err := m.restoreDependents(id)
+		n, err := m.restoreDependents(id, ix)
 		res.Restored += n
 		if err != nil {
 			errs = append(errs, err)
@@ -891,7 +781,7 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 // their nexthop object went entirely, when this link's restore brought
 // the object back (a group with this link's members): they have a live
 // path again. m.mu must be held.
-func (m *Manager) restoreDependents(id string) (int, error) {
+func (m *Manager) restoreDependents(id string, ix *index) (int, error) {
 	n := 0
 	var errs []error
 	for oid, ls := range m.st.Links {
@@ -903,7 +793,7 @@ func (m *Manager) restoreDependents(id string) (int, error) {
 			if e.Route.NHID == 0 || m.cache.nexthop(e.Route.NHID) == nil {
 				continue
 			}
-			switch o, err := m.restoreRoute(e, oid); o {
+			switch o, err := m.restoreRoute(e, oid, ix); o {
 			case restored:
 				n++
 				done[e] = true
@@ -923,7 +813,7 @@ func (m *Manager) restoreDependents(id string) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-func (m *Manager) restoreRoute(e *routeEntry, id string) (outcome, error) {
+func (m *Manager) restoreRoute(e *routeEntry, id string, ix *index) (outcome, error) {
 	r := e.Route
 	if r.NHID != 0 && m.cache.nexthop(r.NHID) == nil {
 		// Its nexthop object waits for carrier (refused, or withdrawn by
@@ -942,7 +832,7 @@ func (m *Manager) restoreRoute(e *routeEntry, id string) (outcome, error) {
 			// Only our hops are ours to bring back, and only if the rest
 			// of the route went because of another dead link rather than
 			// because someone deleted it.
-			if !e.Orphan && !m.aliasWithdrawnElsewhere(r, id) {
+			if !e.Orphan && !ix.aliasElsewhere(r, id) {
 				return skipped, nil
 			}
 			want = r.withHops(e.Removed)
@@ -1026,7 +916,7 @@ func mergeHops(orig, cur, add []Hop, curMultipath bool) []Hop {
 	return out
 }
 
-func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
+func (m *Manager) restoreNexthop(e *nexthopEntry, id string, ix *index) (outcome, error) {
 	n := e.Nexthop
 	cur := m.cache.nexthop(n.ID)
 	if len(n.Group) == 0 {
@@ -1061,7 +951,7 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 		}
 	}
 	if cur == nil {
-		if len(e.Removed) > 0 && !e.Orphan && !m.nexthopWithdrawnElsewhere(n.ID, id) {
+		if len(e.Removed) > 0 && !e.Orphan && !ix.nexthopElsewhere(n.ID, id) {
 			return skipped, nil // the group was deleted meanwhile
 		}
 		if len(ours) == 0 {

@@ -85,6 +85,7 @@ type nlKernel struct {
 	sub    int // notification socket; groups joined by Subscribe
 	err    error
 	subbed bool
+	buf    []byte // replies, reused under mu: one per request would be 64 KiB of garbage per route
 }
 
 // NewKernel returns the netlink Kernel of the calling thread's network
@@ -148,7 +149,10 @@ func (k *nlKernel) request(typ, flags uint16, body []byte, fn func(typ uint16, f
 	if err := unix.Sendto(k.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("netlink send: %w", err)
 	}
-	buf := make([]byte, 1<<16)
+	if k.buf == nil {
+		k.buf = make([]byte, 1<<16)
+	}
+	buf := k.buf
 	interrupted := false
 	for {
 		n, _, err := unix.Recvfrom(k.fd, buf, 0)

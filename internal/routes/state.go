@@ -87,10 +87,20 @@ func loadState(dir string) (*state, error) {
 	return st, nil
 }
 
-// save writes the state atomically and durably: after it returns a crash
-// cannot lose it.
+// save writes the state atomically: a temporary file renamed over the old
+// one, so a reader or a restarted daemon never sees half a record.
+//
+// Not fsynced, on purpose: save runs on the reaction path, before the
+// routes are deleted, and an fsync there costs a millisecond or more per
+// event. The record must survive the daemon's death (a crash, SIGKILL, an
+// upgrade), and it does: the renamed file is in the page cache, which
+// outlives the process. It need not survive the machine's: after a crash
+// or power loss the kernel's routes are gone too, and the network is
+// configured afresh at boot; replaying a pre-crash record onto that would
+// re-add routes the boot's own configuration manages. That is also why
+// the state directory is on /run (tmpfs) by default.
 func (st *state) save(dir string) error {
-	if err := statefile.Write(dir, stateFile, st, statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Durable: true}); err != nil {
+	if err := statefile.Write(dir, stateFile, st, statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Compact: true}); err != nil {
 		return fmt.Errorf("route state: %w", err)
 	}
 	return nil

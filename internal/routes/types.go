@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -18,7 +19,7 @@ type Attr struct {
 type Hop struct {
 	Ifindex int        `json:"ifindex"`
 	Gateway netip.Addr `json:"gateway,omitzero"`
-	Weight  int        `json:"weight"` // 1..256, rtnh_hops+1
+	Weight  int        `json:"weight,omitempty"` // 1..256, rtnh_hops+1
 	Flags   uint8      `json:"flags,omitempty"`
 	Attrs   []Attr     `json:"attrs,omitempty"`
 }
@@ -32,9 +33,9 @@ type Route struct {
 	Src       netip.Prefix `json:"src,omitzero"` // IPv6 source-specific routing (RTA_SRC)
 	TOS       uint8        `json:"tos,omitempty"`
 	Table     uint32       `json:"table"`
-	Protocol  uint8        `json:"protocol"`
-	Scope     uint8        `json:"scope"`
-	Type      uint8        `json:"type"`
+	Protocol  uint8        `json:"protocol,omitempty"`
+	Scope     uint8        `json:"scope,omitempty"`
+	Type      uint8        `json:"type,omitempty"`
 	Flags     uint32       `json:"flags,omitempty"` // rtm_flags as dumped
 	Priority  uint32       `json:"priority,omitempty"`
 	PrefSrc   netip.Addr   `json:"prefsrc,omitzero"`
@@ -91,6 +92,15 @@ func aliasIndex(rs []*Route, r *Route) int {
 		return i
 	}
 	return slices.IndexFunc(rs, func(o *Route) bool { return sameAlias(o, r) })
+}
+
+// compareKeys orders keys cheaply (no formatting): by family, table,
+// destination, source, TOS and priority.
+func compareKeys(a, b routeKey) int {
+	return cmp.Or(cmp.Compare(a.Family, b.Family), cmp.Compare(a.Table, b.Table),
+		a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()),
+		a.Src.Addr().Compare(b.Src.Addr()), cmp.Compare(a.Src.Bits(), b.Src.Bits()),
+		cmp.Compare(a.TOS, b.TOS), cmp.Compare(a.Priority, b.Priority))
 }
 
 func (k routeKey) String() string {
