@@ -413,3 +413,55 @@ func lineDiff(got, want []string) string {
 	}
 	return b.String()
 }
+
+// TestRestoresStateOfPreviousRelease: a record written by the previous
+// release (indented JSON, every field spelled out) is read by this one
+// and restores exactly. testdata/state-v1.json was written by that
+// release's LinkDown of eth0 over the routes below.
+func TestRestoresStateOfPreviousRelease(t *testing.T) {
+	conn := connected4("10.1.0.0/24", 2, "10.1.0.1")
+	static := route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))
+	static.Priority = 50
+	def := route4("0.0.0.0/0", hop(2, "10.1.0.254", 1), hop(3, "10.2.0.254", 2))
+	def6 := route6("::/0", hop(3, "2001:db8:2::1", 3), hop(2, "2001:db8:1::1", 1))
+	nhs := []*Nexthop{
+		{ID: 10, Family: unix.AF_INET, Protocol: unix.RTPROT_BOOT, Ifindex: 2, Gateway: ip("10.1.0.2")},
+		{ID: 11, Family: unix.AF_INET, Protocol: unix.RTPROT_BOOT, Ifindex: 3, Gateway: ip("10.2.0.2")},
+		{ID: 20, Protocol: unix.RTPROT_BOOT, Group: []GroupMember{{10, 1}, {11, 2}}},
+	}
+	r10 := route4("198.51.101.0/24")
+	r10.NHID = 10
+	f := newFake()
+	f.links[2] = LinkInfo{Name: "eth0", Carrier: true}
+	f.links[3] = LinkInfo{Name: "eth1", Carrier: true}
+	for _, r := range []*Route{conn, static, def, def6, r10} {
+		f.put(r)
+	}
+	for _, n := range nhs {
+		f.nexthops[n.ID] = n.clone()
+	}
+	before := f.snapshot(t)
+	// The kernel as that LinkDown left it.
+	f.drop(conn)
+	f.drop(static)
+	f.set(def.withHops(def.Hops[1:]))
+	f.set(def6.withHops(def6.Hops[:1]))
+	f.flushNexthop(10)
+
+	old, err := os.ReadFile("testdata/state-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/"+stateFile, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := start(t, f, dir)
+	if got := m.Withdrawn()["eth0"]; got != 7 {
+		t.Fatalf("read %d withdrawn from the old record, want 7", got)
+	}
+	if res := mustUp(t, m, 2, "eth0"); res.Restored != 7 {
+		t.Fatalf("restored %d, want 7 (%+v)", res.Restored, res)
+	}
+	sameTable(t, f.snapshot(t), before)
+}
