@@ -215,6 +215,18 @@ func (f *fakeKernel) DeleteRoute(r *Route) error {
 	return nil
 }
 
+func (f *fakeKernel) ApplyRoutes(changes []RouteChange) []error {
+	errs := make([]error, len(changes))
+	for i, c := range changes {
+		if c.Delete {
+			errs[i] = f.DeleteRoute(c.Route)
+		} else {
+			errs[i] = f.AddRoute(c.Route, c.Op)
+		}
+	}
+	return errs
+}
+
 func (f *fakeKernel) setKey(k kkey, rs []*Route) {
 	if len(rs) == 0 {
 		delete(f.routes, k)

@@ -26,6 +26,14 @@ const (
 	OpPrepend
 )
 
+// RouteChange is one change of an ApplyRoutes batch: Route deleted, or
+// added with Op.
+type RouteChange struct {
+	Route  *Route
+	Delete bool
+	Op     Op
+}
+
 // LinkInfo is what the manager needs to know about a link.
 type LinkInfo struct {
 	Name    string
@@ -71,6 +79,10 @@ type Kernel interface {
 	// append` twins) stay. A nexthop object that no longer exists reads as
 	// ESRCH: the kernel flushed the route with it.
 	DeleteRoute(r *Route) error
+	// ApplyRoutes applies route changes in order, as AddRoute and DeleteRoute
+	// would one by one, but in as few system calls as it can: a carrier
+	// loss may withdraw tens of thousands. It returns one error per change.
+	ApplyRoutes(changes []RouteChange) []error
 	AddNexthop(n *Nexthop, op Op) error
 	DeleteNexthop(id uint32) error
 	// Subscribe delivers route and nexthop notifications until ctx ends;

@@ -216,7 +216,11 @@ func plan(ifindex int, routes [][]*Route, nhs map[uint32]*Nexthop, flushed []*Ro
 	}
 	// Map order is random: keep the state file and the kernel calls stable.
 	slices.SortFunc(nents, func(a, b *nexthopEntry) int { return cmp.Compare(a.Nexthop.ID, b.Nexthop.ID) })
-	slices.SortStableFunc(rents, func(a, b *routeEntry) int { return compareKeys(a.Route.key(), b.Route.key()) })
+	keys := make(map[*routeEntry]routeKey, len(rents))
+	for _, e := range rents {
+		keys[e] = e.Route.key()
+	}
+	slices.SortStableFunc(rents, func(a, b *routeEntry) int { return compareKeys(keys[a], keys[b]) })
 	return rents, nents
 }
 
@@ -378,46 +382,71 @@ func (m *Manager) withdrawRoutes(rents []*routeEntry, drop map[any]bool, res *Re
 	slices.SortStableFunc(rents, func(a, b *routeEntry) int {
 		return cmp.Compare(rank(a, len(a.Removed) > 0), rank(b, len(b.Removed) > 0))
 	})
+	// Changes that are one message each go in batches, in order; one that
+	// moves routes of a key around flushes the batch and runs alone.
+	var batch []RouteChange
+	var batched []*routeEntry
+	flush := func() {
+		for i, err := range m.k.ApplyRoutes(batch) {
+			if err := m.withdrawn(batched[i], batch[i], err, drop, res); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		batch, batched = batch[:0], batched[:0]
+	}
 	for _, e := range rents {
 		r := e.Route
+		c := RouteChange{Route: r, Delete: true}
 		if len(e.Removed) > 0 {
-			var live []Hop
-			for _, h := range r.Hops {
-				if !hasHop(e.Removed, h) {
-					live = append(live, h)
+			want := r.withHops(slices.DeleteFunc(slices.Clone(r.Hops), func(h Hop) bool { return hasHop(e.Removed, h) }))
+			c = RouteChange{Route: want, Op: OpReplace}
+			if !m.replaceIsOne(r) {
+				flush()
+				if err := m.withdrawn(e, c, m.replaceAlias(r, want), drop, res); err != nil {
+					errs = append(errs, err)
 				}
+				continue
 			}
-			err := m.replaceAlias(r, r.withHops(live))
-			switch {
-			case err == nil:
-				res.Withdrawn++
-			case isGone(err):
-				drop[e] = true
-				res.Skipped++
-			default:
-				errs = append(errs, fmt.Errorf("remove dead nexthops from %s: %w", r, err))
-			}
-			continue
 		}
-		err := m.k.DeleteRoute(r)
+		batch, batched = append(batch, c), append(batched, e)
+	}
+	flush()
+	return errs
+}
+
+// withdrawn books the outcome of one withdrawal change.
+func (m *Manager) withdrawn(e *routeEntry, c RouteChange, err error, drop map[any]bool, res *Result) error {
+	r := e.Route
+	if !c.Delete {
 		switch {
 		case err == nil:
-			m.cache.delRoute(r)
-			res.Withdrawn++
-		case isGone(err) && r.NHID != 0:
-			// The kernel flushed it with its nexthop object at carrier loss.
-			m.cache.delRoute(r)
+			m.cache.setRoute(c.Route)
 			res.Withdrawn++
 		case isGone(err):
-			// Stale cache: someone else removed it; not ours to restore.
-			m.cache.delRoute(r)
 			drop[e] = true
 			res.Skipped++
 		default:
-			errs = append(errs, fmt.Errorf("delete route %s: %w", r, err))
+			return fmt.Errorf("remove dead nexthops from %s: %w", r, err)
 		}
+		return nil
 	}
-	return errs
+	switch {
+	case err == nil:
+		m.cache.delRoute(r)
+		res.Withdrawn++
+	case isGone(err) && r.NHID != 0:
+		// The kernel flushed it with its nexthop object at carrier loss.
+		m.cache.delRoute(r)
+		res.Withdrawn++
+	case isGone(err):
+		// Stale cache: someone else removed it; not ours to restore.
+		m.cache.delRoute(r)
+		drop[e] = true
+		res.Skipped++
+	default:
+		return fmt.Errorf("delete route %s: %w", r, err)
+	}
+	return nil
 }
 
 func (m *Manager) withdrawNexthops(nents []*nexthopEntry, drop map[any]bool, res *Result) []error {
@@ -461,19 +490,29 @@ func (m *Manager) withdrawNexthops(nents []*nexthopEntry, drop map[any]bool, res
 	return errs
 }
 
-// replaceAlias puts want in the place of the kernel route old.
-func (m *Manager) replaceAlias(old, want *Route) error {
+// replaceIsOne: replacing the kernel route old is one OpReplace. IPv4
+// replaces the first route of a key, IPv6 the one of the same kind
+// (multipath-capable or not), which is old.
+func (m *Manager) replaceIsOne(old *Route) bool {
+	if old.Family == unix.AF_INET6 {
+		return true
+	}
 	cur := m.cache.aliases(old.key())
 	i := aliasIndex(cur, old)
-	// IPv4 replaces the first route of a key, IPv6 the one of the same
-	// kind (multipath-capable or not), which is old.
-	if i == 0 || (i < 0 && len(cur) <= 1) || old.Family == unix.AF_INET6 {
+	return i == 0 || (i < 0 && len(cur) <= 1)
+}
+
+// replaceAlias puts want in the place of the kernel route old.
+func (m *Manager) replaceAlias(old, want *Route) error {
+	if m.replaceIsOne(old) {
 		if err := m.k.AddRoute(want, OpReplace); err != nil {
 			return err
 		}
 		m.cache.setRoute(want)
 		return nil
 	}
+	cur := m.cache.aliases(old.key())
+	i := aliasIndex(cur, old)
 	if i < 0 {
 		i = len(cur)
 	} else {

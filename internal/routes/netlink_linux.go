@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -95,6 +96,15 @@ func NewKernel() Kernel {
 	if k.fd, k.err = openNetlink(); k.err != nil {
 		return k
 	}
+	// Room for a batch's acknowledgements: the kernel drops what does not
+	// fit, and a lost ACK must not be waited for.
+	if unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+		unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+	// Never wait for an answer forever: a reply lost to an overrun would
+	// otherwise hang the reaction path.
+	tv := unix.NsecToTimeval(int64(replyTimeout))
+	unix.SetsockoptTimeval(k.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	k.sub, k.err = openNetlink()
 	return k
 }
@@ -287,13 +297,117 @@ func (k *nlKernel) AddRoute(r *Route, op Op) error {
 }
 
 func (k *nlKernel) DeleteRoute(r *Route) error {
-	err := k.request(unix.RTM_DELROUTE, 0, encodeRoute(r, true), nil)
+	return deleteError(r, k.request(unix.RTM_DELROUTE, 0, encodeRoute(r, true), nil))
+}
+
+func deleteError(r *Route, err error) error {
 	if r.NHID != 0 && errors.Is(err, unix.EINVAL) {
 		// "Nexthop id does not exist": the kernel flushed the object,
 		// and every route using it went with it.
 		return fmt.Errorf("%w (%w)", unix.ESRCH, err)
 	}
 	return err
+}
+
+// A batch of ApplyRoutes is at most batchBytes and batchMsgs: its acks
+// (each a socket buffer of its own, about 1 KiB with an extended-ACK
+// message) must fit the receive buffer, or the kernel drops them.
+const (
+	batchBytes   = 32 << 10
+	batchMsgs    = 256
+	replyTimeout = 10 * time.Second
+)
+
+func (k *nlKernel) ApplyRoutes(changes []RouteChange) []error {
+	errs := make([]error, len(changes))
+	var bodies [][]byte
+	var types, flags []uint16
+	for _, c := range changes {
+		if c.Delete {
+			bodies, types, flags = append(bodies, encodeRoute(c.Route, true)), append(types, unix.RTM_DELROUTE), append(flags, 0)
+		} else {
+			bodies, types, flags = append(bodies, encodeRoute(c.Route, false)), append(types, unix.RTM_NEWROUTE), append(flags, opFlags(c.Op))
+		}
+	}
+	for start := 0; start < len(bodies); {
+		end, size := start, 0
+		for end < len(bodies) && end-start < batchMsgs && (end == start || size+unix.NLMSG_HDRLEN+len(bodies[end]) <= batchBytes) {
+			size += unix.NLMSG_HDRLEN + len(bodies[end])
+			end++
+		}
+		k.batch(types[start:end], flags[start:end], bodies[start:end], errs[start:end])
+		start = end
+	}
+	for i, c := range changes {
+		if c.Delete {
+			errs[i] = deleteError(c.Route, errs[i])
+		}
+	}
+	return errs
+}
+
+// batch sends several requests in one datagram and collects each one's
+// ACK: the kernel handles them in order and acknowledges each.
+func (k *nlKernel) batch(types, flags []uint16, bodies [][]byte, errs []error) {
+	if k.err != nil {
+		for i := range errs {
+			errs[i] = k.err
+		}
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	first := k.seq + 1
+	var msg []byte
+	for i, body := range bodies {
+		k.seq++
+		msg = binary.NativeEndian.AppendUint32(msg, uint32(unix.NLMSG_HDRLEN+len(body)))
+		msg = binary.NativeEndian.AppendUint16(msg, types[i])
+		msg = binary.NativeEndian.AppendUint16(msg, flags[i]|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+		msg = binary.NativeEndian.AppendUint32(msg, k.seq)
+		msg = binary.NativeEndian.AppendUint32(msg, 0)
+		msg = append(msg, body...) // bodies are 4-byte aligned
+	}
+	acked := make([]bool, len(bodies))
+	fail := func(err error) {
+		for i := range errs {
+			if !acked[i] {
+				errs[i] = err
+			}
+		}
+	}
+	if err := unix.Sendto(k.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		fail(fmt.Errorf("netlink send: %w", err))
+		return
+	}
+	if k.buf == nil {
+		k.buf = make([]byte, 1<<16)
+	}
+	for left := len(bodies); left > 0; {
+		n, _, err := unix.Recvfrom(k.fd, k.buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			// ENOBUFS: acks were lost; the outcome of those not acked
+			// is unknown, and reported as this error.
+			fail(fmt.Errorf("netlink receive: %w", err))
+			return
+		}
+		msgs, err := syscall.ParseNetlinkMessage(k.buf[:n])
+		if err != nil {
+			fail(fmt.Errorf("parse netlink reply: %w", err))
+			return
+		}
+		for _, m := range msgs {
+			i := int(m.Header.Seq - first)
+			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq < first || i >= len(bodies) || acked[i] {
+				continue // stale reply of an earlier request
+			}
+			errs[i], acked[i] = parseAck(m.Data), true
+			left--
+		}
+	}
 }
 
 func (k *nlKernel) AddNexthop(n *Nexthop, op Op) error {
