@@ -694,6 +694,99 @@ const (
 	waiting
 )
 
+// restoreRun is one restore: its outcome so far, and the batch of route
+// additions not sent yet.
+type restoreRun struct {
+	m       *Manager
+	id      string
+	carrier bool
+	ix      *index
+	res     Result
+	errs    []error
+	done    map[any]bool // entries restored or no longer to restore
+	batch   []RouteChange
+	batched []*routeEntry
+	pending map[routeKey]bool // keys with an addition in the batch
+}
+
+// waits: the kernel refuses nexthop objects on a link without carrier
+// (and flushes them at carrier loss), so a released link's objects, and
+// the routes using them, wait for its carrier (NoCarrier).
+func (r *restoreRun) waits(e any) bool {
+	if r.carrier {
+		return false
+	}
+	switch e := e.(type) {
+	case *nexthopEntry:
+		return true
+	case *routeEntry:
+		return e.Route.NHID != 0
+	}
+	return false
+}
+
+// count books an outcome; it says whether the entry is done with.
+func (r *restoreRun) count(o outcome, err error) bool {
+	switch o {
+	case restored:
+		r.res.Restored++
+	case skipped:
+		r.res.Skipped++
+	case waiting:
+		r.res.NoCarrier = true
+		r.res.Skipped++
+		return false
+	default:
+		r.errs = append(r.errs, err)
+		return false
+	}
+	return true
+}
+
+// routes restores the connected routes, or the others. A whole route
+// whose key has no route now is one addition: those go in batches.
+func (r *restoreRun) routes(entries []*routeEntry, connected bool) {
+	for _, e := range entries {
+		if e.connected() != connected || r.done[e] {
+			continue
+		}
+		if r.waits(e) {
+			r.res.NoCarrier = true
+			r.res.Skipped++
+			continue
+		}
+		k := e.Route.key()
+		if len(e.Removed) == 0 && !r.pending[k] && (e.Route.NHID == 0 || r.m.cache.nexthop(e.Route.NHID) != nil) &&
+			len(r.m.cache.aliases(k)) == 0 {
+			r.batch, r.batched = append(r.batch, RouteChange{Route: e.Route, Op: OpCreate}), append(r.batched, e)
+			r.pending[k] = true
+			continue
+		}
+		r.flush()
+		o, err := r.m.restoreRoute(e, r.id, r.ix)
+		r.done[e] = r.count(o, err)
+	}
+	r.flush()
+}
+
+func (r *restoreRun) flush() {
+	for i, err := range r.m.k.ApplyRoutes(r.batch) {
+		e := r.batched[i]
+		o := restored
+		switch {
+		case isExist(err):
+			o = skipped // re-added by someone we have not heard of yet
+		case err != nil:
+			o, err = failed, fmt.Errorf("add route %s: %w", e.Route, err)
+		default:
+			r.m.cache.setAliases(e.Route.key(), []*Route{e.Route})
+		}
+		r.done[e] = r.count(o, err)
+	}
+	r.batch, r.batched = r.batch[:0], r.batched[:0]
+	clear(r.pending)
+}
+
 // restore puts a link's withdrawn routes back, onto the same-named link
 // with carrier unless anyway; m.mu must be held.
 func (m *Manager) restore(id string, anyway bool) (Result, error) {
@@ -717,88 +810,32 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 		res.Skipped = ls.count()
 		return res, nil
 	}
-	// The kernel refuses nexthop objects on a link without carrier (and
-	// flushes them at carrier loss), so a released link's objects, and
-	// the routes using them, wait for its carrier (NoCarrier).
-	waits := func(e any) bool {
-		if li.Carrier {
-			return false
-		}
-		switch e := e.(type) {
-		case *nexthopEntry:
-			return true
-		case *routeEntry:
-			return e.Route.NHID != 0
-		}
-		return false
-	}
-	var errs []error
-	count := func(o outcome, err error) bool {
-		switch o {
-		case restored:
-			res.Restored++
-		case skipped:
-			res.Skipped++
-		case waiting:
-			res.NoCarrier = true
-			res.Skipped++
-			return false
-		default:
-			errs = append(errs, err)
-			return false
-		}
-		return true
-	}
-	var routes []*routeEntry
-	for _, e := range ls.Routes {
-		if e.connected() {
-			routes = append(routes, e)
-		}
-	}
-	for _, e := range ls.Routes {
-		if !e.connected() {
-			routes = append(routes, e)
-		}
-	}
-	ix := m.index()
-	done := map[any]bool{}
-	restoreRoutes := func(connected bool) {
-		for _, e := range routes {
-			if e.connected() == connected && !done[e] {
-				if waits(e) {
-					res.NoCarrier = true
-					res.Skipped++
-					continue
-				}
-				o, err := m.restoreRoute(e, id, ix)
-				done[e] = count(o, err)
-			}
-		}
-	}
+	run := &restoreRun{m: m, id: id, carrier: li.Carrier, ix: m.index(), done: map[any]bool{}, pending: map[routeKey]bool{}}
 	// Connected routes, then nexthop objects (members before groups), then
 	// the rest: each step is validated by the kernel against the previous.
-	restoreRoutes(true)
+	run.routes(ls.Routes, true)
 	nhs := slices.Clone(ls.Nexthops)
 	slices.SortStableFunc(nhs, func(a, b *nexthopEntry) int {
 		return cmp.Compare(len(a.Nexthop.Group), len(b.Nexthop.Group))
 	})
 	for _, e := range nhs {
-		if waits(e) {
-			res.NoCarrier = true
-			res.Skipped++
+		if run.waits(e) {
+			run.res.NoCarrier = true
+			run.res.Skipped++
 			continue
 		}
-		o, err := m.restoreNexthop(e, id, ix)
-		done[e] = count(o, err)
+		o, err := m.restoreNexthop(e, id, run.ix)
+		run.done[e] = run.count(o, err)
 	}
-	restoreRoutes(false)
+	run.routes(ls.Routes, false)
 	if li.Carrier {
-		n, err := m.restoreDependents(id, ix)
-		res.Restored += n
+		n, err := m.restoreDependents(id, run.ix)
+		run.res.Restored += n
 		if err != nil {
-			errs = append(errs, err)
+			run.errs = append(run.errs, err)
 		}
 	}
+	res, errs, done := run.res, run.errs, run.done
 
 	ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return done[e] })
 	ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return done[e] })
