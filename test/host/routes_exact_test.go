@@ -383,7 +383,9 @@ func TestRoutesOnePrefixTwoMetrics(t *testing.T) {
 	m, _ := tp.manager(t)
 	// Only what linkbeat manages: x and y's link-local addresses (and
 	// their local routes) appear whenever their DAD ends.
-	managed := func() []string { return slices.DeleteFunc(rtOrdered(t, tp.ns), func(l string) bool { return !rtManaged(l) }) }
+	managed := func() []string {
+		return slices.DeleteFunc(rtOrdered(t, tp.ns), func(l string) bool { return !rtManaged(l) })
+	}
 	before := managed()
 	tp.cut(t)
 	if _, err := m.LinkDown(tp.x, "x"); err != nil {
