@@ -87,6 +87,9 @@ type nlKernel struct {
 	err    error
 	subbed bool
 	buf    []byte // replies, reused under mu: one per request would be 64 KiB of garbage per route
+	// portid is fd's netlink address: the kernel's notices of changes
+	// made through fd carry it.
+	portid uint32
 }
 
 // NewKernel returns the netlink Kernel of the calling thread's network
@@ -100,6 +103,11 @@ func NewKernel() Kernel {
 	// fit, and a lost ACK must not be waited for.
 	if unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
 		unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+	if sa, err := unix.Getsockname(k.fd); err == nil {
+		if nl, ok := sa.(*unix.SockaddrNetlink); ok {
+			k.portid = nl.Pid
+		}
 	}
 	// Never wait for an answer forever: a reply lost to an overrun would
 	// otherwise hang the reaction path.
@@ -503,6 +511,13 @@ func (k *nlKernel) Subscribe(ctx context.Context) (<-chan Update, error) {
 				continue
 			}
 			for _, m := range msgs {
+				if k.portid != 0 && m.Header.Pid == k.portid {
+					// The echo of linkbeat's own change: the Manager has put
+					// it in its cache already, and applying it late would
+					// briefly undo a later change (a route moved behind a
+					// twin, deleted again after a restore).
+					continue
+				}
 				u, ok := decodeUpdate(m.Header.Type, m.Data)
 				if !ok {
 					continue

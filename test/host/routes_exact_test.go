@@ -278,9 +278,8 @@ func (p *rtProp) step(t *testing.T, m *routes.Manager, i int) {
 	if p.down[i] {
 		p.peer.ip(t, "link", "set", d+"p", "down")
 		rtWaitCarrier(t, p.ns, d, false)
-		// The kernel's own notices (flushed IPv6 routes) reach the
-		// manager's cache before the daemon's carrier event would.
-		time.Sleep(20 * time.Millisecond)
+		// At once, with the kernel's notices of the carrier loss and of
+		// the previous step maybe still on their way to the cache.
 		if _, err := m.LinkDown(p.idx[i], d); err != nil {
 			t.Fatalf("LinkDown(%s): %v", d, err)
 		}
