@@ -59,7 +59,7 @@ func TestOverrunKeepsFlushedNexthops(t *testing.T) {
 	f.links[2] = LinkInfo{Name: "eth0"}
 	f.flushNexthop(10)
 	f.notify(Update{Kind: Overrun})
-	f.routes[route4("192.0.2.0/24", hop(3, "", 1)).key()] = route4("192.0.2.0/24", hop(3, "", 1))
+	f.put(route4("192.0.2.0/24", hop(3, "", 1)))
 	f.mu.Unlock()
 	eventually(t, "re-dump", func() bool { return m.cache.route(route4("192.0.2.0/24").key()) != nil })
 	if res := mustDown(t, m, 2, "eth0"); res.Withdrawn != 2 {
@@ -70,7 +70,7 @@ func TestOverrunKeepsFlushedNexthops(t *testing.T) {
 		t.Fatalf("restored %d, want 2", res.Restored)
 	}
 	f.mu.Lock()
-	delete(f.routes, route4("192.0.2.0/24").key())
+	f.drop(route4("192.0.2.0/24"))
 	f.mu.Unlock()
 	sameTable(t, f.snapshot(t), before)
 }

@@ -14,10 +14,13 @@ import (
 )
 
 // fakeKernel is an in-memory routing table with the kernel's key and EEXIST
-// rules, recording every call.
+// rules, recording every call. Its key (kernelKey) and its rules for
+// routes of one key are written from the kernel's fib code, not taken from
+// the code under test: a bug in Route.key() or in how the manager orders
+// routes of a key must fail the tests.
 type fakeKernel struct {
 	mu       sync.Mutex
-	routes   map[routeKey]*Route
+	routes   map[kkey][]*Route // per key, in the kernel's order
 	nexthops map[uint32]*Nexthop
 	links    map[int]LinkInfo
 	ch       chan Update
@@ -27,8 +30,36 @@ type fakeKernel struct {
 	fail func(op string, what fmt.Stringer) error
 }
 
+// kkey is what the kernel compares to tell routes apart. IPv4
+// (fib_table_insert, fib_find_alias): table, destination prefix, TOS and
+// priority; there is no source prefix. IPv6 (fib6_add_rt2node): table,
+// destination and source prefixes and metric, where metric 0 means 1024
+// (IP6_RT_PRIO_USER); TOS plays no part.
+type kkey struct {
+	family   uint8
+	table    uint32
+	dst, src string
+	tos      uint8
+	metric   uint32
+}
+
+func kernelKey(r *Route) kkey {
+	k := kkey{family: r.Family, table: r.Table, dst: r.Dst.Masked().String(), metric: r.Priority}
+	if r.Family == unix.AF_INET {
+		k.tos = r.TOS
+		return k
+	}
+	if r.Src.IsValid() && r.Src.Bits() > 0 {
+		k.src = r.Src.Masked().String()
+	}
+	if k.metric == 0 {
+		k.metric = 1024
+	}
+	return k
+}
+
 func newFake() *fakeKernel {
-	return &fakeKernel{routes: map[routeKey]*Route{}, nexthops: map[uint32]*Nexthop{}, links: map[int]LinkInfo{}}
+	return &fakeKernel{routes: map[kkey][]*Route{}, nexthops: map[uint32]*Nexthop{}, links: map[int]LinkInfo{}}
 }
 
 func (f *fakeKernel) hook(op string, what fmt.Stringer) error {
@@ -43,8 +74,10 @@ func (f *fakeKernel) Routes() ([]*Route, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*Route
-	for _, r := range f.routes {
-		out = append(out, r.clone())
+	for _, rs := range f.routes {
+		for _, r := range rs {
+			out = append(out, r.clone())
+		}
 	}
 	return out, nil
 }
@@ -59,30 +92,86 @@ func (f *fakeKernel) Nexthops() ([]*Nexthop, error) {
 	return out, nil
 }
 
+// stored is r as the kernel keeps it: a single hop has no weight and is
+// not multipath.
+func stored(r *Route) *Route {
+	c := r.clone()
+	if len(c.Hops) == 1 {
+		c.Hops[0].Weight, c.Multipath = 1, false
+	}
+	return c
+}
+
+// ecmp6: an IPv6 route the kernel joins with others of its key into one
+// multipath route (rt6_qualify_for_ecmp: a gateway, no nexthop object).
+func ecmp6(r *Route) bool {
+	return r.Family == unix.AF_INET6 && r.NHID == 0 && len(r.Hops) > 0 && r.Hops[0].Gateway.IsValid()
+}
+
+func sameFakeHops(a, b *Route) bool {
+	return a.Type == b.Type && a.NHID == b.NHID &&
+		slices.EqualFunc(a.Hops, b.Hops, func(x, y Hop) bool { return x.Ifindex == y.Ifindex && x.Gateway == y.Gateway })
+}
+
 func (f *fakeKernel) AddRoute(r *Route, op Op) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	name := map[Op]string{OpCreate: "add", OpReplace: "replace"}[op]
+	name := map[Op]string{OpCreate: "add", OpReplace: "replace", OpAppend: "append", OpPrepend: "prepend"}[op]
 	if err := f.hook(name, r); err != nil {
 		return err
-	}
-	_, exists := f.routes[r.key()]
-	if op == OpCreate && exists {
-		return unix.EEXIST
-	}
-	if op == OpReplace && !exists {
-		return unix.ENOENT
 	}
 	if r.NHID != 0 && f.nexthops[r.NHID] == nil {
 		return unix.EINVAL
 	}
-	c := r.clone()
-	if len(c.Hops) == 1 {
-		// Like the kernel: a single-path route has no weight.
-		c.Hops[0].Weight, c.Multipath = 1, false
+	k := kernelKey(r)
+	rs := slices.Clone(f.routes[k])
+	switch op {
+	case OpCreate:
+		if len(rs) > 0 {
+			return unix.EEXIST
+		}
+		rs = []*Route{stored(r)}
+	case OpReplace:
+		i := 0
+		if r.Family == unix.AF_INET6 {
+			i = slices.IndexFunc(rs, func(o *Route) bool { return ecmp6(o) == ecmp6(r) })
+		}
+		if i < 0 || len(rs) == 0 {
+			return unix.ENOENT
+		}
+		rs[i] = stored(r)
+	default:
+		var err error
+		if rs, err = fakeInsert(rs, r, op); err != nil {
+			return err
+		}
 	}
-	f.routes[r.key()] = c
+	f.routes[k] = rs
 	return nil
+}
+
+// fakeInsert adds r to a key's routes as `ip route append/prepend` would.
+func fakeInsert(rs []*Route, r *Route, op Op) ([]*Route, error) {
+	if slices.ContainsFunc(rs, func(o *Route) bool { return sameFakeHops(o, r) }) {
+		return nil, unix.EEXIST
+	}
+	if ecmp6(r) {
+		if i := slices.IndexFunc(rs, ecmp6); i >= 0 {
+			// IPv6 makes it a sibling of the multipath route there.
+			for _, h := range r.Hops {
+				if hasHop(rs[i].Hops, h) {
+					return nil, unix.EEXIST
+				}
+			}
+			rs[i] = rs[i].withHops(append(slices.Clone(rs[i].Hops), r.Hops...))
+			rs[i].Multipath = true
+			return rs, nil
+		}
+	}
+	if op == OpPrepend && r.Family == unix.AF_INET {
+		return slices.Insert(rs, 0, stored(r)), nil
+	}
+	return append(rs, stored(r)), nil
 }
 
 func (f *fakeKernel) DeleteRoute(r *Route) error {
@@ -91,12 +180,72 @@ func (f *fakeKernel) DeleteRoute(r *Route) error {
 	if err := f.hook("del", r); err != nil {
 		return err
 	}
-	if f.routes[r.key()] == nil {
-		return unix.ESRCH
+	if r.NHID != 0 && f.nexthops[r.NHID] == nil {
+		return unix.ESRCH // the kernel's EINVAL, as DeleteRoute reports it
 	}
-	delete(f.routes, r.key())
+	k := kernelKey(r)
+	rs := slices.Clone(f.routes[k])
+	if r.Family == unix.AF_INET6 && r.NHID == 0 && len(r.Hops) > 0 && r.Hops[0].Gateway.IsValid() {
+		// IPv6 deletes the hops named, each from the route holding it.
+		for _, h := range r.Hops {
+			i := slices.IndexFunc(rs, func(o *Route) bool { return o.NHID == 0 && hasHop(o.Hops, h) })
+			if i < 0 {
+				return unix.ESRCH
+			}
+			left := slices.DeleteFunc(slices.Clone(rs[i].Hops), h.same)
+			if len(left) == 0 {
+				rs = slices.Delete(rs, i, i+1)
+			} else {
+				rs[i] = stored(rs[i].withHops(left))
+			}
+		}
+	} else {
+		i := slices.IndexFunc(rs, func(o *Route) bool {
+			if r.NHID != 0 || o.NHID != 0 {
+				return r.NHID == o.NHID
+			}
+			return len(r.Hops) == 0 || sameFakeHops(o, r)
+		})
+		if i < 0 {
+			return unix.ESRCH
+		}
+		rs = slices.Delete(rs, i, i+1)
+	}
+	f.setKey(k, rs)
 	return nil
 }
+
+func (f *fakeKernel) ApplyRoutes(changes []RouteChange) []error {
+	errs := make([]error, len(changes))
+	for i, c := range changes {
+		if c.Delete {
+			errs[i] = f.DeleteRoute(c.Route)
+		} else {
+			errs[i] = f.AddRoute(c.Route, c.Op)
+		}
+	}
+	return errs
+}
+
+func (f *fakeKernel) setKey(k kkey, rs []*Route) {
+	if len(rs) == 0 {
+		delete(f.routes, k)
+		return
+	}
+	f.routes[k] = rs
+}
+
+// put appends r to its key's routes behind the manager's back.
+func (f *fakeKernel) put(r *Route) {
+	k := kernelKey(r)
+	f.routes[k] = append(f.routes[k], stored(r))
+}
+
+// set makes r the only route of its key behind the manager's back.
+func (f *fakeKernel) set(r *Route) { f.routes[kernelKey(r)] = []*Route{stored(r)} }
+
+// drop deletes every route of r's key behind the manager's back.
+func (f *fakeKernel) drop(r *Route) { delete(f.routes, kernelKey(r)) }
 
 func (f *fakeKernel) AddNexthop(n *Nexthop, op Op) error {
 	f.mu.Lock()
@@ -142,10 +291,8 @@ func (f *fakeKernel) DeleteNexthop(id uint32) error {
 // with the routes using it. f.mu must be held.
 func (f *fakeKernel) flushNexthop(id uint32) {
 	delete(f.nexthops, id)
-	for k, r := range f.routes {
-		if r.NHID == id {
-			delete(f.routes, k)
-		}
+	for k, rs := range f.routes {
+		f.setKey(k, slices.DeleteFunc(slices.Clone(rs), func(r *Route) bool { return r.NHID == id }))
 	}
 	for gid, g := range f.nexthops {
 		if len(g.Group) > 0 && hasMember(g.Group, id) {
@@ -199,12 +346,15 @@ func (f *fakeKernel) snapshot(t *testing.T) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
-	for _, r := range f.routes {
-		b, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
+	for _, rs := range f.routes {
+		for i, r := range rs {
+			b, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The position among routes of the key is part of the state.
+			out = append(out, fmt.Sprintf("route %s/%s #%d %s", r.Dst, r.Src, i, b))
 		}
-		out = append(out, "route "+string(b))
 	}
 	for _, n := range f.nexthops {
 		b, err := json.Marshal(n)
@@ -217,10 +367,14 @@ func (f *fakeKernel) snapshot(t *testing.T) []string {
 	return out
 }
 
-func (f *fakeKernel) has(k routeKey) *Route {
+// has is the first route of r's key, nil if there is none.
+func (f *fakeKernel) has(r *Route) *Route {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.routes[k]
+	if rs := f.routes[kernelKey(r)]; len(rs) > 0 {
+		return rs[0]
+	}
+	return nil
 }
 
 func (f *fakeKernel) callCount(prefix string) int {
@@ -275,7 +429,7 @@ func setup(t *testing.T, routes []*Route, nhs []*Nexthop) (*fakeKernel, *Manager
 	f.links[2] = LinkInfo{Name: "eth0", Carrier: true}
 	f.links[3] = LinkInfo{Name: "eth1", Carrier: true}
 	for _, r := range routes {
-		f.routes[r.key()] = r.clone()
+		f.put(r)
 	}
 	for _, n := range nhs {
 		f.nexthops[n.ID] = n.clone()

@@ -15,8 +15,24 @@ const (
 	// EEXIST means someone else already put it back.
 	OpCreate Op = iota
 	// OpReplace replaces an existing object and fails if there is none.
+	// For IPv4 routes the kernel replaces the first route of the key.
 	OpReplace
+	// OpAppend adds a route after the others of its key (`ip route
+	// append`): IPv4 keeps it apart, IPv6 makes a gateway route a sibling
+	// of a gateway route already there.
+	OpAppend
+	// OpPrepend adds an IPv4 route before the others of its key (`ip
+	// route prepend`). IPv6 has no such place: it appends.
+	OpPrepend
 )
+
+// RouteChange is one change of an ApplyRoutes batch: Route deleted, or
+// added with Op.
+type RouteChange struct {
+	Route  *Route
+	Delete bool
+	Op     Op
+}
 
 // LinkInfo is what the manager needs to know about a link.
 type LinkInfo struct {
@@ -41,7 +57,11 @@ const (
 
 // Update is one route or nexthop notification.
 type Update struct {
-	Kind    UpdateKind
+	Kind UpdateKind
+	// Flags are the notice's netlink header flags: NLM_F_REPLACE,
+	// NLM_F_APPEND, NLM_F_EXCL or NLM_F_CREATE alone (prepend) say where
+	// an added route went among the others of its key.
+	Flags   uint16
 	Route   *Route
 	Nexthop *Nexthop
 }
@@ -54,8 +74,15 @@ type Kernel interface {
 	// Nexthops dumps nexthop objects (none if the kernel lacks them).
 	Nexthops() ([]*Nexthop, error)
 	AddRoute(r *Route, op Op) error
-	// DeleteRoute deletes the route with r's key, every hop of it.
+	// DeleteRoute deletes the one kernel route r names: its key and its
+	// hops, or its nexthop object. Other routes of the key (IPv4 `ip route
+	// append` twins) stay. A nexthop object that no longer exists reads as
+	// ESRCH: the kernel flushed the route with it.
 	DeleteRoute(r *Route) error
+	// ApplyRoutes applies route changes in order, as AddRoute and DeleteRoute
+	// would one by one, but in as few system calls as it can: a carrier
+	// loss may withdraw tens of thousands. It returns one error per change.
+	ApplyRoutes(changes []RouteChange) []error
 	AddNexthop(n *Nexthop, op Op) error
 	DeleteNexthop(id uint32) error
 	// Subscribe delivers route and nexthop notifications until ctx ends;
@@ -69,3 +96,8 @@ func isExist(err error) bool { return errors.Is(err, unix.EEXIST) }
 
 // isGone: the object to delete or replace is not there.
 func isGone(err error) bool { return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) }
+
+// isNoCarrier: the kernel refused a nexthop object because its link has
+// no carrier (ENETDOWN). A restore racing the next carrier loss gets it;
+// it means "wait for carrier", not a failure.
+func isNoCarrier(err error) bool { return errors.Is(err, unix.ENETDOWN) }

@@ -10,6 +10,13 @@
 // anyway, so withdrawing them steers nothing, and the kernel would not
 // re-add them.
 //
+// Identity: the kernel tells routes apart by table, destination, TOS (IPv4),
+// source prefix (IPv6) and metric, but holds several routes under one such
+// key (IPv4 `ip route append`, IPv6 device or nexthop-object routes beside a
+// multipath one). The cache keeps each key's routes in the kernel's order,
+// and a withdrawn route remembers where it stood among them, so that it
+// comes back in its place whatever order links fail and return in.
+//
 // What was withdrawn is written to a state file before anything is deleted,
 // so a restarted daemon still restores it.
 package routes
@@ -125,7 +132,7 @@ func (m *Manager) redump() error {
 	old := maps.Clone(m.cache.nexthops)
 	var oldRoutes []*Route
 	for k := range m.cache.byNHID {
-		oldRoutes = append(oldRoutes, m.cache.routes[k])
+		oldRoutes = append(oldRoutes, m.cache.routes[k]...)
 	}
 	m.cache.mu.Unlock()
 	have := map[uint32]bool{}
@@ -166,7 +173,7 @@ func eligible(r *Route) bool {
 }
 
 // plan decides what a carrier loss on ifindex withdraws.
-func plan(ifindex int, routes []*Route, nhs map[uint32]*Nexthop, flushed []*Route) ([]*routeEntry, []*nexthopEntry) {
+func plan(ifindex int, routes [][]*Route, nhs map[uint32]*Nexthop, flushed []*Route) ([]*routeEntry, []*nexthopEntry) {
 	var nents []*nexthopEntry
 	dead := map[uint32]bool{} // nexthop objects that go entirely
 	for _, n := range nhs {
@@ -195,36 +202,79 @@ func plan(ifindex int, routes []*Route, nhs map[uint32]*Nexthop, flushed []*Rout
 		}
 	}
 	var rents []*routeEntry
-	seen := map[routeKey]bool{}
-	for _, r := range slices.Concat(routes, flushed) {
-		if !eligible(r) || seen[r.key()] {
-			continue
+	for _, rs := range withFlushed(routes, flushed) {
+		var peers []*Route
+		if len(rs) > 1 {
+			peers = rs
 		}
-		seen[r.key()] = true
-		if r.NHID != 0 {
-			if dead[r.NHID] {
-				rents = append(rents, &routeEntry{Route: r})
+		for _, r := range rs {
+			if e := planRoute(ifindex, r, dead); e != nil {
+				e.Peers = peers
+				rents = append(rents, e)
 			}
-			continue
-		}
-		var removed []Hop
-		for _, h := range r.Hops {
-			if h.Ifindex == ifindex {
-				removed = append(removed, h)
-			}
-		}
-		switch {
-		case len(removed) == 0:
-		case len(removed) == len(r.Hops):
-			rents = append(rents, &routeEntry{Route: r, Merge: len(r.Hops) > 1})
-		default:
-			rents = append(rents, &routeEntry{Route: r, Removed: removed, Merge: true})
 		}
 	}
 	// Map order is random: keep the state file and the kernel calls stable.
 	slices.SortFunc(nents, func(a, b *nexthopEntry) int { return cmp.Compare(a.Nexthop.ID, b.Nexthop.ID) })
-	slices.SortFunc(rents, func(a, b *routeEntry) int { return cmp.Compare(a.Route.String(), b.Route.String()) })
+	keys := make(map[*routeEntry]routeKey, len(rents))
+	for _, e := range rents {
+		keys[e] = e.Route.key()
+	}
+	slices.SortStableFunc(rents, func(a, b *routeEntry) int { return compareKeys(keys[a], keys[b]) })
 	return rents, nents
+}
+
+// planRoute is what a carrier loss on ifindex takes of one kernel route,
+// nil if nothing; dead are the nexthop objects that go entirely.
+func planRoute(ifindex int, r *Route, dead map[uint32]bool) *routeEntry {
+	if !eligible(r) {
+		return nil
+	}
+	if r.NHID != 0 {
+		if dead[r.NHID] {
+			return &routeEntry{Route: r}
+		}
+		return nil
+	}
+	var removed []Hop
+	for _, h := range r.Hops {
+		if h.Ifindex == ifindex {
+			removed = append(removed, h)
+		}
+	}
+	switch {
+	case len(removed) == 0:
+		return nil
+	case len(removed) == len(r.Hops):
+		return &routeEntry{Route: r, Merge: len(r.Hops) > 1}
+	}
+	return &routeEntry{Route: r, Removed: removed, Merge: true}
+}
+
+// withFlushed adds the routes the kernel already flushed to the routes of
+// their key (after them: the kernel no longer says where they were).
+func withFlushed(routes [][]*Route, flushed []*Route) [][]*Route {
+	if len(flushed) == 0 {
+		return routes
+	}
+	at := map[routeKey]int{}
+	for i, rs := range routes {
+		if len(rs) > 0 {
+			at[rs[0].key()] = i
+		}
+	}
+	out := slices.Clone(routes)
+	for _, r := range flushed {
+		i, ok := at[r.key()]
+		switch {
+		case !ok:
+			at[r.key()] = len(out)
+			out = append(out, []*Route{r})
+		case aliasIndex(out[i], r) < 0:
+			out[i] = append(slices.Clone(out[i]), r)
+		}
+	}
+	return out
 }
 
 // connected: a route with no gateway and no nexthop object. Restored first,
@@ -256,90 +306,151 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 	defer m.mu.Unlock()
 	m.renamed(ifindex, ifname)
 	id := linkID(ifname, ifindex)
-	ls := m.st.Links[id]
+	ls, err := m.record(id, ifname, ifindex, rents, nents)
+	if err != nil {
+		res.Duration = time.Since(start)
+		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+	}
+
+	drop := map[any]bool{} // entries that turned out not to be withdrawn
+	errs := m.withdrawRoutes(rents, drop, &res)
+	errs = append(errs, m.withdrawNexthops(nents, drop, &res)...)
+	if len(drop) > 0 {
+		ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return drop[e] })
+		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return drop[e] })
+		if ls.count() == 0 {
+			delete(m.st.Links, id)
+		}
+		if err := m.st.save(m.cfg.StateDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	res.Duration = time.Since(start)
+	m.log.Info("routes withdrawn", "link", ifname, "ifindex", ifindex, "withdrawn", res.Withdrawn,
+		"skipped", res.Skipped, "errors", len(errs), "duration", res.Duration)
+	if err := errors.Join(errs...); err != nil {
+		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+	}
+	return res, nil
+}
+
+// record adds what is about to be withdrawn to the link's record and
+// saves it; m.mu must be held. Without a saved record, deleting could
+// lose routes for good, so an error leaves the state as it was.
+func (m *Manager) record(id, ifname string, ifindex int, rents []*routeEntry, nents []*nexthopEntry) (*linkState, error) {
 	prev := m.st.Links[id]
-	if ls == nil {
-		ls = &linkState{Ifname: ifname, Ifindex: ifindex, Since: time.Now().UTC()}
-	} else {
-		c := *ls
-		c.Routes, c.Nexthops = slices.Clone(ls.Routes), slices.Clone(ls.Nexthops)
+	ls := &linkState{Ifname: ifname, Ifindex: ifindex, Since: time.Now().UTC()}
+	if prev != nil {
+		c := *prev
+		c.Routes, c.Nexthops = slices.Clone(prev.Routes), slices.Clone(prev.Nexthops)
 		ls = &c
 	}
+	ix := m.index()
 	for _, e := range rents {
 		// A route already cut down by another link is part of a multipath
 		// set: restoring it must merge, not skip.
-		if !e.Merge && m.keyWithdrawnElsewhere(e.Route.key(), id) {
+		if !e.Merge && ix.aliasElsewhere(e.Route, id) {
 			e.Merge = true
 		}
-		if len(e.Removed) == 0 {
-			e.Orig = m.origElsewhere(e.Route, id)
-		}
-		ls.Routes = slices.DeleteFunc(ls.Routes, func(o *routeEntry) bool { return o.Route.key() == e.Route.key() })
-		ls.Routes = append(ls.Routes, e)
+		// The fullest version of the route any record holds: the order
+		// and weights to merge back into, and what identifies the route
+		// when only other links' hops are left of it.
+		e.Orig = ix.origElsewhere(e.Route, id)
+		e.Peers = ix.peersElsewhere(e, id)
 	}
 	for _, e := range nents {
-		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(o *nexthopEntry) bool { return o.Nexthop.ID == e.Nexthop.ID })
-		ls.Nexthops = append(ls.Nexthops, e)
+		if len(e.Nexthop.Group) > 0 {
+			e.Orig = ix.groupOrigElsewhere(e.Nexthop, id)
+		}
 	}
+	ls.Routes, ls.Nexthops = supersede(ls.Routes, rents), supersedeNH(ls.Nexthops, nents)
 	m.st.Links[id] = ls
 	if err := m.st.save(m.cfg.StateDir); err != nil {
-		// Without a durable record, deleting could lose routes for good.
 		if prev == nil {
 			delete(m.st.Links, id)
 		} else {
 			m.st.Links[id] = prev
 		}
-		res.Duration = time.Since(start)
-		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+		return nil, err
 	}
+	return ls, nil
+}
 
+func (m *Manager) withdrawRoutes(rents []*routeEntry, drop map[any]bool, res *Result) []error {
 	var errs []error
-	drop := map[any]bool{} // entries that turned out not to be withdrawn
 	// Multipath routes first: moving traffic off the dead hop matters most.
 	slices.SortStableFunc(rents, func(a, b *routeEntry) int {
 		return cmp.Compare(rank(a, len(a.Removed) > 0), rank(b, len(b.Removed) > 0))
 	})
+	// Changes that are one message each go in batches, in order; one that
+	// moves routes of a key around flushes the batch and runs alone.
+	var batch []RouteChange
+	var batched []*routeEntry
+	flush := func() {
+		for i, err := range m.k.ApplyRoutes(batch) {
+			if err := m.withdrawn(batched[i], batch[i], err, drop, res); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		batch, batched = batch[:0], batched[:0]
+	}
 	for _, e := range rents {
 		r := e.Route
+		c := RouteChange{Route: r, Delete: true}
 		if len(e.Removed) > 0 {
-			var live []Hop
-			for _, h := range r.Hops {
-				if !hasHop(e.Removed, h) {
-					live = append(live, h)
+			want := r.withHops(slices.DeleteFunc(slices.Clone(r.Hops), func(h Hop) bool { return hasHop(e.Removed, h) }))
+			c = RouteChange{Route: want, Op: OpReplace}
+			if !m.replaceIsOne(r) {
+				flush()
+				if err := m.withdrawn(e, c, m.replaceAlias(r, want), drop, res); err != nil {
+					errs = append(errs, err)
 				}
+				continue
 			}
-			want := r.withHops(live)
-			err := m.k.AddRoute(want, OpReplace)
-			switch {
-			case err == nil:
-				m.cache.setRoute(want)
-				res.Withdrawn++
-			case isGone(err):
-				drop[e] = true
-				res.Skipped++
-			default:
-				errs = append(errs, fmt.Errorf("remove dead nexthops from %s: %w", r, err))
-			}
-			continue
 		}
-		err := m.k.DeleteRoute(r)
+		batch, batched = append(batch, c), append(batched, e)
+	}
+	flush()
+	return errs
+}
+
+// withdrawn books the outcome of one withdrawal change.
+func (m *Manager) withdrawn(e *routeEntry, c RouteChange, err error, drop map[any]bool, res *Result) error {
+	r := e.Route
+	if !c.Delete {
 		switch {
 		case err == nil:
-			m.cache.delRoute(r.key())
-			res.Withdrawn++
-		case isGone(err) && r.NHID != 0:
-			// The kernel flushed it with its nexthop object at carrier loss.
-			m.cache.delRoute(r.key())
+			m.cache.setRoute(c.Route)
 			res.Withdrawn++
 		case isGone(err):
-			// Stale cache: someone else removed it; not ours to restore.
-			m.cache.delRoute(r.key())
 			drop[e] = true
 			res.Skipped++
 		default:
-			errs = append(errs, fmt.Errorf("delete route %s: %w", r, err))
+			return fmt.Errorf("remove dead nexthops from %s: %w", r, err)
 		}
+		return nil
 	}
+	switch {
+	case err == nil:
+		m.cache.delRoute(r)
+		res.Withdrawn++
+	case isGone(err) && r.NHID != 0:
+		// The kernel flushed it with its nexthop object at carrier loss.
+		m.cache.delRoute(r)
+		res.Withdrawn++
+	case isGone(err):
+		// Stale cache: someone else removed it; not ours to restore.
+		m.cache.delRoute(r)
+		drop[e] = true
+		res.Skipped++
+	default:
+		return fmt.Errorf("delete route %s: %w", r, err)
+	}
+	return nil
+}
+
+func (m *Manager) withdrawNexthops(nents []*nexthopEntry, drop map[any]bool, res *Result) []error {
+	var errs []error
 	// Groups before their members; members are gone already anyway: the
 	// kernel flushes nexthop objects of a link that loses carrier.
 	slices.SortStableFunc(nents, func(a, b *nexthopEntry) int {
@@ -376,23 +487,85 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", n, err))
 		}
 	}
-	if len(drop) > 0 {
-		ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return drop[e] })
-		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return drop[e] })
-		if ls.count() == 0 {
-			delete(m.st.Links, id)
+	return errs
+}
+
+// replaceIsOne: replacing the kernel route old is one OpReplace. IPv4
+// replaces the first route of a key, IPv6 the one of the same kind
+// (multipath-capable or not), which is old.
+func (m *Manager) replaceIsOne(old *Route) bool {
+	if old.Family == unix.AF_INET6 {
+		return true
+	}
+	cur := m.cache.aliases(old.key())
+	i := aliasIndex(cur, old)
+	return i == 0 || (i < 0 && len(cur) <= 1)
+}
+
+// replaceAlias puts want in the place of the kernel route old.
+func (m *Manager) replaceAlias(old, want *Route) error {
+	if m.replaceIsOne(old) {
+		if err := m.k.AddRoute(want, OpReplace); err != nil {
+			return err
 		}
-		if err := m.st.save(m.cfg.StateDir); err != nil {
-			errs = append(errs, err)
+		m.cache.setRoute(want)
+		return nil
+	}
+	cur := m.cache.aliases(old.key())
+	i := aliasIndex(cur, old)
+	if i < 0 {
+		i = len(cur)
+	} else {
+		if err := m.k.DeleteRoute(old); err != nil {
+			return err
+		}
+		cur = slices.Delete(cur, i, i+1)
+		m.cache.setAliases(old.key(), cur)
+	}
+	return m.insertAt(want, cur, i)
+}
+
+// insertAt adds r as route i of its key, cur being the others in the
+// kernel's order. The kernel only prepends (IPv4) or appends, so the
+// routes after i are deleted and appended again behind r: they are
+// alternatives of a key that r precedes, so traffic does not use them.
+func (m *Manager) insertAt(r *Route, cur []*Route, i int) error {
+	i = min(max(i, 0), len(cur))
+	var err error
+	switch {
+	case len(cur) == 0:
+		err = m.k.AddRoute(r, OpCreate)
+	case i == len(cur):
+		err = m.k.AddRoute(r, OpAppend)
+	case i == 0 && r.Family == unix.AF_INET:
+		err = m.k.AddRoute(r, OpPrepend)
+	default:
+		err = m.moveBehind(r, cur, i)
+	}
+	if err != nil {
+		return err
+	}
+	m.cache.setAliases(r.key(), slices.Insert(slices.Clone(cur), i, r))
+	return nil
+}
+
+func (m *Manager) moveBehind(r *Route, cur []*Route, i int) error {
+	for _, t := range cur[i:] {
+		if err := m.k.DeleteRoute(t); err != nil && !isGone(err) {
+			return fmt.Errorf("make room for %s: delete %s: %w", r, t, err)
 		}
 	}
-	res.Duration = time.Since(start)
-	m.log.Info("routes withdrawn", "link", ifname, "ifindex", ifindex, "withdrawn", res.Withdrawn,
-		"skipped", res.Skipped, "errors", len(errs), "duration", res.Duration)
-	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
+	m.cache.setAliases(r.key(), cur[:i])
+	if err := m.k.AddRoute(r, OpAppend); err != nil {
+		return err
 	}
-	return res, nil
+	var errs []error
+	for _, t := range cur[i:] {
+		if err := m.k.AddRoute(t, OpAppend); err != nil && !isExist(err) {
+			errs = append(errs, fmt.Errorf("put %s back behind %s: %w", t, r, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // rank orders route operations: partial first, then routes via gateways or
@@ -405,62 +578,6 @@ func rank(e *routeEntry, partial bool) int {
 		return 1
 	}
 	return 2
-}
-
-// keyWithdrawnElsewhere: another link's state also holds this route key.
-func (m *Manager) keyWithdrawnElsewhere(k routeKey, except string) bool {
-	for id, ls := range m.st.Links {
-		if id == except {
-			continue
-		}
-		for _, e := range ls.Routes {
-			if e.Route.key() == k {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// origElsewhere is the fullest pre-withdrawal version of r that another
-// link's record holds (a partial withdrawal's route, or an Orig handed
-// on), with every hop r has now; nil when there is none.
-func (m *Manager) origElsewhere(r *Route, except string) *Route {
-	var best *Route
-	for id, ls := range m.st.Links {
-		if id == except {
-			continue
-		}
-		for _, e := range ls.Routes {
-			for _, o := range []*Route{e.Orig, e.Route} {
-				if o == nil || (o == e.Route && len(e.Removed) == 0) || o.key() != r.key() || len(o.Hops) <= len(r.Hops) {
-					continue
-				}
-				if !slices.ContainsFunc(r.Hops, func(h Hop) bool { return !hasHop(o.Hops, h) }) &&
-					(best == nil || len(o.Hops) > len(best.Hops)) {
-					best = o
-				}
-			}
-		}
-	}
-	if best == nil {
-		return nil
-	}
-	return best.clone()
-}
-
-func (m *Manager) nexthopWithdrawnElsewhere(nhid uint32, except string) bool {
-	for id, ls := range m.st.Links {
-		if id == except {
-			continue
-		}
-		for _, e := range ls.Nexthops {
-			if e.Nexthop.ID == nhid {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // Forget drops what was withdrawn from a link that is gone (deleted, or
@@ -476,6 +593,7 @@ func (m *Manager) Forget(ifindex int) error {
 			m.log.Info("forgetting withdrawn routes of a link that is gone", "link", ls.Ifname, "ifindex", ifindex,
 				"routes", len(ls.Routes), "nexthops", len(ls.Nexthops))
 			delete(m.st.Links, id)
+			m.orphan(ls)
 			forgot = true
 		}
 	}
@@ -483,6 +601,32 @@ func (m *Manager) Forget(ifindex int) error {
 		return nil
 	}
 	return m.st.save(m.cfg.StateDir)
+}
+
+// orphan marks the partial entries of other links that relied on gone's
+// record to be restored: what gone took went with the link, but their own
+// hops and members still come back. m.mu must be held.
+func (m *Manager) orphan(gone *linkState) {
+	routes := map[routeKey][]*routeEntry{}
+	for _, g := range gone.Routes {
+		routes[g.Route.key()] = append(routes[g.Route.key()], g)
+	}
+	nhs := map[uint32]bool{}
+	for _, e := range gone.Nexthops {
+		nhs[e.Nexthop.ID] = true
+	}
+	for _, ls := range m.st.Links {
+		for _, e := range ls.Routes {
+			if len(e.Removed) > 0 && slices.ContainsFunc(routes[e.Route.key()], func(g *routeEntry) bool { return g.holds(e.Route) }) {
+				e.Orphan = true
+			}
+		}
+		for _, e := range ls.Nexthops {
+			if len(e.Removed) > 0 && nhs[e.Nexthop.ID] {
+				e.Orphan = true
+			}
+		}
+	}
 }
 
 // renamed files what was withdrawn from ifindex under an older name under
@@ -546,7 +690,102 @@ const (
 	restored outcome = iota
 	skipped
 	failed
+	// waiting: not restored yet, for want of carrier; the entry stays.
+	waiting
 )
+
+// restoreRun is one restore: its outcome so far, and the batch of route
+// additions not sent yet.
+type restoreRun struct {
+	m       *Manager
+	id      string
+	carrier bool
+	ix      *index
+	res     Result
+	errs    []error
+	done    map[any]bool // entries restored or no longer to restore
+	batch   []RouteChange
+	batched []*routeEntry
+	pending map[routeKey]bool // keys with an addition in the batch
+}
+
+// waits: the kernel refuses nexthop objects on a link without carrier
+// (and flushes them at carrier loss), so a released link's objects, and
+// the routes using them, wait for its carrier (NoCarrier).
+func (r *restoreRun) waits(e any) bool {
+	if r.carrier {
+		return false
+	}
+	switch e := e.(type) {
+	case *nexthopEntry:
+		return true
+	case *routeEntry:
+		return e.Route.NHID != 0
+	}
+	return false
+}
+
+// count books an outcome; it says whether the entry is done with.
+func (r *restoreRun) count(o outcome, err error) bool {
+	switch o {
+	case restored:
+		r.res.Restored++
+	case skipped:
+		r.res.Skipped++
+	case waiting:
+		r.res.NoCarrier = true
+		r.res.Skipped++
+		return false
+	default:
+		r.errs = append(r.errs, err)
+		return false
+	}
+	return true
+}
+
+// routes restores the connected routes, or the others. A whole route
+// whose key has no route now is one addition: those go in batches.
+func (r *restoreRun) routes(entries []*routeEntry, connected bool) {
+	for _, e := range entries {
+		if e.connected() != connected || r.done[e] {
+			continue
+		}
+		if r.waits(e) {
+			r.res.NoCarrier = true
+			r.res.Skipped++
+			continue
+		}
+		k := e.Route.key()
+		if len(e.Removed) == 0 && !r.pending[k] && (e.Route.NHID == 0 || r.m.cache.nexthop(e.Route.NHID) != nil) &&
+			len(r.m.cache.aliases(k)) == 0 {
+			r.batch, r.batched = append(r.batch, RouteChange{Route: e.Route, Op: OpCreate}), append(r.batched, e)
+			r.pending[k] = true
+			continue
+		}
+		r.flush()
+		o, err := r.m.restoreRoute(e, r.id, r.ix)
+		r.done[e] = r.count(o, err)
+	}
+	r.flush()
+}
+
+func (r *restoreRun) flush() {
+	for i, err := range r.m.k.ApplyRoutes(r.batch) {
+		e := r.batched[i]
+		o := restored
+		switch {
+		case isExist(err):
+			o = skipped // re-added by someone we have not heard of yet
+		case err != nil:
+			o, err = failed, fmt.Errorf("add route %s: %w", e.Route, err)
+		default:
+			r.m.cache.setAliases(e.Route.key(), []*Route{e.Route})
+		}
+		r.done[e] = r.count(o, err)
+	}
+	r.batch, r.batched = r.batch[:0], r.batched[:0]
+	clear(r.pending)
+}
 
 // restore puts a link's withdrawn routes back, onto the same-named link
 // with carrier unless anyway; m.mu must be held.
@@ -571,76 +810,32 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 		res.Skipped = ls.count()
 		return res, nil
 	}
-	// The kernel refuses nexthop objects on a link without carrier (and
-	// flushes them at carrier loss), so a released link's objects, and
-	// the routes using them, wait for its carrier (NoCarrier).
-	waits := func(e any) bool {
-		if li.Carrier {
-			return false
-		}
-		switch e := e.(type) {
-		case *nexthopEntry:
-			return true
-		case *routeEntry:
-			return e.Route.NHID != 0
-		}
-		return false
-	}
-	var errs []error
-	count := func(o outcome, err error) bool {
-		switch o {
-		case restored:
-			res.Restored++
-		case skipped:
-			res.Skipped++
-		default:
-			errs = append(errs, err)
-			return false
-		}
-		return true
-	}
-	var routes []*routeEntry
-	for _, e := range ls.Routes {
-		if e.connected() {
-			routes = append(routes, e)
-		}
-	}
-	for _, e := range ls.Routes {
-		if !e.connected() {
-			routes = append(routes, e)
-		}
-	}
-	done := map[any]bool{}
-	restoreRoutes := func(connected bool) {
-		for _, e := range routes {
-			if e.connected() == connected && !done[e] {
-				if waits(e) {
-					res.NoCarrier = true
-					res.Skipped++
-					continue
-				}
-				o, err := m.restoreRoute(e, id)
-				done[e] = count(o, err)
-			}
-		}
-	}
+	run := &restoreRun{m: m, id: id, carrier: li.Carrier, ix: m.index(), done: map[any]bool{}, pending: map[routeKey]bool{}}
 	// Connected routes, then nexthop objects (members before groups), then
 	// the rest: each step is validated by the kernel against the previous.
-	restoreRoutes(true)
+	run.routes(ls.Routes, true)
 	nhs := slices.Clone(ls.Nexthops)
 	slices.SortStableFunc(nhs, func(a, b *nexthopEntry) int {
 		return cmp.Compare(len(a.Nexthop.Group), len(b.Nexthop.Group))
 	})
 	for _, e := range nhs {
-		if waits(e) {
-			res.NoCarrier = true
-			res.Skipped++
+		if run.waits(e) {
+			run.res.NoCarrier = true
+			run.res.Skipped++
 			continue
 		}
-		o, err := m.restoreNexthop(e, id)
-		done[e] = count(o, err)
+		o, err := m.restoreNexthop(e, id, run.ix)
+		run.done[e] = run.count(o, err)
 	}
-	restoreRoutes(false)
+	run.routes(ls.Routes, false)
+	if li.Carrier {
+		n, err := m.restoreDependents(id, run.ix)
+		run.res.Restored += n
+		if err != nil {
+			run.errs = append(run.errs, err)
+		}
+	}
+	res, errs, done := run.res, run.errs, run.done
 
 	ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return done[e] })
 	ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return done[e] })
@@ -658,56 +853,120 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 	return res, nil
 }
 
-func (m *Manager) restoreRoute(e *routeEntry, id string) (outcome, error) {
-	r := e.Route
-	removed := e.Removed
-	if len(removed) == 0 {
-		removed = r.Hops
+// restoreDependents puts back the routes other links withdrew because
+// their nexthop object went entirely, when this link's restore brought
+// the object back (a group with this link's members): they have a live
+// path again. m.mu must be held.
+func (m *Manager) restoreDependents(id string, ix *index) (int, error) {
+	n := 0
+	var errs []error
+	for oid, ls := range m.st.Links {
+		if oid == id {
+			continue
+		}
+		done := map[*routeEntry]bool{}
+		for _, e := range ls.Routes {
+			if e.Route.NHID == 0 || m.cache.nexthop(e.Route.NHID) == nil {
+				continue
+			}
+			switch o, err := m.restoreRoute(e, oid, ix); o {
+			case restored:
+				n++
+				done[e] = true
+			case skipped:
+				done[e] = true
+			case failed:
+				errs = append(errs, err)
+			}
+		}
+		if len(done) > 0 {
+			ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return done[e] })
+			if ls.count() == 0 {
+				delete(m.st.Links, oid)
+			}
+		}
 	}
-	cur := m.cache.route(r.key())
-	if cur == nil {
+	return n, errors.Join(errs...)
+}
+
+func (m *Manager) restoreRoute(e *routeEntry, id string, ix *index) (outcome, error) {
+	r := e.Route
+	if r.NHID != 0 && m.cache.nexthop(r.NHID) == nil {
+		// Its nexthop object waits for carrier (refused, or withdrawn by
+		// another link): so does the route.
+		return waiting, nil
+	}
+	full := r
+	if e.Orig != nil {
+		full = e.Orig
+	}
+	cur := m.cache.aliases(r.key())
+	i := aliasIndex(cur, full)
+	if i < 0 {
 		want := r
 		if len(e.Removed) > 0 {
 			// Only our hops are ours to bring back, and only if the rest
 			// of the route went because of another dead link rather than
 			// because someone deleted it.
-			if !m.keyWithdrawnElsewhere(r.key(), id) {
+			if !e.Orphan && !ix.aliasElsewhere(r, id) {
 				return skipped, nil
 			}
 			want = r.withHops(e.Removed)
 		}
-		err := m.k.AddRoute(want, OpCreate)
+		if foreign(cur, e.Peers) {
+			return skipped, nil // someone else put a route at this key meanwhile
+		}
+		err := m.insertAt(want, cur, position(e.Peers, r, cur))
 		if isExist(err) {
 			return skipped, nil // re-added by someone we have not heard of yet
 		}
 		if err != nil {
 			return failed, fmt.Errorf("add route %s: %w", want, err)
 		}
-		m.cache.setRoute(want)
 		return restored, nil
 	}
-	if !e.Merge || r.NHID != 0 || cur.NHID != 0 {
+	c := cur[i]
+	if !e.Merge || r.NHID != 0 || c.NHID != 0 {
 		return skipped, nil // someone else re-added it meanwhile
+	}
+	removed := e.Removed
+	if len(removed) == 0 {
+		removed = r.Hops
 	}
 	var missing []Hop
 	for _, h := range removed {
-		if !hasHop(cur.Hops, h) {
+		if !hasHop(c.Hops, h) {
 			missing = append(missing, h)
 		}
 	}
 	if len(missing) == 0 {
 		return skipped, nil
 	}
-	orig := r.Hops
-	if e.Orig != nil {
-		orig = e.Orig.Hops
-	}
-	want := cur.withHops(mergeHops(orig, cur.Hops, missing, cur.Multipath))
-	if err := m.k.AddRoute(want, OpReplace); err != nil {
+	want := c.withHops(mergeHops(full.Hops, c.Hops, missing, c.Multipath))
+	if err := m.replaceAlias(c, want); err != nil {
 		return failed, fmt.Errorf("put nexthops back into %s: %w", want, err)
 	}
-	m.cache.setRoute(want)
 	return restored, nil
+}
+
+// foreign: a route of the key that was not there at withdrawal.
+func foreign(cur, peers []*Route) bool {
+	return slices.ContainsFunc(cur, func(c *Route) bool { return aliasIndex(peers, c) < 0 })
+}
+
+// position is where r goes among cur: before the first route that came
+// after it in peers (the key's routes in order before withdrawal).
+func position(peers []*Route, r *Route, cur []*Route) int {
+	p := aliasIndex(peers, r)
+	if p < 0 {
+		return len(cur)
+	}
+	for i, c := range cur {
+		if aliasIndex(peers, c) > p {
+			return i
+		}
+	}
+	return len(cur)
 }
 
 // mergeHops puts add back into cur, in orig's order (so weights and order
@@ -733,7 +992,7 @@ func mergeHops(orig, cur, add []Hop, curMultipath bool) []Hop {
 	return out
 }
 
-func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
+func (m *Manager) restoreNexthop(e *nexthopEntry, id string, ix *index) (outcome, error) {
 	n := e.Nexthop
 	cur := m.cache.nexthop(n.ID)
 	if len(n.Group) == 0 {
@@ -741,14 +1000,20 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 			return skipped, nil
 		}
 		err := m.k.AddNexthop(n, OpCreate)
-		if isExist(err) {
+		switch {
+		case isExist(err):
 			return skipped, nil
-		}
-		if err != nil {
+		case isNoCarrier(err):
+			return waiting, nil // lost carrier again since the caller looked
+		case err != nil:
 			return failed, fmt.Errorf("add %s: %w", n, err)
 		}
 		m.cache.setNexthop(n)
 		return restored, nil
+	}
+	orig := n.Group
+	if e.Orig != nil {
+		orig = e.Orig.Group
 	}
 	removed := e.Removed
 	if len(removed) == 0 {
@@ -762,13 +1027,13 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 		}
 	}
 	if cur == nil {
-		if len(e.Removed) > 0 && !m.nexthopWithdrawnElsewhere(n.ID, id) {
+		if len(e.Removed) > 0 && !e.Orphan && !ix.nexthopElsewhere(n.ID, id) {
 			return skipped, nil // the group was deleted meanwhile
 		}
 		if len(ours) == 0 {
-			return failed, fmt.Errorf("restore %s: none of its members exists", n)
+			return waiting, nil // its members wait for carrier
 		}
-		want := n.withGroup(mergeMembers(n.Group, nil, ours))
+		want := n.withGroup(mergeMembers(orig, nil, ours))
 		err := m.k.AddNexthop(want, OpCreate)
 		if isExist(err) {
 			return skipped, nil
@@ -777,6 +1042,9 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 			return failed, fmt.Errorf("add %s: %w", want, err)
 		}
 		m.cache.setNexthop(want)
+		if len(ours) < len(removed) {
+			return waiting, nil
+		}
 		return restored, nil
 	}
 	if len(cur.Group) == 0 {
@@ -790,17 +1058,17 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string) (outcome, error) {
 	}
 	if len(missing) == 0 {
 		if len(ours) < len(removed) {
-			return failed, fmt.Errorf("restore %s: some members do not exist", n)
+			return waiting, nil // the rest of its members wait for carrier
 		}
 		return skipped, nil
 	}
-	want := cur.withGroup(mergeMembers(n.Group, cur.Group, missing))
+	want := cur.withGroup(mergeMembers(orig, cur.Group, missing))
 	if err := m.k.AddNexthop(want, OpReplace); err != nil {
 		return failed, fmt.Errorf("put members back into %s: %w", want, err)
 	}
 	m.cache.setNexthop(want)
 	if len(ours) < len(removed) {
-		return failed, fmt.Errorf("restore %s: some members do not exist", n)
+		return waiting, nil
 	}
 	return restored, nil
 }

@@ -57,12 +57,12 @@ func TestSinglePathWithdrawRestore(t *testing.T) {
 		t.Fatalf("withdrew %d, want 3 (connected, static, IPv6 connected)", res.Withdrawn)
 	}
 	for _, r := range []*Route{conn, static, v6} {
-		if f.has(r.key()) != nil {
+		if f.has(r) != nil {
 			t.Errorf("%s still in the kernel", r)
 		}
 	}
 	for _, r := range []*Route{ll, local, other} {
-		if f.has(r.key()) == nil {
+		if f.has(r) == nil {
 			t.Errorf("%s was removed; it must not be touched", r)
 		}
 	}
@@ -105,7 +105,7 @@ func TestECMPOneDeadNexthop(t *testing.T) {
 		t.Fatalf("withdrew %d, want 2", res.Withdrawn)
 	}
 	for _, r := range []*Route{def, def6} {
-		got := f.has(r.key())
+		got := f.has(r)
 		if got == nil {
 			t.Fatalf("%s removed entirely; the live nexthop must stay", r)
 		}
@@ -132,12 +132,12 @@ func TestReAddedRouteNotDuplicated(t *testing.T) {
 	a2 := a.withHops([]Hop{hop(3, "10.2.0.1", 1)})
 	a2.Protocol = unix.RTPROT_BOOT
 	f.mu.Lock()
-	f.routes[a2.key()] = a2.clone()
+	f.set(a2)
 	f.notify(Update{Kind: RouteAdded, Route: a2.clone()})
 	// b comes back without the cache knowing yet: EEXIST must be "done".
-	f.routes[b.key()] = b.clone()
+	f.set(b)
 	// And the dead hop is put back into the default route by hand.
-	f.routes[def.key()] = def.clone()
+	f.set(def)
 	f.notify(Update{Kind: RouteAdded, Route: def.clone()})
 	f.mu.Unlock()
 	eventually(t, "cache to see the re-added routes", func() bool {
@@ -197,7 +197,7 @@ func TestStatePersistedBeforeDelete(t *testing.T) {
 	if ls := st.Links[linkID("eth0", 2)]; ls == nil || len(ls.Routes) != 1 {
 		t.Fatalf("entry dropped after a failed delete: %+v", st.Links)
 	}
-	if f.has(a.key()) == nil {
+	if f.has(a) == nil {
 		t.Fatal("fake lost the route although delete failed")
 	}
 }
@@ -250,11 +250,11 @@ func TestReconcile(t *testing.T) {
 	if err := m2.Reconcile(map[int]bool{2: true, 3: false}); err != nil {
 		t.Fatal(err)
 	}
-	if f.has(a.key()) == nil {
+	if f.has(a) == nil {
 		t.Error("eth0 is up: its route must be restored")
 	}
 	for _, r := range []*Route{b, c, d} {
-		if f.has(r.key()) != nil {
+		if f.has(r) != nil {
 			t.Errorf("%s restored on a link that is down or gone", r)
 		}
 	}
@@ -305,7 +305,7 @@ func TestNexthopObjects(t *testing.T) {
 	if res.Withdrawn != 9 {
 		t.Fatalf("withdrew %d, want 9", res.Withdrawn)
 	}
-	if f.has(r20.key()) == nil {
+	if f.has(r20) == nil {
 		t.Fatal("route on a group with a live member must stay")
 	}
 	f.setCarrier(2, true)
@@ -322,7 +322,7 @@ func TestLinkUpWithoutCarrier(t *testing.T) {
 	mustDown(t, m, 2, "eth0")
 	f.setCarrier(2, false) // went down again during the caller's up-delay
 	res := mustUp(t, m, 2, "eth0")
-	if !res.NoCarrier || res.Restored != 0 || f.has(a.key()) != nil {
+	if !res.NoCarrier || res.Restored != 0 || f.has(a) != nil {
 		t.Fatalf("restored onto a link without carrier: %+v", res)
 	}
 	if m.Withdrawn()["eth0"] != 1 {
@@ -355,10 +355,10 @@ func TestECMPWeightsAfterBothHopsDied(t *testing.T) {
 	before := f.snapshot(t)
 	mustDown(t, m, 2, "eth0")
 	// What the kernel's notice tells the cache: one hop, no weight.
-	m.cache.setRoute(f.has(def.key()).clone())
+	m.cache.setRoute(f.has(def).clone())
 	mustDown(t, m, 3, "eth1")
 	mustUp(t, m, 2, "eth0")
-	m.cache.setRoute(f.has(def.key()).clone())
+	m.cache.setRoute(f.has(def).clone())
 	mustUp(t, m, 3, "eth1")
 	sameTable(t, f.snapshot(t), before)
 }
@@ -380,7 +380,7 @@ func TestECMPWeightsThroughFlaps(t *testing.T) {
 					mustUp(t, m, idx, names[step[0]])
 				}
 				// What the kernel's notice tells the cache.
-				if r := f.has(def.key()); r != nil {
+				if r := f.has(def); r != nil {
 					m.cache.setRoute(r.clone())
 				}
 			}
@@ -394,16 +394,16 @@ func TestTwoDeadLinksOfOneECMPRoute(t *testing.T) {
 	f, m, _ := setup(t, []*Route{def}, nil)
 	mustDown(t, m, 2, "eth0")
 	mustDown(t, m, 3, "eth1")
-	if f.has(def.key()) != nil {
+	if f.has(def) != nil {
 		t.Fatal("route with every nexthop dead still there")
 	}
 	mustUp(t, m, 2, "eth0")
-	got := f.has(def.key())
+	got := f.has(def)
 	if got == nil || len(got.Hops) != 1 || got.Hops[0].Ifindex != 2 {
 		t.Fatalf("after eth0 up: %v, want only the eth0 nexthop", got)
 	}
 	mustUp(t, m, 3, "eth1")
-	got = f.has(def.key())
+	got = f.has(def)
 	if got == nil || len(got.Hops) != 2 {
 		t.Fatalf("after both up: %v, want both nexthops", got)
 	}

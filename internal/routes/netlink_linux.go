@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -85,6 +86,10 @@ type nlKernel struct {
 	sub    int // notification socket; groups joined by Subscribe
 	err    error
 	subbed bool
+	buf    []byte // replies, reused under mu: one per request would be 64 KiB of garbage per route
+	// portid is fd's netlink address: the kernel's notices of changes
+	// made through fd carry it.
+	portid uint32
 }
 
 // NewKernel returns the netlink Kernel of the calling thread's network
@@ -94,6 +99,20 @@ func NewKernel() Kernel {
 	if k.fd, k.err = openNetlink(); k.err != nil {
 		return k
 	}
+	// Room for a batch's acknowledgements: the kernel drops what does not
+	// fit, and a lost ACK must not be waited for.
+	if unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+		unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+	if sa, err := unix.Getsockname(k.fd); err == nil {
+		if nl, ok := sa.(*unix.SockaddrNetlink); ok {
+			k.portid = nl.Pid
+		}
+	}
+	// Never wait for an answer forever: a reply lost to an overrun would
+	// otherwise hang the reaction path.
+	tv := unix.NsecToTimeval(int64(replyTimeout))
+	unix.SetsockoptTimeval(k.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	k.sub, k.err = openNetlink()
 	return k
 }
@@ -148,7 +167,10 @@ func (k *nlKernel) request(typ, flags uint16, body []byte, fn func(typ uint16, f
 	if err := unix.Sendto(k.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("netlink send: %w", err)
 	}
-	buf := make([]byte, 1<<16)
+	if k.buf == nil {
+		k.buf = make([]byte, 1<<16)
+	}
+	buf := k.buf
 	interrupted := false
 	for {
 		n, _, err := unix.Recvfrom(k.fd, buf, 0)
@@ -267,8 +289,13 @@ func (k *nlKernel) Nexthops() ([]*Nexthop, error) {
 }
 
 func opFlags(op Op) uint16 {
-	if op == OpReplace {
+	switch op {
+	case OpReplace:
 		return unix.NLM_F_REPLACE
+	case OpAppend:
+		return unix.NLM_F_CREATE | unix.NLM_F_APPEND
+	case OpPrepend:
+		return unix.NLM_F_CREATE
 	}
 	return unix.NLM_F_CREATE | unix.NLM_F_EXCL
 }
@@ -278,7 +305,117 @@ func (k *nlKernel) AddRoute(r *Route, op Op) error {
 }
 
 func (k *nlKernel) DeleteRoute(r *Route) error {
-	return k.request(unix.RTM_DELROUTE, 0, encodeRoute(r, true), nil)
+	return deleteError(r, k.request(unix.RTM_DELROUTE, 0, encodeRoute(r, true), nil))
+}
+
+func deleteError(r *Route, err error) error {
+	if r.NHID != 0 && errors.Is(err, unix.EINVAL) {
+		// "Nexthop id does not exist": the kernel flushed the object,
+		// and every route using it went with it.
+		return fmt.Errorf("%w (%w)", unix.ESRCH, err)
+	}
+	return err
+}
+
+// A batch of ApplyRoutes is at most batchBytes and batchMsgs: its acks
+// (each a socket buffer of its own, about 1 KiB with an extended-ACK
+// message) must fit the receive buffer, or the kernel drops them.
+const (
+	batchBytes   = 32 << 10
+	batchMsgs    = 256
+	replyTimeout = 10 * time.Second
+)
+
+func (k *nlKernel) ApplyRoutes(changes []RouteChange) []error {
+	errs := make([]error, len(changes))
+	var bodies [][]byte
+	var types, flags []uint16
+	for _, c := range changes {
+		if c.Delete {
+			bodies, types, flags = append(bodies, encodeRoute(c.Route, true)), append(types, unix.RTM_DELROUTE), append(flags, 0)
+		} else {
+			bodies, types, flags = append(bodies, encodeRoute(c.Route, false)), append(types, unix.RTM_NEWROUTE), append(flags, opFlags(c.Op))
+		}
+	}
+	for start := 0; start < len(bodies); {
+		end, size := start, 0
+		for end < len(bodies) && end-start < batchMsgs && (end == start || size+unix.NLMSG_HDRLEN+len(bodies[end]) <= batchBytes) {
+			size += unix.NLMSG_HDRLEN + len(bodies[end])
+			end++
+		}
+		k.batch(types[start:end], flags[start:end], bodies[start:end], errs[start:end])
+		start = end
+	}
+	for i, c := range changes {
+		if c.Delete {
+			errs[i] = deleteError(c.Route, errs[i])
+		}
+	}
+	return errs
+}
+
+// batch sends several requests in one datagram and collects each one's
+// ACK: the kernel handles them in order and acknowledges each.
+func (k *nlKernel) batch(types, flags []uint16, bodies [][]byte, errs []error) {
+	if k.err != nil {
+		for i := range errs {
+			errs[i] = k.err
+		}
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	first := k.seq + 1
+	var msg []byte
+	for i, body := range bodies {
+		k.seq++
+		msg = binary.NativeEndian.AppendUint32(msg, uint32(unix.NLMSG_HDRLEN+len(body)))
+		msg = binary.NativeEndian.AppendUint16(msg, types[i])
+		msg = binary.NativeEndian.AppendUint16(msg, flags[i]|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+		msg = binary.NativeEndian.AppendUint32(msg, k.seq)
+		msg = binary.NativeEndian.AppendUint32(msg, 0)
+		msg = append(msg, body...) // bodies are 4-byte aligned
+	}
+	acked := make([]bool, len(bodies))
+	fail := func(err error) {
+		for i := range errs {
+			if !acked[i] {
+				errs[i] = err
+			}
+		}
+	}
+	if err := unix.Sendto(k.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		fail(fmt.Errorf("netlink send: %w", err))
+		return
+	}
+	if k.buf == nil {
+		k.buf = make([]byte, 1<<16)
+	}
+	for left := len(bodies); left > 0; {
+		n, _, err := unix.Recvfrom(k.fd, k.buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			// ENOBUFS: acks were lost; the outcome of those not acked
+			// is unknown, and reported as this error.
+			fail(fmt.Errorf("netlink receive: %w", err))
+			return
+		}
+		msgs, err := syscall.ParseNetlinkMessage(k.buf[:n])
+		if err != nil {
+			fail(fmt.Errorf("parse netlink reply: %w", err))
+			return
+		}
+		for _, m := range msgs {
+			i := int(m.Header.Seq - first)
+			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq < first || i >= len(bodies) || acked[i] {
+				continue // stale reply of an earlier request
+			}
+			errs[i], acked[i] = parseAck(m.Data), true
+			left--
+		}
+	}
 }
 
 func (k *nlKernel) AddNexthop(n *Nexthop, op Op) error {
@@ -374,10 +511,18 @@ func (k *nlKernel) Subscribe(ctx context.Context) (<-chan Update, error) {
 				continue
 			}
 			for _, m := range msgs {
+				if k.portid != 0 && m.Header.Pid == k.portid {
+					// The echo of linkbeat's own change: the Manager has put
+					// it in its cache already, and applying it late would
+					// briefly undo a later change (a route moved behind a
+					// twin, deleted again after a restore).
+					continue
+				}
 				u, ok := decodeUpdate(m.Header.Type, m.Data)
 				if !ok {
 					continue
 				}
+				u.Flags = m.Header.Flags
 				select {
 				case ch <- u:
 				case <-ctx.Done():
@@ -563,8 +708,9 @@ func decodeMultipath(b []byte) []Hop {
 	return hops
 }
 
-// encodeRoute builds an rtmsg body. For a delete it names the route by its
-// key, protocol and type only, so that every hop of it goes.
+// encodeRoute builds an rtmsg body. A delete names one kernel route: its
+// key, protocol and type, and its hops or nexthop object, so that a twin
+// of the same key (`ip route append`) stays.
 func encodeRoute(r *Route, del bool) []byte {
 	b := make([]byte, unix.SizeofRtMsg)
 	b[0] = r.Family
@@ -594,17 +740,27 @@ func encodeRoute(r *Route, del bool) []byte {
 	if r.Priority != 0 {
 		b = appendAttr(b, rtaPriority, u32(r.Priority))
 	}
-	if del {
-		// No RTA_NH_ID: the kernel refuses it (EINVAL) once the nexthop
-		// object is gone, which is the usual case at carrier loss.
-		return b
-	}
 	if r.NHID != 0 {
+		// On delete the kernel refuses it (EINVAL) once the nexthop
+		// object is gone: DeleteRoute reads that as ESRCH.
 		b = appendAttr(b, rtaNHID, u32(r.NHID))
+	}
+	if del {
+		return appendHops(b, r, true)
 	}
 	if r.PrefSrc.IsValid() {
 		b = appendAttr(b, rtaPrefSrc, r.PrefSrc.AsSlice())
 	}
+	b = appendHops(b, r, false)
+	for _, a := range r.Attrs {
+		b = appendAttr(b, a.Type, a.Data)
+	}
+	return b
+}
+
+// appendHops adds r's hops; for a delete only what tells routes of one
+// key apart (device and gateway), which is what the kernel compares.
+func appendHops(b []byte, r *Route, del bool) []byte {
 	switch {
 	case r.NHID != 0:
 	case r.Multipath:
@@ -614,8 +770,10 @@ func encodeRoute(r *Route, del bool) []byte {
 			if h.Gateway.IsValid() {
 				attrs = appendAttr(attrs, rtaGateway, h.Gateway.AsSlice())
 			}
-			for _, a := range h.Attrs {
-				attrs = appendAttr(attrs, a.Type, a.Data)
+			if !del {
+				for _, a := range h.Attrs {
+					attrs = appendAttr(attrs, a.Type, a.Data)
+				}
 			}
 			w := max(h.Weight, 1) - 1
 			mp = binary.NativeEndian.AppendUint16(mp, uint16(unix.SizeofRtNexthop+len(attrs)))
@@ -632,10 +790,9 @@ func encodeRoute(r *Route, del bool) []byte {
 		if h.Gateway.IsValid() {
 			b = appendAttr(b, rtaGateway, h.Gateway.AsSlice())
 		}
-		binary.NativeEndian.PutUint32(b[8:], (r.Flags|uint32(h.Flags))&userHopFlags)
-	}
-	for _, a := range r.Attrs {
-		b = appendAttr(b, a.Type, a.Data)
+		if !del {
+			binary.NativeEndian.PutUint32(b[8:], (r.Flags|uint32(h.Flags))&userHopFlags)
+		}
 	}
 	return b
 }

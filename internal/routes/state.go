@@ -41,6 +41,14 @@ type routeEntry struct {
 	// rest: the order and weights to merge back into (a single-path
 	// remnant has lost its weight in the kernel).
 	Orig *Route `json:"orig,omitempty"`
+	// Peers are the routes of the key, this one among them, in the
+	// kernel's order before any withdrawal (only when there were several:
+	// `ip route append` twins): where to put this one back.
+	Peers []*Route `json:"peers,omitempty"`
+	// Orphan: the link whose withdrawal took the rest of this partially
+	// withdrawn route is gone, so no other record holds the route any
+	// more; its hops here still come back.
+	Orphan bool `json:"orphan,omitempty"`
 }
 
 // nexthopEntry is one withdrawn nexthop object, or dead members taken out
@@ -49,6 +57,12 @@ type nexthopEntry struct {
 	Nexthop *Nexthop      `json:"nexthop"`
 	Removed []GroupMember `json:"removed,omitempty"`
 	Merge   bool          `json:"merge,omitempty"`
+	// Orig is the group as it was before any link's withdrawal, when
+	// another link had already taken members out: the order and weights
+	// to merge back into.
+	Orig *Nexthop `json:"orig,omitempty"`
+	// Orphan: as routeEntry.Orphan, for a group's members.
+	Orphan bool `json:"orphan,omitempty"`
 }
 
 func linkID(ifname string, ifindex int) string { return ifname + "#" + strconv.Itoa(ifindex) }
@@ -73,10 +87,20 @@ func loadState(dir string) (*state, error) {
 	return st, nil
 }
 
-// save writes the state atomically and durably: after it returns a crash
-// cannot lose it.
+// save writes the state atomically: a temporary file renamed over the old
+// one, so a reader or a restarted daemon never sees half a record.
+//
+// Not fsynced, on purpose: save runs on the reaction path, before the
+// routes are deleted, and an fsync there costs a millisecond or more per
+// event. The record must survive the daemon's death (a crash, SIGKILL, an
+// upgrade), and it does: the renamed file is in the page cache, which
+// outlives the process. It need not survive the machine's: after a crash
+// or power loss the kernel's routes are gone too, and the network is
+// configured afresh at boot; replaying a pre-crash record onto that would
+// re-add routes the boot's own configuration manages. That is also why
+// the state directory is on /run (tmpfs) by default.
 func (st *state) save(dir string) error {
-	if err := statefile.Write(dir, stateFile, st, statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Durable: true}); err != nil {
+	if err := statefile.Write(dir, stateFile, st, statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Compact: true}); err != nil {
 		return fmt.Errorf("route state: %w", err)
 	}
 	return nil

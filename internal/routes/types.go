@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -18,7 +19,7 @@ type Attr struct {
 type Hop struct {
 	Ifindex int        `json:"ifindex"`
 	Gateway netip.Addr `json:"gateway,omitzero"`
-	Weight  int        `json:"weight"` // 1..256, rtnh_hops+1
+	Weight  int        `json:"weight,omitempty"` // 1..256, rtnh_hops+1
 	Flags   uint8      `json:"flags,omitempty"`
 	Attrs   []Attr     `json:"attrs,omitempty"`
 }
@@ -32,9 +33,9 @@ type Route struct {
 	Src       netip.Prefix `json:"src,omitzero"` // IPv6 source-specific routing (RTA_SRC)
 	TOS       uint8        `json:"tos,omitempty"`
 	Table     uint32       `json:"table"`
-	Protocol  uint8        `json:"protocol"`
-	Scope     uint8        `json:"scope"`
-	Type      uint8        `json:"type"`
+	Protocol  uint8        `json:"protocol,omitempty"`
+	Scope     uint8        `json:"scope,omitempty"`
+	Type      uint8        `json:"type,omitempty"`
 	Flags     uint32       `json:"flags,omitempty"` // rtm_flags as dumped
 	Priority  uint32       `json:"priority,omitempty"`
 	PrefSrc   netip.Addr   `json:"prefsrc,omitzero"`
@@ -56,6 +57,50 @@ type routeKey struct {
 
 func (r *Route) key() routeKey {
 	return routeKey{r.Family, r.Table, r.Dst, r.Src, r.TOS, r.Priority}
+}
+
+// sameAlias: a and b, of one key, are the same kernel route, perhaps with
+// hops taken out or put back since. The kernel keeps several routes under
+// one key (IPv4 `ip route append`, IPv6 device or nexthop-object routes
+// beside a multipath one), and no two of them share a hop.
+func sameAlias(a, b *Route) bool {
+	if a.NHID != 0 || b.NHID != 0 {
+		return a.NHID == b.NHID
+	}
+	if a.Type != b.Type {
+		return false
+	}
+	if len(a.Hops) == 0 && len(b.Hops) == 0 {
+		return true
+	}
+	for _, h := range a.Hops {
+		if hasHop(b.Hops, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameHops: a and b have exactly the same hops, in the same order.
+func sameHops(a, b *Route) bool {
+	return a.NHID == b.NHID && slices.EqualFunc(a.Hops, b.Hops, func(x, y Hop) bool { return x.same(y) })
+}
+
+// aliasIndex is the position of the route of rs that is r, or -1.
+func aliasIndex(rs []*Route, r *Route) int {
+	if i := slices.IndexFunc(rs, func(o *Route) bool { return sameHops(o, r) }); i >= 0 {
+		return i
+	}
+	return slices.IndexFunc(rs, func(o *Route) bool { return sameAlias(o, r) })
+}
+
+// compareKeys orders keys cheaply (no formatting): by family, table,
+// destination, source, TOS and priority.
+func compareKeys(a, b routeKey) int {
+	return cmp.Or(cmp.Compare(a.Family, b.Family), cmp.Compare(a.Table, b.Table),
+		a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()),
+		a.Src.Addr().Compare(b.Src.Addr()), cmp.Compare(a.Src.Bits(), b.Src.Bits()),
+		cmp.Compare(a.TOS, b.TOS), cmp.Compare(a.Priority, b.Priority))
 }
 
 func (k routeKey) String() string {

@@ -19,15 +19,24 @@ type Options struct {
 	// Durable fsyncs the file and the directory, so a crash after Write
 	// returns cannot lose it.
 	Durable bool
+	// Compact writes JSON without indentation, for files that grow with
+	// what they hold (one entry per withdrawn route).
+	Compact bool
 }
 
-// Write replaces dir/name with v as indented JSON: a temporary file
-// renamed over the old one.
+// Write replaces dir/name with v as JSON (indented unless Compact): a
+// temporary file renamed over the old one.
 func Write(dir, name string, v any, o Options) error {
 	if err := os.MkdirAll(dir, o.DirPerm); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	b, err := json.MarshalIndent(v, "", "  ")
+	var b []byte
+	var err error
+	if o.Compact {
+		b, err = json.Marshal(v)
+	} else {
+		b, err = json.MarshalIndent(v, "", "  ")
+	}
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
