@@ -303,10 +303,10 @@ func (n *linkNames) bondOf(idx int) (string, string) {
 	return "", ""
 }
 
-// wantsPaths says whether any bond has ARP targets to probe.
+// wantsPaths says whether any bond has ARP or NS targets to probe.
 func wantsPaths(cfg *config.Config) bool {
 	for name := range cfg.Bonds {
-		if len(cfg.ForBond(name).ARPTargets) > 0 {
+		if len(cfg.ForBond(name).Targets()) > 0 {
 			return true
 		}
 	}
