@@ -131,6 +131,9 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 	defer bk.Close()
 	pm := openPaths(first, dcfg, d, log)
+	if pm != nil {
+		tel.metrics.SetPaths(pm.Replies)
+	}
 	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: cfg.forBond,
 		StateDir: af.stateDir, Now: func() int64 { return int64(monotime.Now()) }, Paths: pm != nil})
 	bctx, stopBonds := context.WithCancel(ctx)
