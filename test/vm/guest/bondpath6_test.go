@@ -113,8 +113,13 @@ func setNSTarget(t *testing.T, b *bondDev, target netip.Addr) {
 	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
 		t.Fatalf("%s ns_ip6_target %s: %v", b.Name, target, err)
 	}
-	if got := b.Opt("ns_ip6_target"); !strings.Contains(got, target.String()) {
-		t.Fatalf("%s ns_ip6_target reads %q after setting %s", b.Name, got, target)
+	// The kernel's own view, and linkbeat's (netlink, as doctor reads it).
+	if d := b.Dump(); !strings.Contains(d, target.String()) {
+		t.Fatalf("%s does not list ns_ip6_target %s:\n%s", b.Name, target, d)
+	}
+	_, opts, _ := statusJSON(t).slaves(b.Name)
+	if got := fmt.Sprint(opts["ns_ip6_target"]); got != "["+target.String()+"]" {
+		t.Fatalf("status --json shows %s's ns_ip6_target as %s, want [%s]", b.Name, got, target)
 	}
 }
 
