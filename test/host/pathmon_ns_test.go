@@ -1,10 +1,12 @@
 package host
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,6 +102,25 @@ func testPathmonNS(t *testing.T, mech traffic.Mechanism) {
 	}
 	if n != 2 {
 		t.Errorf("pinned NA map has %d entries, want 2", n)
+	}
+	// bpftool reads it with its BTF: named fields per entry.
+	out, err := exec.Command("bpftool", "-j", "map", "dump", "pinned", filepath.Join(dir, pathmon.NSPinName)).Output()
+	if err != nil {
+		t.Fatalf("bpftool map dump pinned %s: %v", pathmon.NSPinName, err)
+	}
+	var dump []struct {
+		Formatted struct {
+			Key   map[string]any `json:"key"`
+			Value map[string]any `json:"value"`
+		} `json:"formatted"`
+	}
+	if err := json.Unmarshal(out, &dump); err != nil || len(dump) != 2 {
+		t.Fatalf("bpftool -j: %v, %d entries:\n%.500s", err, len(dump), out)
+	}
+	for _, e := range dump {
+		if e.Formatted.Key["ifindex"] == nil || e.Formatted.Key["target"] == nil || e.Formatted.Value["replies"] == nil || e.Formatted.Value["last_ns"] == nil {
+			t.Errorf("bpftool shows no BTF-named fields: %+v", e.Formatted)
+		}
 	}
 	// The target answered to the probe's link-local address, and learned
 	// nothing else from the probes.
