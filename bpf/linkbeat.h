@@ -62,8 +62,17 @@ struct path_key {
 };
 
 struct path_replies {
-	__u64 replies; /* ARP replies from target to mac on ifindex */
+	__u64 replies; /* ARP replies (NAs in ns.c) from target to mac on ifindex */
 	__u64 last_ns; /* CLOCK_MONOTONIC of the latest, bpf_ktime_get_ns() */
-	__u8 mac[6];   /* the probe's sender MAC: a reply must carry it as tha */
+	__u8 mac[6];   /* the probe's sender MAC: an ARP reply must carry it as
+			* tha, an NA must be sent to it */
 	__u8 pad[2];
+};
+
+/* IPv6 path health (bpf/ns.c): one entry per probed slave and NS target,
+ * with a struct path_replies whose mac is the probe's source link-layer
+ * address (the target's solicited NA is sent to it). */
+struct ns_key {
+	__u32 ifindex;
+	__u8 target[16]; /* IPv6, the packet's bytes */
 };

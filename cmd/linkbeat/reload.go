@@ -89,7 +89,7 @@ func (r *reloader) reload(ctx context.Context) bool {
 	}
 	prev := r.live.get()
 	if wantsPaths(next) && !r.pathsOn {
-		r.log.Warn("config reload: ARP path health was off at start (no bond had arp_targets); restart linkbeat to turn it on. The rest of the config is applied.")
+		r.log.Warn("config reload: path health was off at start (no bond had arp_targets or ns_targets); restart linkbeat to turn it on. The rest of the config is applied.")
 	}
 	r.live.p.Store(next)
 	if was, now := prev.Monitored(r.flagIfaces), next.Monitored(r.flagIfaces); !slices.Equal(was, now) {

@@ -138,6 +138,9 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	}
 	defer bk.Close()
 	pm := openPaths(first, dcfg, d, log)
+	if pm != nil {
+		tel.metrics.SetPaths(pm.Replies)
+	}
 	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: cfg.forBond,
 		StateDir: af.stateDir, Now: func() int64 { return int64(monotime.Now()) }, Paths: pm != nil})
 	bctx, stopBonds := context.WithCancel(ctx)
@@ -310,10 +313,10 @@ func (n *linkNames) bondOf(idx int) (string, string) {
 	return "", ""
 }
 
-// wantsPaths says whether any bond has ARP targets to probe.
+// wantsPaths says whether any bond has ARP or NS targets to probe.
 func wantsPaths(cfg *config.Config) bool {
 	for name := range cfg.Bonds {
-		if len(cfg.ForBond(name).ARPTargets) > 0 {
+		if len(cfg.ForBond(name).Targets()) > 0 {
 			return true
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/monotime"
+	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/status"
@@ -66,6 +67,9 @@ func showStatus(pinDir, stateDir string, w io.Writer, asJSON bool) error {
 			return err
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if in.Paths, err = pathmon.ReadPinned(pinDir); err != nil {
 		return err
 	}
 	if in.Bonds, err = bond.ReadState(stateDir); err != nil {

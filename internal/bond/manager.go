@@ -24,7 +24,7 @@ type Options struct {
 	StateDir string
 	// Now is CLOCK_MONOTONIC in ns, the clock of the kernel's events.
 	Now func() int64
-	// Paths says the path monitor runs: without it, configured ARP
+	// Paths says the path monitor runs: without it, configured ARP and NS
 	// targets are not checked (and no slave counts as path-dead).
 	Paths bool
 }
@@ -263,7 +263,7 @@ func (m *Manager) membership(bondIdx int) {
 // view fills a bond's slaves and settings for Decide.
 func (m *Manager) view(b *Bond) {
 	s := m.o.Settings(b.Name)
-	b.FastFailover, b.PathChecks = s.FastFailover, m.o.Paths && len(s.ARPTargets) > 0
+	b.FastFailover, b.PathChecks = s.FastFailover, m.o.Paths && len(s.Targets()) > 0
 	b.Slaves = b.Slaves[:0]
 	var mine []*port
 	for _, idx := range slices.Sorted(maps.Keys(m.ports)) {

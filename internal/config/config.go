@@ -69,6 +69,10 @@ type Bond struct {
 	FastFailover *bool `yaml:"fast_failover"`
 	// ARPTargets are IPv4 addresses probed through every slave.
 	ARPTargets []string `yaml:"arp_targets"`
+	// NSTargets are IPv6 addresses (global or link-local) probed with
+	// neighbour solicitations through every slave, at the same interval
+	// and missed_max.
+	NSTargets []string `yaml:"ns_targets"`
 	// ARPInterval is the probe interval (default 100ms).
 	ARPInterval *Duration `yaml:"arp_interval"`
 	// MissedMax is how many intervals without a reply make a path dead
@@ -80,6 +84,7 @@ type Bond struct {
 type BondSettings struct {
 	FastFailover bool
 	ARPTargets   []netip.Addr
+	NSTargets    []netip.Addr
 	ARPInterval  time.Duration
 	MissedMax    int
 }
@@ -100,6 +105,11 @@ func (c *Config) ForBond(name string) BondSettings {
 			s.ARPTargets = append(s.ARPTargets, a)
 		}
 	}
+	for _, t := range b.NSTargets {
+		if a, err := netip.ParseAddr(t); err == nil {
+			s.NSTargets = append(s.NSTargets, a)
+		}
+	}
 	if b.ARPInterval != nil && *b.ARPInterval > 0 {
 		s.ARPInterval = time.Duration(*b.ARPInterval)
 	}
@@ -107,6 +117,11 @@ func (c *Config) ForBond(name string) BondSettings {
 		s.MissedMax = *b.MissedMax
 	}
 	return s
+}
+
+// Targets are every path target, the ARP ones then the NS ones.
+func (s BondSettings) Targets() []netip.Addr {
+	return append(slices.Clone(s.ARPTargets), s.NSTargets...)
 }
 
 // Settings are one interface's resolved settings.
@@ -291,7 +306,7 @@ func allowedKeys(typ string) string {
 	case strings.HasSuffix(typ, "config.Dampening"):
 		return "transitions, window, hold_down"
 	case strings.HasSuffix(typ, "config.Bond"):
-		return "fast_failover, arp_targets, arp_interval, missed_max"
+		return "fast_failover, arp_targets, ns_targets, arp_interval, missed_max"
 	default:
 		return "monitor_all, defaults, interfaces, script_on_exit, bonds"
 	}
@@ -387,6 +402,9 @@ func (c *Config) validate(root *yaml.Node) error {
 		if len(b.ARPTargets) > 16 {
 			return fmt.Errorf("line %d: bonds.%s.arp_targets: %d targets, at most 16 are allowed (as in bonding)", line(root, append(p, "arp_targets")), name, len(b.ARPTargets))
 		}
+		if err := checkNSTargets(root, p, b.NSTargets); err != nil {
+			return err
+		}
 		if b.ARPInterval != nil && time.Duration(*b.ARPInterval) < 10*time.Millisecond {
 			return fmt.Errorf("line %d: bonds.%s.arp_interval: %v is too short: want 10ms or more", line(root, append(p, "arp_interval")), name, time.Duration(*b.ARPInterval))
 		}
@@ -396,6 +414,35 @@ func (c *Config) validate(root *yaml.Node) error {
 		if b.MissedMax != nil && (*b.MissedMax < 1 || *b.MissedMax > 255) {
 			return fmt.Errorf("line %d: bonds.%s.missed_max: %d is out of range: want 1 to 255", line(root, append(p, "missed_max")), name, *b.MissedMax)
 		}
+	}
+	return nil
+}
+
+// maxNSTargets is the bonding driver's BOND_MAX_NS_TARGETS.
+const maxNSTargets = 16
+
+// checkNSTargets wants what the bonding driver takes as ns_ip6_target: a
+// global or link-local unicast IPv6 address (no zone: the bond is the
+// link), each once, at most maxNSTargets.
+func checkNSTargets(root *yaml.Node, p []string, targets []string) error {
+	at := line(root, append(slices.Clone(p), "ns_targets"))
+	seen := map[netip.Addr]bool{}
+	for _, t := range targets {
+		a, err := netip.ParseAddr(t)
+		switch {
+		case err != nil || !a.Is6() || a.Is4In6():
+			return fmt.Errorf("line %d: bonds.%s.ns_targets: %q is not an IPv6 address", at, p[1], t)
+		case a.Zone() != "":
+			return fmt.Errorf("line %d: bonds.%s.ns_targets: %q has a zone: give the address alone, the bond is its link", at, p[1], t)
+		case !a.IsGlobalUnicast() && !a.IsLinkLocalUnicast():
+			return fmt.Errorf("line %d: bonds.%s.ns_targets: %q is not a global or link-local unicast address", at, p[1], t)
+		case seen[a]:
+			return fmt.Errorf("line %d: bonds.%s.ns_targets: %q is listed twice", at, p[1], t)
+		}
+		seen[a] = true
+	}
+	if len(targets) > maxNSTargets {
+		return fmt.Errorf("line %d: bonds.%s.ns_targets: %d targets, at most %d are allowed (BOND_MAX_NS_TARGETS in bonding)", at, p[1], len(targets), maxNSTargets)
 	}
 	return nil
 }

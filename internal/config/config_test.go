@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,7 +105,44 @@ func TestBonds(t *testing.T) {
 		{"bonds:\n  bond0:\n    arp_targets: [nope]\n", "not a unicast IPv4"},
 		{"bonds:\n  bond0:\n    arp_interval: 1ms\n", "line 3: bonds.bond0.arp_interval: 1ms is too short"},
 		{"bonds:\n  bond0:\n    missed_max: 0\n", "line 3: bonds.bond0.missed_max: 0 is out of range"},
-		{"bonds:\n  bond0:\n    primary: eth0\n", "allowed: fast_failover, arp_targets, arp_interval, missed_max"},
+		{"bonds:\n  bond0:\n    primary: eth0\n", "allowed: fast_failover, arp_targets, ns_targets, arp_interval, missed_max"},
+	} {
+		_, err := Parse([]byte(bad.yaml))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: error %v, want it to contain %q", bad.yaml, err, bad.want)
+		}
+	}
+}
+
+// TestNSTargets: ns_targets takes what bonding's ns_ip6_target takes, and
+// every refusal names the key's line.
+func TestNSTargets(t *testing.T) {
+	c, err := Parse([]byte("bonds:\n  bond0:\n    arp_targets: [192.0.2.1]\n    ns_targets: [2001:db8::1, fe80::1]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.ForBond("bond0")
+	if got := fmt.Sprint(s.NSTargets); got != "[2001:db8::1 fe80::1]" {
+		t.Fatalf("ns targets %s", got)
+	}
+	if got := fmt.Sprint(s.Targets()); got != "[192.0.2.1 2001:db8::1 fe80::1]" {
+		t.Fatalf("all targets %s", got)
+	}
+	many := make([]string, 17)
+	for i := range many {
+		many[i] = fmt.Sprintf("2001:db8::%x", i+1)
+	}
+	for _, bad := range []struct{ yaml, want string }{
+		{"bonds:\n  bond0:\n    missed_max: 3\n    ns_targets: [192.0.2.1]\n", "line 4: bonds.bond0.ns_targets: \"192.0.2.1\" is not an IPv6 address"},
+		{"bonds:\n  bond0:\n    ns_targets: [\"::ffff:192.0.2.1\"]\n", "line 3: bonds.bond0.ns_targets: \"::ffff:192.0.2.1\" is not an IPv6"},
+		{"bonds:\n  bond0:\n    ns_targets: [nope]\n", "line 3: bonds.bond0.ns_targets: \"nope\" is not an IPv6"},
+		{"bonds:\n  bond0:\n    ns_targets: [\"fe80::1%eth0\"]\n", "line 3: bonds.bond0.ns_targets: \"fe80::1%eth0\" has a zone"},
+		{"bonds:\n  bond0:\n    ns_targets: [\"ff02::1\"]\n", "line 3: bonds.bond0.ns_targets: \"ff02::1\" is not a global or link-local unicast"},
+		{"bonds:\n  bond0:\n    ns_targets: [\"::\"]\n", "is not a global or link-local unicast"},
+		{"bonds:\n  bond0:\n    ns_targets: [\"::1\"]\n", "is not a global or link-local unicast"},
+		{"bonds:\n  bond0:\n    ns_targets: [\"2001:db8::1\", \"2001:db8:0::1\"]\n", "line 3: bonds.bond0.ns_targets: \"2001:db8:0::1\" is listed twice"},
+		{"bonds:\n  bond0:\n    ns_targets: [" + strings.Join(many, ", ") + "]\n", "line 3: bonds.bond0.ns_targets: 17 targets, at most 16"},
+		{"bonds:\n  bond0:\n    ns_targets: 2001:db8::1\n", "line 3"},
 	} {
 		_, err := Parse([]byte(bad.yaml))
 		if err == nil || !strings.Contains(err.Error(), bad.want) {

@@ -12,6 +12,7 @@ package doctor
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/linkbeat/linkbeat/internal/config"
@@ -139,9 +140,12 @@ type Snapshot struct {
 	// IgnoreLinkdown is net.{ipv4,ipv6}.conf.KEY.ignore_routes_with_linkdown,
 	// by family ("ipv4", "ipv6") and KEY ("all", "default", an interface).
 	IgnoreLinkdown map[string]map[string]bool
-	Monitor        Monitoring
-	Paths          Paths
-	Bpffs          Bpffs
+	// Addrs are the interfaces' addresses, by ifindex, link-local ones
+	// left out (every IPv6 interface has one).
+	Addrs   map[int][]netip.Addr
+	Monitor Monitoring
+	Paths   Paths
+	Bpffs   Bpffs
 	// Delays are the updelay/downdelay values someone asked for, from the
 	// kernel log and from config files, which the kernel may have rounded.
 	Delays   []DelayRequest
@@ -205,7 +209,7 @@ type check func(*Snapshot) []Finding
 func allChecks() []check {
 	return []check{
 		checkConfig, checkProblems,
-		checkBondMonitor, checkArpValidate, checkArpTargets, checkDelays,
+		checkBondMonitor, checkArpValidate, checkArpTargets, checkNSTargetIgnored, checkIPv6PathCheck, checkDelays,
 		checkActiveBackupSpeeds, checkLACPSpeeds, checkLACPPartner, checkLACPAggregators, checkBondMode,
 		checkMultipathLinkdown, checkUnmonitoredRoutes,
 		checkCarrierPath, checkBpffs,

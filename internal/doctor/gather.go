@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
@@ -62,6 +64,7 @@ func Gather(o Options) *Snapshot {
 		g.o.Log = slog.New(slog.DiscardHandler)
 	}
 	g.links()
+	g.addrs()
 	g.routes()
 	g.sysctls()
 	g.paths()
@@ -101,6 +104,22 @@ func (g *gatherer) links() {
 			sp, dup := bk.Speed(l.Name)
 			g.s.Speeds[l.Index] = Speed{Mbps: sp, Duplex: dup}
 		}
+	}
+}
+
+func (g *gatherer) addrs() {
+	as, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		g.problem("the addresses", err, Info)
+		return
+	}
+	g.s.Addrs = map[int][]netip.Addr{}
+	for _, a := range as {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		g.s.Addrs[a.LinkIndex] = append(g.s.Addrs[a.LinkIndex], ip.Unmap())
 	}
 }
 

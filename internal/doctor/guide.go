@@ -70,7 +70,10 @@ With neither, the bond never fails over by itself
 (doctor: bond-no-link-monitor). arp_interval without arp_ip_target probes
 nothing (bond-arp-no-targets); ARP monitoring without arp_validate counts
 any received frame as proof of life, so a dead path looks alive
-(bond-arp-validate-none). The kernel keeps updelay and downdelay as whole
+(bond-arp-validate-none). For IPv6, ns_ip6_target (Linux 6.0+) is probed
+by the same ARP monitor and needs arp_validate too
+(bond-ns-target-ignored); an IPv6-only bond with no IPv6 probe at all
+has no path check (bond-ipv6-no-path-check). The kernel keeps updelay and downdelay as whole
 miimon ticks and rounds what is asked for down to a multiple of miimon:
 ask for multiples (bond-delay-rounded).
 

@@ -39,6 +39,7 @@ func newExporter(m *Metrics, opts Options) *exporter {
 			"traffic": &trafficCollector{d: d, m: m, dump: dump, now: opts.Now, mono: opts.Monotonic},
 			"links":   &linksCollector{d: d, dump: dump},
 			"state":   &stateCollector{d: d, m: m},
+			"paths":   &pathsCollector{d: newPathDescs(), m: m, dump: dump, now: opts.Now, mono: opts.Monotonic},
 		},
 		success: prometheus.NewDesc(namespace+"_scrape_collector_success",
 			"Whether a collector of the last scrape read its source: 1 yes, 0 no (the daemon logs why).", []string{"collector"}, nil),

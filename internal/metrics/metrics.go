@@ -33,6 +33,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/monotime"
+	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/policy"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
@@ -92,6 +93,7 @@ type Metrics struct {
 
 	daemon    atomic.Pointer[DaemonInfo]
 	withdrawn atomic.Pointer[map[string]int]
+	paths     atomic.Pointer[func() ([]pathmon.Reply, error)]
 }
 
 // Options are the sources of the scrape-time collectors; zero values are

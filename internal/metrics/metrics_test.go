@@ -455,6 +455,7 @@ func TestCollectorFailureIsVisibleNotFatal(t *testing.T) {
 # HELP linkbeat_scrape_collector_success Whether a collector of the last scrape read its source: 1 yes, 0 no (the daemon logs why).
 # TYPE linkbeat_scrape_collector_success gauge
 linkbeat_scrape_collector_success{collector="links"} 0
+linkbeat_scrape_collector_success{collector="paths"} 1
 linkbeat_scrape_collector_success{collector="state"} 1
 linkbeat_scrape_collector_success{collector="traffic"} 1
 `

@@ -29,6 +29,15 @@ const (
 // PinName is the reply counter map's pin under the pin directory.
 const PinName = gen.ArpMapArpReplies
 
+// The NA counters (bpf/ns.c): their own hook, after the ARP one, for IPv6
+// frames only under clsact, and their own pinned map.
+const (
+	nsHookName     = "linkbeat-ns"
+	nsHookPriority = 3
+	// NSPinName is the NA counter map's pin under the pin directory.
+	NSPinName = gen.NsMapNsReplies
+)
+
 // kernel is the monitor's boundary with the kernel. macInput and open do
 // netlink work on the calling goroutine; a port's probe and replies use
 // only file descriptors.
@@ -46,7 +55,9 @@ type portSpec struct {
 	Ifname  string
 	MAC     net.HardwareAddr
 	// Filter: add MAC to the slave's unicast filter.
-	Filter  bool
+	Filter bool
+	// Targets: an IPv4 one gets ARP probes, an IPv6 one neighbour
+	// solicitations.
 	Targets []netip.Addr
 }
 
@@ -64,10 +75,13 @@ type port interface {
 type linuxKernel struct {
 	prog *ebpf.Program
 	m    *ebpf.Map
-	mech traffic.Mechanism
-	// progPin is where the program is pinned while it may be attached
-	// ("" without a pin directory).
-	progPin string
+	// nsProg and nsM count NAs (bpf/ns.c).
+	nsProg *ebpf.Program
+	nsM    *ebpf.Map
+	mech   traffic.Mechanism
+	// progPins are where the programs are pinned while they may be
+	// attached (none without a pin directory).
+	progPins []string
 }
 
 func openKernel(opts Options) (*linuxKernel, error) {
@@ -96,15 +110,23 @@ func openKernel(opts Options) (*linuxKernel, error) {
 		return nil, fmt.Errorf("load the ARP reply counter: %w", err)
 	}
 	k := &linuxKernel{prog: objs.ArpIngress, m: objs.ArpReplies, mech: opts.Mechanism}
+	ns, err := loadNS(opts)
+	if err != nil {
+		k.close()
+		return nil, err
+	}
+	k.nsProg, k.nsM = ns.NsIngress, ns.NsReplies
 	// A pinned map may hold an earlier run's entries: nothing is probed yet.
-	if err := clearMap(k.m); err != nil {
+	if err := errors.Join(clearMap[gen.ArpPathKey](k.m, PinName), clearMap[gen.NsNsKey](k.nsM, NSPinName)); err != nil {
 		k.close()
 		return nil, err
 	}
 	if opts.PinDir != "" {
-		if err := k.pinProgram(opts.PinDir, opts.Log); err != nil {
-			k.close()
-			return nil, err
+		for name, prog := range map[string]*ebpf.Program{traffic.ProgArp: k.prog, traffic.ProgNS: k.nsProg} {
+			if err := k.pinProgram(opts.PinDir, name, prog, opts.Log); err != nil {
+				k.close()
+				return nil, err
+			}
 		}
 	}
 	if k.mech == "" {
@@ -113,22 +135,47 @@ func openKernel(opts Options) (*linuxKernel, error) {
 	return k, nil
 }
 
-func clearMap(m *ebpf.Map) error {
+// loadNS loads the NA counter, pinned as NSPinName beside the ARP one,
+// the same way.
+func loadNS(opts Options) (*gen.NsObjects, error) {
+	spec, err := gen.LoadNs()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded NS object: %w", err)
+	}
+	copts := &ebpf.CollectionOptions{}
+	if opts.PinDir != "" {
+		spec.Maps[gen.NsMapNsReplies].Pinning = ebpf.PinByName
+		copts.Maps.PinPath = opts.PinDir
+	}
+	var objs gen.NsObjects
+	err = spec.LoadAndAssign(&objs, copts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) && opts.PinDir != "" {
+		if rmErr := os.Remove(filepath.Join(opts.PinDir, NSPinName)); rmErr == nil {
+			err = spec.LoadAndAssign(&objs, copts)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load the NA counter: %w", err)
+	}
+	return &objs, nil
+}
+
+func clearMap[K any](m *ebpf.Map, name string) error {
 	var (
-		key  gen.ArpPathKey
+		key  K
 		val  gen.ArpPathReplies // Next needs somewhere to put it
-		keys []gen.ArpPathKey
+		keys []K
 	)
 	it := m.Iterate()
 	for it.Next(&key, &val) {
 		keys = append(keys, key)
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", PinName, err)
+		return fmt.Errorf("read %s: %w", name, err)
 	}
 	for _, k := range keys {
 		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clear %s: %w", PinName, err)
+			return fmt.Errorf("clear %s: %w", name, err)
 		}
 	}
 	return nil
@@ -136,28 +183,28 @@ func clearMap(m *ebpf.Map) error {
 
 func (k *linuxKernel) mechanism() traffic.Mechanism { return k.mech }
 
-// pinProgram pins the program in place of an earlier run's, whose clsact
-// filters, left where a killed daemon had them, go first: a probed slave
-// gets its filter back when it is opened. `linkbeat cleanup` finds them by
-// the pinned program too.
-func (k *linuxKernel) pinProgram(dir string, log *slog.Logger) error {
-	path := filepath.Join(dir, traffic.ProgArp)
+// pinProgram pins a program (the ARP or the NA counter) as name in place
+// of an earlier run's, whose clsact filters, left where a killed daemon had
+// them, go first: a probed slave gets its filter back when it is opened.
+// `linkbeat cleanup` finds them by the pinned program too.
+func (k *linuxKernel) pinProgram(dir, name string, prog *ebpf.Program, log *slog.Logger) error {
+	path := filepath.Join(dir, name)
 	if old, ok := traffic.PinnedProgramID(path); ok {
 		removed, err := traffic.RemoveProgFilters(map[int]bool{old: true})
 		if err != nil {
-			return fmt.Errorf("remove an earlier run's %s filters: %w", hookName, err)
+			return fmt.Errorf("remove an earlier run's %s filters: %w", name, err)
 		}
 		if len(removed) > 0 && log != nil {
-			log.Info("removed the ARP filters an earlier run left", "filters", removed)
+			log.Info("removed the path probe filters an earlier run left", "program", name, "filters", removed)
 		}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove old pin %s: %w", path, err)
 	}
-	if err := k.prog.Pin(path); err != nil {
+	if err := prog.Pin(path); err != nil {
 		return fmt.Errorf("pin %s: %w", path, err)
 	}
-	k.progPin = path
+	k.progPins = append(k.progPins, path)
 	return nil
 }
 
@@ -165,12 +212,16 @@ func (k *linuxKernel) pinProgram(dir string, log *slog.Logger) error {
 // so no filter is left to find.
 func (k *linuxKernel) close() error {
 	var errs []error
-	if k.progPin != "" {
-		if err := os.Remove(k.progPin); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove pin %s: %w", k.progPin, err))
+	for _, pin := range k.progPins {
+		if err := os.Remove(pin); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove pin %s: %w", pin, err))
 		}
 	}
-	return errors.Join(append(errs, k.prog.Close(), k.m.Close())...)
+	errs = append(errs, k.prog.Close(), k.m.Close())
+	if k.nsProg != nil {
+		errs = append(errs, k.nsProg.Close(), k.nsM.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func (k *linuxKernel) macInput(bondIndex, slaveIndex int) (macInput, error) {
@@ -202,8 +253,10 @@ type linuxPort struct {
 	spec   portSpec
 	fd     int
 	frames [][]byte
-	keys   []gen.ArpPathKey
+	// keys holds a gen.ArpPathKey or a gen.NsNsKey per target.
+	keys   []any
 	hook   *traffic.HookLink
+	nsHook *traffic.HookLink
 	// ownFilter: the filter entry is ours to remove (it was not there).
 	ownFilter bool
 }
@@ -231,28 +284,53 @@ func (k *linuxKernel) open(p portSpec) (_ port, err error) {
 	}
 	var mac [6]uint8
 	copy(mac[:], p.MAC)
+	var v4, v6 bool
 	for _, t := range p.Targets {
-		t4 := t.As4()
-		key := gen.ArpPathKey{Ifindex: uint32(p.Ifindex), Target: binary.NativeEndian.Uint32(t4[:])}
-		if err := k.m.Put(key, gen.ArpPathReplies{Mac: mac}); err != nil {
-			return nil, fmt.Errorf("add %s/%s to %s: %w", p.Ifname, t, PinName, err)
+		m, key, name, frame := k.m, any(nil), PinName, []byte(nil)
+		if t.Is4() {
+			t4 := t.As4()
+			key, frame, v4 = gen.ArpPathKey{Ifindex: uint32(p.Ifindex), Target: binary.NativeEndian.Uint32(t4[:])}, probeFrame(p.MAC, t), true
+		} else {
+			m, name, v6 = k.nsM, NSPinName, true
+			key, frame = gen.NsNsKey{Ifindex: uint32(p.Ifindex), Target: t.As16()}, nsFrame(p.MAC, t)
+		}
+		if err := m.Put(key, gen.ArpPathReplies{Mac: mac}); err != nil {
+			return nil, fmt.Errorf("add %s/%s to %s: %w", p.Ifname, t, name, err)
 		}
 		lp.keys = append(lp.keys, key)
-		lp.frames = append(lp.frames, probeFrame(p.MAC, t))
+		lp.frames = append(lp.frames, frame)
 	}
-	lp.hook, err = traffic.AttachHook(k.mech, p.Ifindex, p.Ifname, traffic.Hook{
-		Program: k.prog, Name: hookName, Priority: hookPriority, Protocol: ethPARP,
-	})
-	if err != nil {
-		return nil, err
+	if v4 {
+		lp.hook, err = traffic.AttachHook(k.mech, p.Ifindex, p.Ifname, traffic.Hook{
+			Program: k.prog, Name: hookName, Priority: hookPriority, Protocol: ethPARP,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if v6 {
+		lp.nsHook, err = traffic.AttachHook(k.mech, p.Ifindex, p.Ifname, traffic.Hook{
+			Program: k.nsProg, Name: nsHookName, Priority: nsHookPriority, Protocol: ethPIPv6,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	return lp, nil
 }
 
+// counterMap is the map that holds key, and its pin name.
+func (k *linuxKernel) counterMap(key any) (*ebpf.Map, string) {
+	if _, ok := key.(gen.NsNsKey); ok {
+		return k.nsM, NSPinName
+	}
+	return k.m, PinName
+}
+
 func (p *linuxPort) probe() error {
-	to := &unix.SockaddrLinklayer{Ifindex: p.spec.Ifindex, Protocol: htons(ethPARP)}
 	var errs []error
 	for i, f := range p.frames {
+		to := &unix.SockaddrLinklayer{Ifindex: p.spec.Ifindex, Protocol: htons(binary.BigEndian.Uint16(f[12:14]))}
 		// Never wait: a full queue loses this probe, as a dead link would.
 		if err := unix.Sendto(p.fd, f, unix.MSG_DONTWAIT, to); err != nil {
 			errs = append(errs, fmt.Errorf("probe %s through %s: %w", p.spec.Targets[i], p.spec.Ifname, err))
@@ -265,7 +343,8 @@ func (p *linuxPort) replies() ([]TargetReplies, error) {
 	out := make([]TargetReplies, len(p.keys))
 	for i, key := range p.keys {
 		var v gen.ArpPathReplies
-		if err := p.k.m.Lookup(key, &v); err != nil {
+		m, _ := p.k.counterMap(key)
+		if err := m.Lookup(key, &v); err != nil {
 			return nil, fmt.Errorf("read %s/%s: %w", p.spec.Ifname, p.spec.Targets[i], err)
 		}
 		out[i] = TargetReplies{Addr: p.spec.Targets[i], Replies: v.Replies, LastNs: int64(v.LastNs)}
@@ -279,9 +358,14 @@ func (p *linuxPort) close(gone bool) error {
 		errs = append(errs, p.hook.Close(gone))
 		p.hook = nil
 	}
+	if p.nsHook != nil {
+		errs = append(errs, p.nsHook.Close(gone))
+		p.nsHook = nil
+	}
 	for _, key := range p.keys {
-		if err := p.k.m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s from %s: %w", p.spec.Ifname, PinName, err))
+		m, name := p.k.counterMap(key)
+		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s from %s: %w", p.spec.Ifname, name, err))
 		}
 	}
 	p.keys = nil

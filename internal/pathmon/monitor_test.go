@@ -340,9 +340,15 @@ func TestMonitorValidates(t *testing.T) {
 	k, b := twoSlaves()
 	m := newMonitor(k, nil)
 	defer m.Close()
-	b.Targets = []netip.Addr{netip.MustParseAddr("2001:db8::1")}
-	if err := m.SetBond(b); err == nil {
-		t.Fatal("an IPv6 target was accepted")
+	for _, bad := range []string{"0.0.0.0", "224.0.0.1", "ff02::1", "::", "::1", "::ffff:192.0.2.1", "fe80::1%eth0"} {
+		b.Targets = []netip.Addr{netip.MustParseAddr(bad)}
+		if err := m.SetBond(b); err == nil {
+			t.Errorf("target %s was accepted", bad)
+		}
+	}
+	b.Targets = []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("fe80::1")}
+	if err := m.SetBond(b); err != nil {
+		t.Errorf("ARP and NS targets together: %v", err)
 	}
 }
 

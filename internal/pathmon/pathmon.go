@@ -5,6 +5,11 @@
 // Every interval, each slave of a bond with ARP targets sends one ARP probe
 // per target through an AF_PACKET socket bound to it, and a TC program on
 // the slave's ingress (bpf/arp.c) counts the replies per (slave, target).
+// IPv6 targets (ns_targets) get a neighbour solicitation instead, and
+// bpf/ns.c counts the NAs (see probeSource for the source address). Both
+// kinds add up to one verdict per slave: any target's answer keeps the
+// path alive, as in the bonding driver with arp_ip_target and
+// ns_ip6_target together.
 // A slave whose targets stay silent for missed_max intervals is dead; the
 // first reply makes it alive again. Each change of verdict is a
 // bond.PathReport on Reports(); the bond manager decides whether to switch.
@@ -44,8 +49,8 @@ import (
 type Bond struct {
 	Index int
 	Name  string
-	// Targets are the IPv4 addresses probed through every slave. None:
-	// the bond is not probed.
+	// Targets are the addresses probed through every slave: IPv4 ones
+	// by ARP, IPv6 ones by NS. None: the bond is not probed.
 	Targets []netip.Addr
 	// Interval between probes (default 100ms).
 	Interval time.Duration
@@ -202,8 +207,8 @@ func (m *Monitor) SetBond(b Bond) error {
 		b.MissedMax = 3
 	}
 	for _, t := range b.Targets {
-		if !t.Is4() || t.IsUnspecified() || t.IsMulticast() {
-			return fmt.Errorf("bond %s: ARP target %s is not a unicast IPv4 address", b.Name, t)
+		if err := checkTarget(t); err != nil {
+			return fmt.Errorf("bond %s: %w", b.Name, err)
 		}
 	}
 	var errs []error
@@ -289,6 +294,20 @@ func (m *Monitor) SetBond(b Bond) error {
 		r.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// checkTarget accepts a unicast IPv4 address (ARP) or a global or
+// link-local unicast IPv6 address (NS), as the bonding driver does.
+func checkTarget(t netip.Addr) error {
+	switch {
+	case t.Is4():
+		if t.IsUnspecified() || t.IsMulticast() {
+			return fmt.Errorf("ARP target %s is not a unicast IPv4 address", t)
+		}
+	case t.Is4In6() || t.Zone() != "" || !(t.IsGlobalUnicast() || t.IsLinkLocalUnicast()):
+		return fmt.Errorf("NS target %s is not a global or link-local unicast IPv6 address", t)
+	}
+	return nil
 }
 
 func (m *Monitor) choose(bondIndex int, w Slave) (macChoice, error) {

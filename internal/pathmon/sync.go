@@ -94,7 +94,7 @@ func (s *Syncer) apply(idx int, force bool) error {
 	if name, ok := s.bonds[idx]; ok {
 		want.Name = name
 		set := s.settings(name)
-		want.Targets, want.Interval, want.MissedMax = set.ARPTargets, set.ARPInterval, set.MissedMax
+		want.Targets, want.Interval, want.MissedMax = set.Targets(), set.ARPInterval, set.MissedMax
 	}
 	if len(want.Targets) > 0 {
 		for _, i := range slices.Sorted(maps.Keys(s.slaves)) {

@@ -7,6 +7,7 @@ package registry
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"syscall"
 
@@ -35,13 +36,16 @@ type Link struct {
 
 // Bond is a bond master's configuration.
 type Bond struct {
-	Mode            string   `json:"mode"`
-	Miimon          int      `json:"miimon"`
-	UpDelay         int      `json:"updelay"`
-	DownDelay       int      `json:"downdelay"`
-	ArpInterval     int      `json:"arp_interval"`
-	ArpIPTargets    []string `json:"arp_ip_target"`
-	ArpValidate     string   `json:"arp_validate"`
+	Mode         string   `json:"mode"`
+	Miimon       int      `json:"miimon"`
+	UpDelay      int      `json:"updelay"`
+	DownDelay    int      `json:"downdelay"`
+	ArpInterval  int      `json:"arp_interval"`
+	ArpIPTargets []string `json:"arp_ip_target"`
+	ArpValidate  string   `json:"arp_validate"`
+	// NsIP6Targets is ns_ip6_target (Linux 6.0+): the ARP monitor's IPv6
+	// peers, probed by neighbour solicitation.
+	NsIP6Targets    []string `json:"ns_ip6_target,omitempty"`
 	ActiveSlave     int      `json:"-"` // ifindex, 0 when none
 	Primary         int      `json:"-"` // ifindex, 0 when none
 	PrimaryReselect string   `json:"primary_reselect"`
@@ -172,7 +176,8 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 var arpValidate = []string{"none", "active", "backup", "all", "filter", "filter_active", "filter_backup"}
 
 // bondData reads what the netlink library gets wrong or skips from the
-// bond's IFLA_INFO_DATA: arp_validate and 802.3ad's aggregator info.
+// bond's IFLA_INFO_DATA: arp_validate, ns_ip6_target and 802.3ad's
+// aggregator info.
 func bondData(info map[uint16][]byte, b *Bond) {
 	data, err := nl.ParseRouteAttr(info[unix.IFLA_INFO_DATA])
 	if err != nil {
@@ -185,6 +190,17 @@ func bondData(info map[uint16][]byte, b *Bond) {
 				b.ArpValidate = arpValidate[v]
 			} else {
 				b.ArpValidate = fmt.Sprintf("arp_validate(%d)", v)
+			}
+		case unix.IFLA_BOND_NS_IP6_TARGET:
+			// Nested, one 16-byte address per attribute (type: index).
+			targets, err := nl.ParseRouteAttr(d.Value)
+			if err != nil {
+				continue
+			}
+			for _, t := range targets {
+				if a, ok := netip.AddrFromSlice(t.Value); ok && a.Is6() {
+					b.NsIP6Targets = append(b.NsIP6Targets, a.String())
+				}
 			}
 		case nl.IFLA_BOND_AD_INFO:
 			info, err := nl.ParseRouteAttr(d.Value)

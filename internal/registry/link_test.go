@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink/nl"
@@ -147,12 +149,16 @@ func TestParseBondDataTheLibraryGetsWrong(t *testing.T) {
 	ad := data.AddRtAttr(nl.IFLA_BOND_AD_INFO, nil)
 	ad.AddRtAttr(nl.IFLA_BOND_AD_INFO_AGGREGATOR, nl.Uint16Attr(2))
 	ad.AddRtAttr(nl.IFLA_BOND_AD_INFO_PARTNER_MAC, []byte{2, 0, 0, 0, 0, 9})
+	ns := data.AddRtAttr(unix.IFLA_BOND_NS_IP6_TARGET, nil)
+	ns.AddRtAttr(0, netip.MustParseAddr("2001:db8::1").AsSlice())
+	ns.AddRtAttr(1, netip.MustParseAddr("fe80::2").AsSlice())
 	u, err := ParseMessage(unix.RTM_NEWLINK, linkMessage(6, unix.IFF_UP, nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("bond0")), li))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := u.Link.Bond
-	if b == nil || b.Mode != "802.3ad" || b.ArpValidate != "all" || b.AdAggregator != 2 || b.AdPartnerMac != "02:00:00:00:00:09" {
+	if b == nil || b.Mode != "802.3ad" || b.ArpValidate != "all" || b.AdAggregator != 2 || b.AdPartnerMac != "02:00:00:00:00:09" ||
+		strings.Join(b.NsIP6Targets, ",") != "2001:db8::1,fe80::2" {
 		t.Fatalf("bond %+v", b)
 	}
 }

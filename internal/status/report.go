@@ -10,6 +10,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/traffic"
@@ -22,8 +23,11 @@ type Inputs struct {
 	// are no pins (no daemon has run with this --bpffs-dir).
 	Counters   map[int]traffic.Counters
 	LinkStates map[int]traffic.LinkState
-	Bonds      bond.State
-	Withdrawn  []routes.WithdrawnLink
+	// Paths are the path monitor's pinned counters (arp_replies,
+	// ns_replies); nil when none are pinned.
+	Paths     []pathmon.Reply
+	Bonds     bond.State
+	Withdrawn []routes.WithdrawnLink
 	// Sources is what the last daemon recorded at start; nil if none did.
 	Sources *Sources
 	// Running says whether that daemon's process is alive.
@@ -123,6 +127,17 @@ type Slave struct {
 	// counting began (balance-tlb/alb spread load by them).
 	RxShare *float64 `json:"rx_share,omitempty"`
 	TxShare *float64 `json:"tx_share,omitempty"`
+	// Paths are the answers to linkbeat's path probes through the slave,
+	// per target: ARP replies or neighbour advertisements.
+	Paths []PathTarget `json:"paths,omitempty"`
+}
+
+// PathTarget is one target's answers through one slave.
+type PathTarget struct {
+	Target   string     `json:"target"`
+	Probe    string     `json:"probe"` // arp or ns
+	Replies  uint64     `json:"replies"`
+	LastSeen *time.Time `json:"last_seen,omitempty"`
 }
 
 // Failover is a bond's last change of active slave.
@@ -227,6 +242,11 @@ func Build(in Inputs) Report {
 				sl.RxLastSeen = wall(c.RxLastNS)
 				sl.RxShare, sl.TxShare = share(c.RxBytes, rxTotal), share(c.TxBytes, txTotal)
 			}
+			for _, p := range in.Paths {
+				if p.Ifindex == s.Index {
+					sl.Paths = append(sl.Paths, PathTarget{Target: p.Target.String(), Probe: p.Kind, Replies: p.Replies, LastSeen: wall(p.LastNs)})
+				}
+			}
 			b.Slaves = append(b.Slaves, sl)
 		}
 		if f, ok := in.Bonds.Last[l.Name]; ok {
@@ -329,6 +349,9 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+		if err := writePaths(w, b, ago); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintln(w)
 	if len(r.Withdrawn) == 0 {
@@ -346,6 +369,22 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// writePaths lists the bond's path probe answers, one line per slave and
+// target; nothing when the bond is not probed.
+func writePaths(w io.Writer, b Bond, ago func(*time.Time) string) error {
+	if !slices.ContainsFunc(b.Slaves, func(s Slave) bool { return len(s.Paths) > 0 }) {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PATH\tTARGET\tPROBE\tREPLIES\tLAST REPLY")
+	for _, s := range b.Slaves {
+		for _, p := range s.Paths {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", s.Name, p.Target, p.Probe, p.Replies, ago(p.LastSeen))
+		}
+	}
+	return tw.Flush()
 }
 
 func percent(v *float64) string {

@@ -2,12 +2,14 @@ package status
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/traffic"
@@ -203,5 +205,38 @@ func TestBuildBridgePortState(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "(stp blocking)") {
 		t.Fatalf("text output lacks the port state:\n%s", buf.String())
+	}
+}
+
+// TestBuildPathReplies: the pinned path counters land on their slave, per
+// target, with the last reply as a wall time, and the text lists them.
+func TestBuildPathReplies(t *testing.T) {
+	in := fixture()
+	in.Paths = []pathmon.Reply{
+		{Ifindex: 2, Target: netip.MustParseAddr("2001:db8::1"), Kind: pathmon.KindNS},
+		{Ifindex: 3, Target: netip.MustParseAddr("192.0.2.1"), Kind: pathmon.KindARP, Replies: 12, LastNs: uint64(998 * time.Second)},
+		{Ifindex: 3, Target: netip.MustParseAddr("2001:db8::1"), Kind: pathmon.KindNS, Replies: 9, LastNs: uint64(999 * time.Second)},
+		{Ifindex: 4, Target: netip.MustParseAddr("2001:db8::1"), Kind: pathmon.KindNS, Replies: 1}, // not a slave
+	}
+	r := Build(in)
+	if len(r.Bonds) != 1 || len(r.Bonds[0].Slaves) != 2 {
+		t.Fatalf("bonds %+v", r.Bonds)
+	}
+	eth0, eth1 := r.Bonds[0].Slaves[0], r.Bonds[0].Slaves[1]
+	if len(eth0.Paths) != 1 || eth0.Paths[0].Replies != 0 || eth0.Paths[0].LastSeen != nil || eth0.Paths[0].Probe != "ns" {
+		t.Errorf("eth0 paths %+v, want one NS target never answered", eth0.Paths)
+	}
+	if len(eth1.Paths) != 2 || eth1.Paths[1].Target != "2001:db8::1" || eth1.Paths[1].Replies != 9 ||
+		eth1.Paths[1].LastSeen == nil || !eth1.Paths[1].LastSeen.Equal(now.Add(-time.Second)) {
+		t.Errorf("eth1 paths %+v, want ARP and NS, NS last seen 1s ago", eth1.Paths)
+	}
+	var buf strings.Builder
+	if err := WriteText(&buf, r, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"PATH", "eth1  2001:db8::1  ns     9", "eth0  2001:db8::1  ns     0", "(1s ago)"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, buf.String())
+		}
 	}
 }

@@ -54,7 +54,7 @@ func Cleanup(dir string) (CleanupReport, error) {
 	var errs []error
 	// Filters first: they are found through the pinned programs' IDs,
 	// the counters' and the ARP path monitor's.
-	ids := pinnedProgramIDs(dir, append(progPins(), ProgArp))
+	ids := pinnedProgramIDs(dir, append(progPins(), ProgArp, ProgNS))
 	if len(ids) > 0 {
 		removed, err := RemoveProgFilters(ids)
 		rep.Filters = append(rep.Filters, removed...)

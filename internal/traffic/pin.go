@@ -30,13 +30,18 @@ const (
 	tcxPrefix   = "link_tcx_"
 	rawTPPrefix = "link_raw_tp_"
 
-	// The ARP path monitor's (internal/pathmon) pins in the same
-	// directory: its reply counters, and its program while it may be
-	// attached, by which cleanup finds the clsact filters (linkbeat-arp)
-	// a killed daemon left.
+	// The path monitor's (internal/pathmon) pins in the same directory:
+	// its ARP reply and NA counters, and its programs while they may be
+	// attached, by which cleanup finds the clsact filters (linkbeat-arp,
+	// linkbeat-ns) a killed daemon left.
 	MapArpReplies = gen.ArpMapArpReplies
 	ProgArp       = progPrefix + gen.ArpProgArpIngress
+	MapNSReplies  = gen.NsMapNsReplies
+	ProgNS        = progPrefix + gen.NsProgNsIngress
 )
+
+// pathPins are the path monitor's pins.
+var pathPins = []string{MapArpReplies, ProgArp, MapNSReplies, ProgNS}
 
 // pinnedMaps are the maps pinned by name, in the order they are checked.
 var pinnedMaps = []string{MapCounters, MapLinkState}
@@ -55,7 +60,7 @@ var tcxPinRE = regexp.MustCompile(`^` + tcxPrefix + `(ingress|egress)_([0-9]+)$`
 
 // ownPin reports whether name is one linkbeat creates in its pin directory.
 func ownPin(name string) bool {
-	if slices.Contains(pinnedMaps, name) || tcxPinRE.MatchString(name) || name == MapArpReplies || name == ProgArp {
+	if slices.Contains(pinnedMaps, name) || tcxPinRE.MatchString(name) || slices.Contains(pathPins, name) {
 		return true
 	}
 	for _, p := range pinnedProgs {

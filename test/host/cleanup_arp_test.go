@@ -17,11 +17,12 @@ import (
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
-// arpFilters counts the ARP path monitor's clsact filters (linkbeat-arp)
-// on a device's ingress hook.
+// arpFilters counts the path monitor's clsact filters (linkbeat-arp and
+// linkbeat-ns) on a device's ingress hook.
 func arpFilters(t *testing.T, ns netns, dev string) int {
 	t.Helper()
-	return strings.Count(ns.exec(t, "tc", "filter", "show", "dev", dev, "ingress"), "linkbeat-arp")
+	out := ns.exec(t, "tc", "filter", "show", "dev", dev, "ingress")
+	return strings.Count(out, "linkbeat-arp") + strings.Count(out, "linkbeat-ns")
 }
 
 // openArpMonitor opens the ARP path monitor under clsact with pin
@@ -36,7 +37,7 @@ func openArpMonitor(t *testing.T, ns netns, dir, dev string) *pathmon.Monitor {
 		if m, err = pathmon.Open(pathmon.Options{PinDir: dir, Mechanism: traffic.Clsact}); err != nil {
 			t.Fatal(err)
 		}
-		spec := pathmon.Bond{Index: 1000, Name: "tbond", Targets: []netip.Addr{netip.MustParseAddr("10.78.0.2")},
+		spec := pathmon.Bond{Index: 1000, Name: "tbond", Targets: []netip.Addr{netip.MustParseAddr("10.78.0.2"), netip.MustParseAddr("2001:db8:78::2")},
 			Interval: time.Second, MissedMax: 3, Slaves: []pathmon.Slave{{Index: ns.ifindex(t, dev), Name: dev}}}
 		if err := m.SetBond(spec); err != nil {
 			t.Fatal(err)
@@ -57,17 +58,17 @@ func TestCleanupRemovesArpState(t *testing.T) {
 	dir := pinDir(t)
 
 	killed := openArpMonitor(t, ns, dir, "lba0")
-	if n := arpFilters(t, ns, "lba0"); n != 1 {
-		t.Fatalf("%d linkbeat-arp filters on lba0 while probing, want 1", n)
+	if n := arpFilters(t, ns, "lba0"); n != 2 {
+		t.Fatalf("%d path filters on lba0 while probing, want 2 (ARP and NS)", n)
 	}
 	// A restart that probes through another slave only: the filter on
 	// lba0 is a leftover.
 	restarted := openArpMonitor(t, ns, dir, "lbb0")
 	if n := arpFilters(t, ns, "lba0"); n != 0 {
-		t.Errorf("%d linkbeat-arp filters on lba0 after a restart that no longer probes it, want 0", n)
+		t.Errorf("%d path filters on lba0 after a restart that no longer probes it, want 0", n)
 	}
-	if n := arpFilters(t, ns, "lbb0"); n != 1 {
-		t.Fatalf("%d linkbeat-arp filters on lbb0, want 1", n)
+	if n := arpFilters(t, ns, "lbb0"); n != 2 {
+		t.Fatalf("%d path filters on lbb0, want 2 (ARP and NS)", n)
 	}
 	var pins []string
 	entries, err := os.ReadDir(dir)
@@ -77,7 +78,7 @@ func TestCleanupRemovesArpState(t *testing.T) {
 	for _, e := range entries {
 		pins = append(pins, e.Name())
 	}
-	for _, want := range []string{traffic.MapArpReplies, traffic.ProgArp} {
+	for _, want := range []string{traffic.MapArpReplies, traffic.ProgArp, traffic.MapNSReplies, traffic.ProgNS} {
 		if !slices.Contains(pins, want) {
 			t.Fatalf("pins %v lack %s", pins, want)
 		}
@@ -109,7 +110,7 @@ func TestCleanupRemovesArpState(t *testing.T) {
 	}
 	for _, dev := range []string{"lba0", "lbb0"} {
 		if n := arpFilters(t, ns, dev); n != 0 {
-			t.Errorf("%d linkbeat-arp filters on %s after cleanup, want 0", n, dev)
+			t.Errorf("%d path filters on %s after cleanup, want 0", n, dev)
 		}
 	}
 	ns.do(t, func() {
