@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/linkbeat/linkbeat/internal/rtnl"
 )
 
 // Attribute numbers, spelled out because x/sys/unix lacks some of them.
@@ -146,8 +148,6 @@ func (e *nlError) Error() string {
 }
 func (e *nlError) Unwrap() error { return e.errno }
 
-var errDumpInterrupted = errors.New("dump interrupted")
-
 // request sends one message and calls fn for each reply until the dump ends
 // or the ACK arrives.
 func (k *nlKernel) request(typ, flags uint16, body []byte, fn func(typ uint16, flags uint16, data []byte) error) error {
@@ -194,7 +194,7 @@ func (k *nlKernel) request(typ, flags uint16, body []byte, fn func(typ uint16, f
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
 				if interrupted {
-					return errDumpInterrupted
+					return rtnl.ErrInterrupted
 				}
 				return nil
 			case unix.NLMSG_ERROR:
@@ -239,15 +239,13 @@ func cstring(b []byte) string {
 	return string(b)
 }
 
-// dump retries a dump the kernel marked inconsistent.
+// dump runs a dump through rtnl.Retry, which does it again while the
+// kernel marks it inconsistent; reset drops an interrupted attempt's part.
 func (k *nlKernel) dump(typ uint16, body []byte, fn func(typ, flags uint16, data []byte) error, reset func()) error {
-	var err error
-	for range 5 {
+	_, err := rtnl.Retry("rtnetlink", func() (struct{}, error) {
 		reset()
-		if err = k.request(typ, unix.NLM_F_DUMP, body, fn); !errors.Is(err, errDumpInterrupted) {
-			return err
-		}
-	}
+		return struct{}{}, k.request(typ, unix.NLM_F_DUMP, body, fn)
+	})
 	return err
 }
 
