@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/gen"
+	"github.com/linkbeat/linkbeat/internal/tc"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
@@ -42,7 +43,7 @@ const (
 // netlink work on the calling goroutine; a port's probe and replies use
 // only file descriptors.
 type kernel interface {
-	mechanism() traffic.Mechanism
+	mechanism() tc.Mechanism
 	// macInput describes a slave and its bond for chooseMAC.
 	macInput(bondIndex, slaveIndex int) (macInput, error)
 	// open starts probing through one slave.
@@ -78,7 +79,7 @@ type linuxKernel struct {
 	// nsProg and nsM count NAs (bpf/ns.c).
 	nsProg *ebpf.Program
 	nsM    *ebpf.Map
-	mech   traffic.Mechanism
+	mech   tc.Mechanism
 	// progPins are where the programs are pinned while they may be
 	// attached (none without a pin directory).
 	progPins []string
@@ -130,7 +131,7 @@ func openKernel(opts Options) (*linuxKernel, error) {
 		}
 	}
 	if k.mech == "" {
-		k.mech = traffic.ProbeMechanism(k.prog)
+		k.mech = tc.ProbeMechanism(k.prog)
 	}
 	return k, nil
 }
@@ -181,7 +182,7 @@ func clearMap[K any](m *ebpf.Map, name string) error {
 	return nil
 }
 
-func (k *linuxKernel) mechanism() traffic.Mechanism { return k.mech }
+func (k *linuxKernel) mechanism() tc.Mechanism { return k.mech }
 
 // pinProgram pins a program (the ARP or the NA counter) as name in place
 // of an earlier run's, whose clsact filters, left where a killed daemon had
@@ -255,8 +256,8 @@ type linuxPort struct {
 	frames [][]byte
 	// keys holds a gen.ArpPathKey or a gen.NsNsKey per target.
 	keys   []any
-	hook   *traffic.HookLink
-	nsHook *traffic.HookLink
+	hook   *tc.HookLink
+	nsHook *tc.HookLink
 	// ownFilter: the filter entry is ours to remove (it was not there).
 	ownFilter bool
 }
@@ -301,7 +302,7 @@ func (k *linuxKernel) open(p portSpec) (_ port, err error) {
 		lp.frames = append(lp.frames, frame)
 	}
 	if v4 {
-		lp.hook, err = traffic.AttachHook(k.mech, p.Ifindex, p.Ifname, traffic.Hook{
+		lp.hook, err = tc.AttachHook(k.mech, p.Ifindex, p.Ifname, tc.Hook{
 			Program: k.prog, Name: hookName, Priority: hookPriority, Protocol: ethPARP,
 		})
 		if err != nil {
@@ -309,7 +310,7 @@ func (k *linuxKernel) open(p portSpec) (_ port, err error) {
 		}
 	}
 	if v6 {
-		lp.nsHook, err = traffic.AttachHook(k.mech, p.Ifindex, p.Ifname, traffic.Hook{
+		lp.nsHook, err = tc.AttachHook(k.mech, p.Ifindex, p.Ifname, tc.Hook{
 			Program: k.nsProg, Name: nsHookName, Priority: nsHookPriority, Protocol: ethPIPv6,
 		})
 		if err != nil {

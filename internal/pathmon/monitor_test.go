@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
-	"github.com/linkbeat/linkbeat/internal/traffic"
+	"github.com/linkbeat/linkbeat/internal/tc"
 )
 
 // fakeKernel stands in for the kernel: links with addresses, and ports
@@ -40,7 +40,7 @@ func newFakeKernel() *fakeKernel {
 	return &fakeKernel{links: map[int]macInput{}, ports: map[int]*fakePort{}, openErr: map[int]error{}}
 }
 
-func (k *fakeKernel) mechanism() traffic.Mechanism { return traffic.TCX }
+func (k *fakeKernel) mechanism() tc.Mechanism { return tc.TCX }
 
 func (k *fakeKernel) macInput(_, slave int) (macInput, error) {
 	k.mu.Lock()

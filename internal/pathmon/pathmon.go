@@ -42,7 +42,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/monotime"
-	"github.com/linkbeat/linkbeat/internal/traffic"
+	"github.com/linkbeat/linkbeat/internal/tc"
 )
 
 // Bond is one bond's probing, as SetBond wants it.
@@ -111,7 +111,7 @@ type Options struct {
 	PinDir string
 	// Mechanism forces "tcx" or "clsact"; empty probes. Give the traffic
 	// counters' mechanism, so both use the same.
-	Mechanism traffic.Mechanism
+	Mechanism tc.Mechanism
 	Log       *slog.Logger
 }
 
@@ -180,7 +180,7 @@ func newMonitor(k kernel, log *slog.Logger) *Monitor {
 }
 
 // Mechanism is the TC attachment path the monitor uses.
-func (m *Monitor) Mechanism() traffic.Mechanism { return m.k.mechanism() }
+func (m *Monitor) Mechanism() tc.Mechanism { return m.k.mechanism() }
 
 // Reports delivers each change of a slave's verdict, in order per slave.
 // It is closed by Close. The probe goroutines wait for the reader, so read

@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/linkbeat/linkbeat/internal/rtnl"
+	"github.com/linkbeat/linkbeat/internal/tc"
 )
 
 // CleanupReport says what Cleanup did.
@@ -109,8 +110,8 @@ func RemoveProgFilters(ids map[int]bool) ([]string, error) {
 		errs    []error
 	)
 	for _, l := range links {
-		for _, d := range directions {
-			filters, err := filterList(l, d.parent)
+		for _, d := range tc.Directions {
+			filters, err := tc.FilterList(l, d.Parent)
 			if err != nil {
 				continue // no clsact qdisc
 			}
@@ -123,7 +124,7 @@ func RemoveProgFilters(ids map[int]bool) ([]string, error) {
 					errs = append(errs, fmt.Errorf("remove filter %s from %s: %w", bf.Name, l.Attrs().Name, err))
 					continue
 				}
-				removed = append(removed, l.Attrs().Name+" "+d.name)
+				removed = append(removed, l.Attrs().Name+" "+d.Name)
 			}
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/linkbeat/linkbeat/gen"
+	"github.com/linkbeat/linkbeat/internal/tc"
 )
 
 // Options configures Open.
@@ -324,7 +325,7 @@ func (t *Traffic) Prune() error {
 		errs = append(errs, l.Unpin(), l.Close())
 	}
 	if t.pinDir != "" {
-		errs = append(errs, removeFiltersExcept(t.attached, t.ownsFilter))
+		errs = append(errs, tc.RemoveFiltersExcept(func(ifindex int) bool { _, ok := t.attached[ifindex]; return ok }, t.ownsFilter))
 	}
 	for _, m := range []*ebpf.Map{t.objs.IfStats, t.objs.LinkState} {
 		keys, err := mapKeys(m)

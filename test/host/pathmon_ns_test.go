@@ -17,6 +17,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/gen"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
+	"github.com/linkbeat/linkbeat/internal/tc"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 	"github.com/linkbeat/linkbeat/test/nadrop"
 )
@@ -130,7 +131,7 @@ func testPathmonNS(t *testing.T, mech traffic.Mechanism) {
 
 	// b stops sending NAs to qn0's probes: the ARP replies still keep qn0
 	// alive (any target's answer does, as in bonding).
-	var dropNA *traffic.HookLink
+	var dropNA *tc.HookLink
 	b.do(t, func() { dropNA = dropNATo(t, mech, qn1, "qn1", qn0MAC) })
 	time.Sleep((pmMissedMax + 2) * pmInterval)
 	select {
@@ -144,7 +145,7 @@ func testPathmonNS(t *testing.T, mech traffic.Mechanism) {
 		t.Fatalf("qn0's NA count went from %d to %d while b dropped the NAs to it", before, after)
 	}
 	// Now its ARP probes go unanswered too: dead.
-	var dropARPs *traffic.HookLink
+	var dropARPs *tc.HookLink
 	b.do(t, func() { dropARPs = dropARP(t, mech, qn1, "qn1", qn0MAC) })
 	r := nextReport(t, m, 5*time.Second)
 	if r.SlaveIndex != qn0 || r.Alive {
@@ -205,14 +206,14 @@ func testPathmonNS(t *testing.T, mech traffic.Mechanism) {
 
 // dropNATo attaches, in the caller's netns, a TC program to ifindex's
 // egress that drops the NAs sent to dst (test/nadrop).
-func dropNATo(t *testing.T, mech traffic.Mechanism, ifindex int, ifname string, dst net.HardwareAddr) *traffic.HookLink {
+func dropNATo(t *testing.T, mech traffic.Mechanism, ifindex int, ifname string, dst net.HardwareAddr) *tc.HookLink {
 	t.Helper()
 	prog, err := nadrop.Program(dst)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { prog.Close() })
-	l, err := traffic.AttachHook(mech, ifindex, ifname, traffic.Hook{Program: prog, Egress: true, Name: "lbtest-dropna", Priority: 1, Protocol: unix.ETH_P_IPV6})
+	l, err := tc.AttachHook(mech, ifindex, ifname, tc.Hook{Program: prog, Egress: true, Name: "lbtest-dropna", Priority: 1, Protocol: unix.ETH_P_IPV6})
 	if err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			t.Skipf("%s: %v", mech, err)

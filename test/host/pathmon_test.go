@@ -17,6 +17,7 @@ import (
 	"github.com/linkbeat/linkbeat/gen"
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
+	"github.com/linkbeat/linkbeat/internal/tc"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 	"github.com/linkbeat/linkbeat/test/arpdrop"
 )
@@ -128,7 +129,7 @@ func testPathmon(t *testing.T, mech traffic.Mechanism) {
 
 	// A drop for another sender's address changes nothing: the filter
 	// the VM recipe copies is specific to one slave's probes.
-	var other *traffic.HookLink
+	var other *tc.HookLink
 	b.do(t, func() { other = dropARP(t, mech, pn1, "pn1", forced) })
 	time.Sleep((pmMissedMax + 2) * pmInterval)
 	select {
@@ -144,7 +145,7 @@ func testPathmon(t *testing.T, mech traffic.Mechanism) {
 
 	// b stops answering on pn1: pn0's probes dropped at its ingress,
 	// carrier up.
-	var drop *traffic.HookLink
+	var drop *tc.HookLink
 	b.do(t, func() { drop = dropARP(t, mech, pn1, "pn1", pn0MAC) })
 	dropped := monoNow()
 	// missed_max intervals without a reply make a path dead, the first
@@ -350,14 +351,14 @@ func mapLen(t *testing.T, m *ebpf.Map) int {
 // one host's probes stop being answered while the carrier stays up. (On a
 // shared segment, as the VM testbed's hub, this is how the peer cuts one
 // slave's path and not the other's.)
-func dropARP(t *testing.T, mech traffic.Mechanism, ifindex int, ifname string, sha net.HardwareAddr) *traffic.HookLink {
+func dropARP(t *testing.T, mech traffic.Mechanism, ifindex int, ifname string, sha net.HardwareAddr) *tc.HookLink {
 	t.Helper()
 	prog, err := arpdrop.Program(sha)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { prog.Close() })
-	l, err := traffic.AttachHook(mech, ifindex, ifname, traffic.Hook{Program: prog, Name: "lbtest-drop", Priority: 1, Protocol: unix.ETH_P_ARP})
+	l, err := tc.AttachHook(mech, ifindex, ifname, tc.Hook{Program: prog, Name: "lbtest-drop", Priority: 1, Protocol: unix.ETH_P_ARP})
 	if err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			t.Skipf("%s: %v", mech, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/linkbeat/linkbeat/internal/tc"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 	"github.com/linkbeat/linkbeat/test/nadrop"
 )
@@ -77,8 +78,8 @@ func (p *peerNS) dropNATo(t *testing.T, dst net.HardwareAddr) *arpDrop {
 	err = p.Do(func() error {
 		d.mech = traffic.ProbeMechanism(prog)
 		var err error
-		d.hook, err = traffic.AttachHook(d.mech, pl.Attrs().Index, p.NIC,
-			traffic.Hook{Program: prog, Egress: true, Name: "lbtest-dropna", Priority: 1, Protocol: unix.ETH_P_IPV6})
+		d.hook, err = tc.AttachHook(d.mech, pl.Attrs().Index, p.NIC,
+			tc.Hook{Program: prog, Egress: true, Name: "lbtest-dropna", Priority: 1, Protocol: unix.ETH_P_IPV6})
 		return err
 	})
 	if err != nil {

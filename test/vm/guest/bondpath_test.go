@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/linkbeat/linkbeat/internal/tc"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 	"github.com/linkbeat/linkbeat/test/arpdrop"
 )
@@ -73,7 +74,7 @@ type arpDrop struct {
 	p    *peerNS
 	mech traffic.Mechanism
 	prog *ebpf.Program
-	hook *traffic.HookLink
+	hook *tc.HookLink
 }
 
 // dropARPFrom makes the peer stop hearing (and so answering) ARP whose
@@ -99,8 +100,8 @@ func (p *peerNS) dropARPFrom(t *testing.T, sha net.HardwareAddr) *arpDrop {
 	err = p.Do(func() error {
 		d.mech = traffic.ProbeMechanism(prog)
 		var err error
-		d.hook, err = traffic.AttachHook(d.mech, pl.Attrs().Index, p.NIC,
-			traffic.Hook{Program: prog, Name: "lbtest-drop", Priority: 1, Protocol: unix.ETH_P_ARP})
+		d.hook, err = tc.AttachHook(d.mech, pl.Attrs().Index, p.NIC,
+			tc.Hook{Program: prog, Name: "lbtest-drop", Priority: 1, Protocol: unix.ETH_P_ARP})
 		return err
 	})
 	if err != nil {

@@ -1,4 +1,4 @@
-package traffic
+package tc
 
 import (
 	"errors"
@@ -11,9 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Hook is one TC program that another part of linkbeat (the ARP path
-// monitor, internal/pathmon) attaches to an interface, beside the
-// counters and with the same mechanism. It must pass every packet on
+// Hook is one TC program that a part of linkbeat other than the counters
+// (the path monitor, the bond fast path) attaches to an interface, beside
+// the counters and with the same mechanism. It must pass every packet on
 // (TC_ACT_UNSPEC / TCX_NEXT).
 type Hook struct {
 	Program *ebpf.Program
@@ -32,9 +32,6 @@ type Hook struct {
 	Protocol uint16
 }
 
-// countersPrefix is what the counters' cls_bpf filter names start with.
-const countersPrefix = "linkbeat_"
-
 // HookLink is one Hook attached to one interface.
 type HookLink struct {
 	ifindex int
@@ -46,8 +43,8 @@ type HookLink struct {
 // AttachHook attaches h to an interface with mech. A clsact filter of the
 // same name, left by a crashed run, is replaced.
 func AttachHook(mech Mechanism, ifindex int, ifname string, h Hook) (*HookLink, error) {
-	if h.Name == "" || strings.HasPrefix(h.Name, countersPrefix) {
-		return nil, fmt.Errorf("hook name %q: want a name without the prefix %q", h.Name, countersPrefix)
+	if h.Name == "" || strings.HasPrefix(h.Name, FilterPrefix) {
+		return nil, fmt.Errorf("hook name %q: want a name without the prefix %q", h.Name, FilterPrefix)
 	}
 	l := &HookLink{ifindex: ifindex, ifname: ifname, hook: h}
 	parent := uint32(netlink.HANDLE_MIN_INGRESS)
@@ -66,12 +63,8 @@ func AttachHook(mech Mechanism, ifindex int, ifname string, h Hook) (*HookLink, 
 		l.tcx = tl
 		return l, nil
 	}
-	qdisc := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-		QdiscType:  "clsact",
-	}
 	// Shared with the counters and with other tools.
-	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := addClsact(ifindex); err != nil {
 		return nil, fmt.Errorf("add clsact qdisc to %s: %w", ifname, err)
 	}
 	proto := uint16(unix.ETH_P_ALL)
@@ -118,7 +111,7 @@ func removeNamedFilter(ifindex int, parent uint32, name string) error {
 	if err != nil {
 		return err
 	}
-	filters, err := filterList(l, parent)
+	filters, err := FilterList(l, parent)
 	if err != nil {
 		// No clsact qdisc: nothing of ours there.
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
