@@ -200,6 +200,23 @@ func (m *Monitor) SetBond(b Bond) error {
 	if len(b.Targets) == 0 {
 		return m.removeLocked(b.Index)
 	}
+	b, err := withDefaults(b)
+	if err != nil {
+		return err
+	}
+	r, err := m.bondRunLocked(b)
+	errs := []error{err}
+	r.configure(b)
+	errs = append(errs, m.dropLeavers(r, b.Slaves))
+	for _, w := range b.Slaves {
+		errs = append(errs, m.setSlave(r, b.Name, w))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills in b's unset interval and miss count, and checks its
+// targets.
+func withDefaults(b Bond) (Bond, error) {
 	if b.Interval <= 0 {
 		b.Interval = 100 * time.Millisecond
 	}
@@ -208,13 +225,19 @@ func (m *Monitor) SetBond(b Bond) error {
 	}
 	for _, t := range b.Targets {
 		if err := checkTarget(t); err != nil {
-			return fmt.Errorf("bond %s: %w", b.Name, err)
+			return b, fmt.Errorf("bond %s: %w", b.Name, err)
 		}
 	}
-	var errs []error
+	return b, nil
+}
+
+// bondRunLocked returns b's run, started anew when it is new or its
+// targets changed; the error is stopping the old one's.
+func (m *Monitor) bondRunLocked(b Bond) (*bondRun, error) {
+	var err error
 	r := m.bonds[b.Index]
 	if r != nil && !slices.Equal(r.targets, b.Targets) {
-		errs = append(errs, m.removeLocked(b.Index))
+		err = m.removeLocked(b.Index)
 		r = nil
 	}
 	if r == nil {
@@ -224,7 +247,14 @@ func (m *Monitor) SetBond(b Bond) error {
 		go m.run(r)
 		m.log.Info("path monitor: probing bond", "bond", b.Name, "targets", b.Targets, "interval", b.Interval, "missed_max", b.MissedMax)
 	}
+	return r, err
+}
+
+// configure takes b's name, interval and miss count; a new interval
+// restarts the run's ticker.
+func (r *bondRun) configure(b Bond) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.interval != b.Interval {
 		select {
 		case r.reset <- struct{}{}:
@@ -232,67 +262,75 @@ func (m *Monitor) SetBond(b Bond) error {
 		}
 	}
 	r.name, r.interval, r.missedMax = b.Name, b.Interval, b.MissedMax
-	r.mu.Unlock()
+}
 
-	want := map[int]Slave{}
-	for _, s := range b.Slaves {
-		want[s.Index] = s
+// dropLeavers stops the slaves that are not in want, or whose forced
+// address changed. Leavers go first: an ifindex reused by a new slave
+// starts clean.
+func (m *Monitor) dropLeavers(r *bondRun, want []Slave) error {
+	wanted := map[int]Slave{}
+	for _, s := range want {
+		wanted[s.Index] = s
 	}
-	// Leavers first: an ifindex reused by a new slave starts clean.
 	r.mu.Lock()
 	var leaving []*slaveRun
 	for idx, s := range r.slaves {
-		w, ok := want[idx]
+		w, ok := wanted[idx]
 		if !ok || !slices.Equal(w.MAC, s.forced) {
 			leaving = append(leaving, s)
 			delete(r.slaves, idx)
 		}
 	}
 	r.mu.Unlock()
+	var errs []error
 	for _, s := range leaving {
 		errs = append(errs, m.closeSlave(r, s, false))
 	}
-	for _, w := range b.Slaves {
+	return errors.Join(errs...)
+}
+
+// setSlave starts probing through w, or keeps the probing that works.
+func (m *Monitor) setSlave(r *bondRun, bondName string, w Slave) error {
+	r.mu.Lock()
+	cur := r.slaves[w.Index]
+	r.mu.Unlock()
+	choice, err := m.choose(r.index, w)
+	// A working slave keeps going unless its address must change; a
+	// failed lookup changes nothing.
+	if cur != nil && cur.port != nil && (err != nil || slices.Equal(choice.MAC, cur.mac.MAC)) {
 		r.mu.Lock()
-		cur := r.slaves[w.Index]
+		cur.name = w.Name
 		r.mu.Unlock()
-		choice, err := m.choose(r.index, w)
-		// A working slave keeps going unless its address must change; a
-		// failed lookup changes nothing.
-		if cur != nil && cur.port != nil && (err != nil || slices.Equal(choice.MAC, cur.mac.MAC)) {
-			r.mu.Lock()
-			cur.name = w.Name
-			r.mu.Unlock()
-			if err != nil {
-				m.log.Warn("path monitor: cannot look up slave; probing on as before", "bond", b.Name, "slave", w.Name, "err", err)
-			}
-			continue
-		}
-		if cur != nil {
-			// Its address must change (or it failed before): start over.
-			r.mu.Lock()
-			delete(r.slaves, w.Index)
-			r.mu.Unlock()
-			errs = append(errs, m.closeSlave(r, cur, false))
-		}
-		s := &slaveRun{index: w.Index, name: w.Name, forced: w.MAC, mac: choice}
-		if err == nil {
-			s.port, err = m.k.open(portSpec{Ifindex: w.Index, Ifname: w.Name, MAC: choice.MAC, Filter: choice.Filter, Targets: r.targets})
-		}
 		if err != nil {
-			s.err = err
-			errs = append(errs, fmt.Errorf("bond %s: cannot probe through %s: %w", b.Name, w.Name, err))
-			m.log.Warn("path monitor: cannot probe through slave", "bond", b.Name, "slave", w.Name, "err", err)
-		} else {
-			m.log.Info("path monitor: probing through slave", "bond", b.Name, "slave", w.Name, "mac", choice.MAC.String(), "mac_source", choice.Source, "filter", choice.Filter)
-			// The first probe now, so the first tick already judges.
-			s.probeErr(m.log, r.name, s.port.probe())
-			s.probed = true
+			m.log.Warn("path monitor: cannot look up slave; probing on as before", "bond", bondName, "slave", w.Name, "err", err)
 		}
-		r.mu.Lock()
-		r.slaves[w.Index] = s
-		r.mu.Unlock()
+		return nil
 	}
+	var errs []error
+	if cur != nil {
+		// Its address must change (or it failed before): start over.
+		r.mu.Lock()
+		delete(r.slaves, w.Index)
+		r.mu.Unlock()
+		errs = append(errs, m.closeSlave(r, cur, false))
+	}
+	s := &slaveRun{index: w.Index, name: w.Name, forced: w.MAC, mac: choice}
+	if err == nil {
+		s.port, err = m.k.open(portSpec{Ifindex: w.Index, Ifname: w.Name, MAC: choice.MAC, Filter: choice.Filter, Targets: r.targets})
+	}
+	if err != nil {
+		s.err = err
+		errs = append(errs, fmt.Errorf("bond %s: cannot probe through %s: %w", bondName, w.Name, err))
+		m.log.Warn("path monitor: cannot probe through slave", "bond", bondName, "slave", w.Name, "err", err)
+	} else {
+		m.log.Info("path monitor: probing through slave", "bond", bondName, "slave", w.Name, "mac", choice.MAC.String(), "mac_source", choice.Source, "filter", choice.Filter)
+		// The first probe now, so the first tick already judges.
+		s.probeErr(m.log, r.name, s.port.probe())
+		s.probed = true
+	}
+	r.mu.Lock()
+	r.slaves[w.Index] = s
+	r.mu.Unlock()
 	return errors.Join(errs...)
 }
 
