@@ -90,50 +90,15 @@ func Open(opts Options) (*Traffic, error) {
 		adopted: make(map[string]link.Link), ourProgs: make(map[int]bool), replaced: map[string]string{}}
 	copts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: opts.KernelTypes}}
 	if opts.PinDir != "" {
-		if err := checkBpffs(opts.PinDir); err != nil {
+		if err := t.checkPins(spec, copts); err != nil {
 			return nil, err
 		}
-		if t.replaced, err = checkPinnedMaps(opts.PinDir, spec); err != nil {
-			return nil, err
-		}
-		for name, why := range t.replaced {
-			log.Warn("pinned map has another layout than this build's: replaced it, its old contents are gone",
-				"map", name, "pin", filepath.Join(opts.PinDir, name), "change", why)
-		}
-		for _, name := range pinnedMaps {
-			spec.Maps[name].Pinning = ebpf.PinByName
-		}
-		copts.Maps.PinPath = opts.PinDir
-		t.ourProgs = pinnedProgramIDs(opts.PinDir, progPins())
 	}
-	// The tracepoint programs need BTF for CO-RE; TC programs do not. Load
-	// them apart so a kernel without BTF still counts traffic.
-	var tc struct {
-		Ingress   *ebpf.Program `ebpf:"tc_ingress"`
-		Egress    *ebpf.Program `ebpf:"tc_egress"`
-		Stats     *ebpf.Map     `ebpf:"if_stats"`
-		LinkState *ebpf.Map     `ebpf:"link_state"`
-	}
-	if err := spec.LoadAndAssign(&tc, copts); err != nil {
-		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("load TC programs: a pinned map in %s changed while linkbeat started: %w", opts.PinDir, err)
-		}
-		return nil, fmt.Errorf("load TC programs: %w", err)
-	}
-	t.objs.TcIngress, t.objs.TcEgress, t.objs.IfStats, t.objs.LinkState = tc.Ingress, tc.Egress, tc.Stats, tc.LinkState
-	for _, p := range []*ebpf.Program{tc.Ingress, tc.Egress} {
-		if info, err := p.Info(); err == nil {
-			if id, ok := info.ID(); ok {
-				t.ourProgs[int(id)] = true
-			}
-		}
+	if err := t.loadTC(spec, copts); err != nil {
+		return nil, err
 	}
 	if opts.PinDir != "" {
-		if err := t.pinPrograms(map[string]*ebpf.Program{gen.TrafficProgTcIngress: tc.Ingress, gen.TrafficProgTcEgress: tc.Egress}); err != nil {
-			t.objs.Close()
-			return nil, err
-		}
-		if err := t.adoptLinks(); err != nil {
+		if err := t.takeOverPins(); err != nil {
 			t.objs.Close()
 			return nil, err
 		}
@@ -149,6 +114,65 @@ func Open(opts Options) (*Traffic, error) {
 		t.tpErr = t.attachTracepoints(spec, copts)
 	}
 	return t, nil
+}
+
+// checkPins makes the load reuse the maps pinned in the pin directory
+// whose layout is this build's, replacing the others, and notes the IDs
+// of the programs an earlier run pinned.
+func (t *Traffic) checkPins(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions) error {
+	if err := checkBpffs(t.pinDir); err != nil {
+		return err
+	}
+	var err error
+	if t.replaced, err = checkPinnedMaps(t.pinDir, spec); err != nil {
+		return err
+	}
+	for name, why := range t.replaced {
+		t.log.Warn("pinned map has another layout than this build's: replaced it, its old contents are gone",
+			"map", name, "pin", filepath.Join(t.pinDir, name), "change", why)
+	}
+	for _, name := range pinnedMaps {
+		spec.Maps[name].Pinning = ebpf.PinByName
+	}
+	copts.Maps.PinPath = t.pinDir
+	t.ourProgs = pinnedProgramIDs(t.pinDir, progPins())
+	return nil
+}
+
+// loadTC loads the TC programs and their maps. The tracepoint programs
+// need BTF for CO-RE; TC programs do not. They are loaded apart so a
+// kernel without BTF still counts traffic.
+func (t *Traffic) loadTC(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions) error {
+	var objs struct {
+		Ingress   *ebpf.Program `ebpf:"tc_ingress"`
+		Egress    *ebpf.Program `ebpf:"tc_egress"`
+		Stats     *ebpf.Map     `ebpf:"if_stats"`
+		LinkState *ebpf.Map     `ebpf:"link_state"`
+	}
+	if err := spec.LoadAndAssign(&objs, copts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return fmt.Errorf("load TC programs: a pinned map in %s changed while linkbeat started: %w", t.pinDir, err)
+		}
+		return fmt.Errorf("load TC programs: %w", err)
+	}
+	t.objs.TcIngress, t.objs.TcEgress, t.objs.IfStats, t.objs.LinkState = objs.Ingress, objs.Egress, objs.Stats, objs.LinkState
+	for _, p := range []*ebpf.Program{objs.Ingress, objs.Egress} {
+		if info, err := p.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				t.ourProgs[int(id)] = true
+			}
+		}
+	}
+	return nil
+}
+
+// takeOverPins pins this build's TC programs in place of an earlier
+// run's and opens the tcx links it pinned, for Attach to update in place.
+func (t *Traffic) takeOverPins() error {
+	if err := t.pinPrograms(map[string]*ebpf.Program{gen.TrafficProgTcIngress: t.objs.TcIngress, gen.TrafficProgTcEgress: t.objs.TcEgress}); err != nil {
+		return err
+	}
+	return t.adoptLinks()
 }
 
 func (t *Traffic) pinPrograms(progs map[string]*ebpf.Program) error {
