@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/registry"
@@ -40,45 +39,49 @@ type Kernel interface {
 // NetlinkKernel is the rtnetlink Kernel, bound to the network namespace
 // that was current when it was made.
 type NetlinkKernel struct {
-	sock  *nl.NetlinkSocket
-	seq   uint32
+	conn  *rtnl.Conn
 	sysfs string
 }
 
 // NewKernel opens the request socket.
 func NewKernel() (*NetlinkKernel, error) {
-	s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+	c, err := rtnl.Dial(rtnl.ConnOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("open rtnetlink socket for bond changes: %w", err)
 	}
-	return &NetlinkKernel{sock: s, sysfs: "/sys/class/net"}, nil
+	return &NetlinkKernel{conn: c, sysfs: "/sys/class/net"}, nil
 }
 
 // Close releases the socket.
-func (k *NetlinkKernel) Close() { k.sock.Close() }
+func (k *NetlinkKernel) Close() { k.conn.Close() }
 
 func (k *NetlinkKernel) SetActive(bond, slave int) error {
-	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(bond)
-	req.AddData(msg)
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bond"))
 	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
 	data.AddRtAttr(nl.IFLA_BOND_ACTIVE_SLAVE, nl.Uint32Attr(uint32(slave)))
-	req.AddData(info)
-	if _, err := k.do(req, 0); err != nil {
+	body := append(msg.Serialize(), info.Serialize()...)
+	if err := k.conn.Request(unix.RTM_NEWLINK, 0, body, nil); err != nil {
 		return fmt.Errorf("set active slave of bond %d to %d: %w", bond, slave, err)
 	}
 	return nil
 }
 
 func (k *NetlinkKernel) Active(bond int) (int, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(bond)
-	req.AddData(msg)
-	reply, err := k.do(req, unix.RTM_NEWLINK)
+	var reply []byte
+	err := k.conn.Request(unix.RTM_GETLINK, 0, msg.Serialize(), func(typ, _ uint16, data []byte) error {
+		if typ == unix.RTM_NEWLINK && reply == nil {
+			reply = slices.Clone(data) // data is the socket's buffer, reused by the next read
+		}
+		return nil
+	})
+	if err == nil && reply == nil {
+		err = errors.New("no answer")
+	}
 	if err != nil {
 		return 0, fmt.Errorf("read bond %d: %w", bond, err)
 	}
@@ -102,99 +105,29 @@ func (k *NetlinkKernel) Slaves(bond int) ([]registry.Link, error) {
 // rtnl.ErrInterrupted, once the dump is read to its end, when the kernel
 // flagged it inconsistent.
 func (k *NetlinkKernel) slavesOnce(bond int) ([]registry.Link, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
-	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	// The kernel filters the dump by master (and we check it again).
-	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bond))))
-	k.seq++
-	req.Seq = k.seq
-	if err := k.sock.Send(req); err != nil {
+	body := append(nl.NewIfInfomsg(unix.AF_UNSPEC).Serialize(),
+		nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(bond))).Serialize()...)
+	var out []registry.Link
+	err := k.conn.Request(unix.RTM_GETLINK, unix.NLM_F_DUMP, body, func(typ, _ uint16, data []byte) error {
+		if typ != unix.RTM_NEWLINK {
+			return nil
+		}
+		// A copy: data is the socket's buffer, and the link may keep
+		// slices of it.
+		u, err := registry.ParseMessage(typ, slices.Clone(data))
+		if err != nil {
+			return err
+		}
+		if u.Link.MasterIndex == bond && u.Link.BondSlave != nil {
+			out = append(out, u.Link)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, err)
 	}
-	var out []registry.Link
-	interrupted := false
-	for {
-		msgs, from, err := k.sock.Receive()
-		if err != nil {
-			return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, err)
-		}
-		if from.Pid != 0 {
-			continue
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != req.Seq {
-				continue
-			}
-			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
-				interrupted = true
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				if interrupted {
-					return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, rtnl.ErrInterrupted)
-				}
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
-						return nil, fmt.Errorf("dump slaves of bond %d: %w", bond, syscall.Errno(-errno))
-					}
-				}
-				return out, nil
-			case unix.RTM_NEWLINK:
-				u, err := registry.ParseMessage(m.Header.Type, m.Data)
-				if err != nil {
-					return nil, err
-				}
-				if u.Link.MasterIndex == bond && u.Link.BondSlave != nil {
-					out = append(out, u.Link)
-				}
-			}
-		}
-	}
-}
-
-// do sends one request and waits for its answer: the message of type want,
-// or, when want is 0, the ACK.
-func (k *NetlinkKernel) do(req *nl.NetlinkRequest, want uint16) ([]byte, error) {
-	k.seq++
-	req.Seq = k.seq
-	if err := k.sock.Send(req); err != nil {
-		return nil, err
-	}
-	pid, err := k.sock.GetPid()
-	if err != nil {
-		return nil, err
-	}
-	var got []byte
-	for {
-		msgs, from, err := k.sock.Receive()
-		if err != nil {
-			return nil, err
-		}
-		if from.Pid != 0 {
-			continue
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != req.Seq || m.Header.Pid != pid {
-				continue // a late answer to an earlier, timed-out request
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_ERROR:
-				if len(m.Data) < 4 {
-					return nil, errors.New("short netlink error message")
-				}
-				if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
-					return nil, syscall.Errno(-errno)
-				}
-				return got, nil
-			case want:
-				if want != 0 {
-					return m.Data, nil
-				}
-			}
-		}
-	}
+	return out, nil
 }
 
 func (k *NetlinkKernel) SlaveOrder(bondName string) ([]string, error) {

@@ -82,71 +82,27 @@ var nexthopDropAttrs = map[uint16]bool{
 // nlKernel talks rtnetlink in the network namespace that was current when
 // NewKernel ran: its sockets are opened there and stay bound to it.
 type nlKernel struct {
-	mu     sync.Mutex // one request at a time on fd
-	fd     int
-	seq    uint32
+	conn   *rtnl.Conn
 	sub    int // notification socket; groups joined by Subscribe
 	err    error
+	mu     sync.Mutex // guards subbed
 	subbed bool
-	buf    []byte // replies, reused under mu: one per request would be 64 KiB of garbage per route
-	// portid is fd's netlink address: the kernel's notices of changes
-	// made through fd carry it.
-	portid uint32
 }
 
 // NewKernel returns the netlink Kernel of the calling thread's network
 // namespace. Errors opening sockets surface on first use.
 func NewKernel() Kernel {
-	k := &nlKernel{fd: -1, sub: -1}
-	if k.fd, k.err = openNetlink(); k.err != nil {
+	k := &nlKernel{sub: -1}
+	// Room for a batch's acknowledgements: the kernel drops what does not
+	// fit, and a lost ACK must not be waited for. Never wait for an answer
+	// forever: a reply lost to an overrun would otherwise hang the
+	// reaction path.
+	if k.conn, k.err = rtnl.Dial(rtnl.ConnOptions{RcvBuf: 4 << 20, Timeout: replyTimeout}); k.err != nil {
 		return k
 	}
-	// Room for a batch's acknowledgements: the kernel drops what does not
-	// fit, and a lost ACK must not be waited for.
-	if unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
-		unix.SetsockoptInt(k.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
-	}
-	if sa, err := unix.Getsockname(k.fd); err == nil {
-		if nl, ok := sa.(*unix.SockaddrNetlink); ok {
-			k.portid = nl.Pid
-		}
-	}
-	// Never wait for an answer forever: a reply lost to an overrun would
-	// otherwise hang the reaction path.
-	tv := unix.NsecToTimeval(int64(replyTimeout))
-	unix.SetsockoptTimeval(k.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	k.sub, k.err = openNetlink()
+	k.sub, k.err = rtnl.Socket()
 	return k
 }
-
-func openNetlink() (int, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
-	if err != nil {
-		return -1, fmt.Errorf("open netlink socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("bind netlink socket: %w", err)
-	}
-	// Extended ACKs carry the kernel's reason, which makes errors readable.
-	unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
-	unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
-	return fd, nil
-}
-
-// nlError is a kernel error with its extended-ACK message.
-type nlError struct {
-	errno unix.Errno
-	msg   string
-}
-
-func (e *nlError) Error() string {
-	if e.msg != "" {
-		return e.errno.Error() + ": " + e.msg
-	}
-	return e.errno.Error()
-}
-func (e *nlError) Unwrap() error { return e.errno }
 
 // request sends one message and calls fn for each reply until the dump ends
 // or the ACK arrives.
@@ -154,89 +110,7 @@ func (k *nlKernel) request(typ, flags uint16, body []byte, fn func(typ uint16, f
 	if k.err != nil {
 		return k.err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.seq++
-	seq := k.seq
-	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
-	msg = append(msg, body...)
-	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
-	binary.NativeEndian.PutUint16(msg[4:], typ)
-	binary.NativeEndian.PutUint16(msg[6:], flags|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	binary.NativeEndian.PutUint32(msg[8:], seq)
-	if err := unix.Sendto(k.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("netlink send: %w", err)
-	}
-	if k.buf == nil {
-		k.buf = make([]byte, 1<<16)
-	}
-	buf := k.buf
-	interrupted := false
-	for {
-		n, _, err := unix.Recvfrom(k.fd, buf, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("netlink receive: %w", err)
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return fmt.Errorf("parse netlink reply: %w", err)
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != seq {
-				continue // stale reply of an earlier request
-			}
-			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
-				interrupted = true
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				if interrupted {
-					return rtnl.ErrInterrupted
-				}
-				return nil
-			case unix.NLMSG_ERROR:
-				return parseAck(m.Data)
-			default:
-				if fn != nil {
-					if err := fn(m.Header.Type, m.Header.Flags, m.Data); err != nil {
-						return err
-					}
-				}
-			}
-		}
-	}
-}
-
-func parseAck(data []byte) error {
-	if len(data) < 4 {
-		return errors.New("short netlink error")
-	}
-	code := int32(binary.NativeEndian.Uint32(data))
-	if code == 0 {
-		return nil
-	}
-	e := &nlError{errno: unix.Errno(-code)}
-	// With NETLINK_CAP_ACK the echoed request is only its header.
-	if len(data) >= 4+unix.NLMSG_HDRLEN {
-		for _, a := range parseAttrs(data[4+unix.NLMSG_HDRLEN:]) {
-			if a.Type&nlaTypeMask == unix.NLMSGERR_ATTR_MSG {
-				e.msg = cstring(a.Data)
-			}
-		}
-	}
-	return e
-}
-
-func cstring(b []byte) string {
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
-		}
-	}
-	return string(b)
+	return k.conn.Request(typ, flags, body, fn)
 }
 
 // dump runs a dump through rtnl.Retry, which does it again while the
@@ -361,59 +235,7 @@ func (k *nlKernel) batch(types, flags []uint16, bodies [][]byte, errs []error) {
 		}
 		return
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	first := k.seq + 1
-	var msg []byte
-	for i, body := range bodies {
-		k.seq++
-		msg = binary.NativeEndian.AppendUint32(msg, uint32(unix.NLMSG_HDRLEN+len(body)))
-		msg = binary.NativeEndian.AppendUint16(msg, types[i])
-		msg = binary.NativeEndian.AppendUint16(msg, flags[i]|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-		msg = binary.NativeEndian.AppendUint32(msg, k.seq)
-		msg = binary.NativeEndian.AppendUint32(msg, 0)
-		msg = append(msg, body...) // bodies are 4-byte aligned
-	}
-	acked := make([]bool, len(bodies))
-	fail := func(err error) {
-		for i := range errs {
-			if !acked[i] {
-				errs[i] = err
-			}
-		}
-	}
-	if err := unix.Sendto(k.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		fail(fmt.Errorf("netlink send: %w", err))
-		return
-	}
-	if k.buf == nil {
-		k.buf = make([]byte, 1<<16)
-	}
-	for left := len(bodies); left > 0; {
-		n, _, err := unix.Recvfrom(k.fd, k.buf, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			// ENOBUFS: acks were lost; the outcome of those not acked
-			// is unknown, and reported as this error.
-			fail(fmt.Errorf("netlink receive: %w", err))
-			return
-		}
-		msgs, err := syscall.ParseNetlinkMessage(k.buf[:n])
-		if err != nil {
-			fail(fmt.Errorf("parse netlink reply: %w", err))
-			return
-		}
-		for _, m := range msgs {
-			i := int(m.Header.Seq - first)
-			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq < first || i >= len(bodies) || acked[i] {
-				continue // stale reply of an earlier request
-			}
-			errs[i], acked[i] = parseAck(m.Data), true
-			left--
-		}
-	}
+	k.conn.Batch(types, flags, bodies, errs)
 }
 
 func (k *nlKernel) AddNexthop(n *Nexthop, op Op) error {
@@ -439,7 +261,7 @@ func (k *nlKernel) Link(ifindex int) (LinkInfo, error) {
 		li.Carrier = flags&unix.IFF_UP != 0 && flags&unix.IFF_LOWER_UP != 0
 		for _, a := range parseAttrs(data[unix.SizeofIfInfomsg:]) {
 			if a.Type&nlaTypeMask == unix.IFLA_IFNAME {
-				li.Name = cstring(a.Data)
+				li.Name = rtnl.CString(a.Data)
 			}
 		}
 		found = true
@@ -509,7 +331,7 @@ func (k *nlKernel) Subscribe(ctx context.Context) (<-chan Update, error) {
 				continue
 			}
 			for _, m := range msgs {
-				if k.portid != 0 && m.Header.Pid == k.portid {
+				if k.conn.PortID() != 0 && m.Header.Pid == k.conn.PortID() {
 					// The echo of linkbeat's own change: the Manager has put
 					// it in its cache already, and applying it late would
 					// briefly undo a later change (a route moved behind a
