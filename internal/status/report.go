@@ -156,105 +156,131 @@ func Build(in Inputs) Report {
 	if r.Withdrawn == nil {
 		r.Withdrawn = []routes.WithdrawnLink{}
 	}
-	r.Daemon = Daemon{Running: in.Running, BpffsDir: in.BpffsDir, Pinned: in.Counters != nil}
-	if s := in.Sources; s != nil {
-		started := s.Started
-		r.Daemon.Recorded, r.Daemon.PID, r.Daemon.Started, r.Daemon.Version = true, s.PID, &started, s.Version
-		r.Daemon.CarrierSource, r.Daemon.TCMechanism, r.Daemon.Tracepoints = s.CarrierSource, s.TCMechanism, s.Tracepoints
-		r.Daemon.ReplacedMaps = s.ReplacedMaps
-		if e := in.Exporter; e != nil && in.Running && e.PID == s.PID {
-			r.Daemon.Exporter = e.Listeners
-		}
-	}
-	wall := func(ns uint64) *time.Time {
-		if ns == 0 || time.Duration(ns) > in.Mono {
-			return nil
-		}
-		t := in.Now.Add(-(in.Mono - time.Duration(ns))).Round(time.Microsecond)
-		return &t
-	}
-	byIndex := map[int]registry.Link{}
+	r.Daemon = buildDaemon(in)
+	bd := builder{in: in, byIndex: map[int]registry.Link{}, links: slices.Clone(in.Links)}
 	for _, l := range in.Links {
-		byIndex[l.Index] = l
+		bd.byIndex[l.Index] = l
 	}
-	links := slices.Clone(in.Links)
-	slices.SortFunc(links, func(a, b registry.Link) int { return a.Index - b.Index })
-	for _, l := range links {
+	slices.SortFunc(bd.links, func(a, b registry.Link) int { return a.Index - b.Index })
+	for _, l := range bd.links {
 		if l.Loopback {
 			continue
 		}
-		out := Link{Ifindex: l.Index, Name: l.Name, Kind: l.Kind, Carrier: l.Carrier}
-		if l.BridgePort != nil {
-			out.StpState = l.BridgePort.State
+		r.Links = append(r.Links, bd.link(l))
+		if l.Bond != nil {
+			r.Bonds = append(r.Bonds, bd.bond(l))
 		}
-		if m, ok := byIndex[l.MasterIndex]; ok && l.MasterIndex != 0 {
-			out.Master = m.Name
-		}
-		if c, ok := in.Counters[l.Index]; ok {
-			out.Monitored = true
-			out.Counters = &Counters{RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
-				TxErrors: c.TxErrors, TxTimeouts: c.TxTimeouts}
-			out.RxLastSeen, out.TxLastSeen = wall(c.RxLastNS), wall(c.TxLastNS)
-		}
-		if s, ok := in.LinkStates[l.Index]; ok {
-			switch {
-			case s.Carrier != l.Carrier || s.UpCount != l.UpCount || s.DownCount != l.DownCount:
-				out.LastChangeNote = "changed since linkbeat last saw it (the daemon was not watching)"
-			case s.ChangedNS == 0:
-				out.LastChangeNote = "no change seen since linkbeat first saw the link"
-				if t := wall(s.SeenNS); t != nil {
-					out.LastChangeNote += " at " + t.Format(time.RFC3339)
-				}
-			default:
-				out.LastChange = wall(s.ChangedNS)
-				out.LastChangeSource = carrier.Source(s.Source).String()
-			}
-		}
-		r.Links = append(r.Links, out)
-
-		if l.Bond == nil {
-			continue
-		}
-		b := Bond{Name: l.Name, Mode: l.Bond.Mode, Slaves: []Slave{}, Options: *l.Bond}
-		if a, ok := byIndex[l.Bond.ActiveSlave]; ok && l.Bond.ActiveSlave != 0 {
-			b.ActiveSlave = a.Name
-		}
-		if p, ok := byIndex[l.Bond.Primary]; ok && l.Bond.Primary != 0 {
-			b.Primary = p.Name
-		}
-		var rxTotal, txTotal uint64
-		for _, s := range links {
-			if c, ok := in.Counters[s.Index]; ok && s.MasterIndex == l.Index && s.BondSlave != nil {
-				rxTotal += c.RxBytes
-				txTotal += c.TxBytes
-			}
-		}
-		for _, s := range links {
-			if s.MasterIndex != l.Index || s.BondSlave == nil {
-				continue
-			}
-			sl := Slave{Name: s.Name, Carrier: s.Carrier, State: s.BondSlave.State, MiiStatus: s.BondSlave.MiiStatus}
-			if l.Bond.Mode == "802.3ad" {
-				agg, actor, partner := s.BondSlave.AggregatorID, s.BondSlave.ActorState, s.BondSlave.PartnerState
-				sl.AggregatorID, sl.ActorState, sl.PartnerState = &agg, &actor, &partner
-			}
-			if c, ok := in.Counters[s.Index]; ok {
-				sl.RxLastSeen = wall(c.RxLastNS)
-				sl.RxShare, sl.TxShare = share(c.RxBytes, rxTotal), share(c.TxBytes, txTotal)
-			}
-			for _, p := range in.Paths {
-				if p.Ifindex == s.Index {
-					sl.Paths = append(sl.Paths, PathTarget{Target: p.Target.String(), Probe: p.Kind, Replies: p.Replies, LastSeen: wall(p.LastNs)})
-				}
-			}
-			b.Slaves = append(b.Slaves, sl)
-		}
-		if f, ok := in.Bonds.Last[l.Name]; ok {
-			b.LastFailover = &Failover{From: f.From, To: f.To, Reason: f.Reason, By: f.By, At: f.At, DurationNS: int64(f.Duration)}
-		}
-		r.Bonds = append(r.Bonds, b)
 	}
 	return r
+}
+
+func buildDaemon(in Inputs) Daemon {
+	d := Daemon{Running: in.Running, BpffsDir: in.BpffsDir, Pinned: in.Counters != nil}
+	if s := in.Sources; s != nil {
+		started := s.Started
+		d.Recorded, d.PID, d.Started, d.Version = true, s.PID, &started, s.Version
+		d.CarrierSource, d.TCMechanism, d.Tracepoints = s.CarrierSource, s.TCMechanism, s.Tracepoints
+		d.ReplacedMaps = s.ReplacedMaps
+		if e := in.Exporter; e != nil && in.Running && e.PID == s.PID {
+			d.Exporter = e.Listeners
+		}
+	}
+	return d
+}
+
+// builder holds what Build's parts share: the inputs, the links by index
+// and in index order.
+type builder struct {
+	in      Inputs
+	byIndex map[int]registry.Link
+	links   []registry.Link
+}
+
+// wall turns a CLOCK_MONOTONIC time into wall-clock time (nil for none).
+func (bd *builder) wall(ns uint64) *time.Time {
+	in := bd.in
+	if ns == 0 || time.Duration(ns) > in.Mono {
+		return nil
+	}
+	t := in.Now.Add(-(in.Mono - time.Duration(ns))).Round(time.Microsecond)
+	return &t
+}
+
+func (bd *builder) link(l registry.Link) Link {
+	out := Link{Ifindex: l.Index, Name: l.Name, Kind: l.Kind, Carrier: l.Carrier}
+	if l.BridgePort != nil {
+		out.StpState = l.BridgePort.State
+	}
+	if m, ok := bd.byIndex[l.MasterIndex]; ok && l.MasterIndex != 0 {
+		out.Master = m.Name
+	}
+	if c, ok := bd.in.Counters[l.Index]; ok {
+		out.Monitored = true
+		out.Counters = &Counters{RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
+			TxErrors: c.TxErrors, TxTimeouts: c.TxTimeouts}
+		out.RxLastSeen, out.TxLastSeen = bd.wall(c.RxLastNS), bd.wall(c.TxLastNS)
+	}
+	if s, ok := bd.in.LinkStates[l.Index]; ok {
+		switch {
+		case s.Carrier != l.Carrier || s.UpCount != l.UpCount || s.DownCount != l.DownCount:
+			out.LastChangeNote = "changed since linkbeat last saw it (the daemon was not watching)"
+		case s.ChangedNS == 0:
+			out.LastChangeNote = "no change seen since linkbeat first saw the link"
+			if t := bd.wall(s.SeenNS); t != nil {
+				out.LastChangeNote += " at " + t.Format(time.RFC3339)
+			}
+		default:
+			out.LastChange = bd.wall(s.ChangedNS)
+			out.LastChangeSource = carrier.Source(s.Source).String()
+		}
+	}
+	return out
+}
+
+func (bd *builder) bond(l registry.Link) Bond {
+	b := Bond{Name: l.Name, Mode: l.Bond.Mode, Slaves: []Slave{}, Options: *l.Bond}
+	if a, ok := bd.byIndex[l.Bond.ActiveSlave]; ok && l.Bond.ActiveSlave != 0 {
+		b.ActiveSlave = a.Name
+	}
+	if p, ok := bd.byIndex[l.Bond.Primary]; ok && l.Bond.Primary != 0 {
+		b.Primary = p.Name
+	}
+	var rxTotal, txTotal uint64
+	for _, s := range bd.links {
+		if c, ok := bd.in.Counters[s.Index]; ok && s.MasterIndex == l.Index && s.BondSlave != nil {
+			rxTotal += c.RxBytes
+			txTotal += c.TxBytes
+		}
+	}
+	for _, s := range bd.links {
+		if s.MasterIndex == l.Index && s.BondSlave != nil {
+			b.Slaves = append(b.Slaves, bd.slave(l.Bond.Mode, s, rxTotal, txTotal))
+		}
+	}
+	if f, ok := bd.in.Bonds.Last[l.Name]; ok {
+		b.LastFailover = &Failover{From: f.From, To: f.To, Reason: f.Reason, By: f.By, At: f.At, DurationNS: int64(f.Duration)}
+	}
+	return b
+}
+
+// slave is one bond slave, its share of the bond's bytes and its path
+// probes' answers.
+func (bd *builder) slave(mode string, s registry.Link, rxTotal, txTotal uint64) Slave {
+	sl := Slave{Name: s.Name, Carrier: s.Carrier, State: s.BondSlave.State, MiiStatus: s.BondSlave.MiiStatus}
+	if mode == "802.3ad" {
+		agg, actor, partner := s.BondSlave.AggregatorID, s.BondSlave.ActorState, s.BondSlave.PartnerState
+		sl.AggregatorID, sl.ActorState, sl.PartnerState = &agg, &actor, &partner
+	}
+	if c, ok := bd.in.Counters[s.Index]; ok {
+		sl.RxLastSeen = bd.wall(c.RxLastNS)
+		sl.RxShare, sl.TxShare = share(c.RxBytes, rxTotal), share(c.TxBytes, txTotal)
+	}
+	for _, p := range bd.in.Paths {
+		if p.Ifindex == s.Index {
+			sl.Paths = append(sl.Paths, PathTarget{Target: p.Target.String(), Probe: p.Kind, Replies: p.Replies, LastSeen: bd.wall(p.LastNs)})
+		}
+	}
+	return sl
 }
 
 func share(part, total uint64) *float64 {
@@ -273,7 +299,21 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		}
 		return fmt.Sprintf("%s (%s ago)", t.Format("2006-01-02 15:04:05.000"), now.Sub(*t).Round(time.Millisecond))
 	}
-	d := r.Daemon
+	writeDaemon(w, r.Daemon, ago)
+	if err := writeLinks(w, r.Links, ago); err != nil {
+		return err
+	}
+	for _, b := range r.Bonds {
+		if err := writeBond(w, b, ago); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w)
+	writeWithdrawn(w, r.Withdrawn)
+	return nil
+}
+
+func writeDaemon(w io.Writer, d Daemon, ago func(*time.Time) string) {
 	switch {
 	case d.Running:
 		fmt.Fprintf(w, "daemon:    running, pid %d, started %s\n", d.PID, ago(d.Started))
@@ -300,10 +340,12 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		pins = "present"
 	}
 	fmt.Fprintf(w, "pins:      %s (%s)\n\n", d.BpffsDir, pins)
+}
 
+func writeLinks(w io.Writer, links []Link, ago func(*time.Time) string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LINK\tKIND\tCARRIER\tLAST CHANGE\tVIA\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES\tTX ERR\tTX TMO\tRX LAST SEEN")
-	for _, l := range r.Links {
+	for _, l := range links {
 		car := "down"
 		if l.Carrier {
 			car = "up"
@@ -325,41 +367,40 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, kind, car, change, via, strings.Join(cnt, "\t"), ago(l.RxLastSeen))
 	}
+	return tw.Flush()
+}
+
+func writeBond(w io.Writer, b Bond, ago func(*time.Time) string) error {
+	o := b.Options
+	fmt.Fprintf(w, "\nbond %s: mode %s, active slave %s, primary %s (reselect %s), miimon %dms, updelay %dms, downdelay %dms, arp_interval %dms\n",
+		b.Name, b.Mode, orDash(b.ActiveSlave), orDash(b.Primary), orDash(o.PrimaryReselect), o.Miimon, o.UpDelay, o.DownDelay, o.ArpInterval)
+	if f := b.LastFailover; f != nil {
+		fmt.Fprintf(w, "  last failover: %s -> %s, reason %s, by %s, at %s, took %s\n", orDash(f.From), orDash(f.To), f.Reason, f.By,
+			f.At.Format("2006-01-02 15:04:05.000"), time.Duration(f.DurationNS))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SLAVE\tCARRIER\tSTATE\tMII\tAGGREGATOR\tACTOR\tPARTNER\tRX SHARE\tTX SHARE\tRX LAST SEEN")
+	for _, s := range b.Slaves {
+		agg, actor, partner := "-", "-", "-"
+		if s.AggregatorID != nil {
+			agg, actor, partner = fmt.Sprint(*s.AggregatorID), fmt.Sprintf("%#02x", *s.ActorState), fmt.Sprintf("%#02x", *s.PartnerState)
+		}
+		fmt.Fprintf(tw, "  %s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Carrier, s.State, s.MiiStatus, agg, actor, partner,
+			percent(s.RxShare), percent(s.TxShare), ago(s.RxLastSeen))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	for _, b := range r.Bonds {
-		o := b.Options
-		fmt.Fprintf(w, "\nbond %s: mode %s, active slave %s, primary %s (reselect %s), miimon %dms, updelay %dms, downdelay %dms, arp_interval %dms\n",
-			b.Name, b.Mode, orDash(b.ActiveSlave), orDash(b.Primary), orDash(o.PrimaryReselect), o.Miimon, o.UpDelay, o.DownDelay, o.ArpInterval)
-		if f := b.LastFailover; f != nil {
-			fmt.Fprintf(w, "  last failover: %s -> %s, reason %s, by %s, at %s, took %s\n", orDash(f.From), orDash(f.To), f.Reason, f.By,
-				f.At.Format("2006-01-02 15:04:05.000"), time.Duration(f.DurationNS))
-		}
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  SLAVE\tCARRIER\tSTATE\tMII\tAGGREGATOR\tACTOR\tPARTNER\tRX SHARE\tTX SHARE\tRX LAST SEEN")
-		for _, s := range b.Slaves {
-			agg, actor, partner := "-", "-", "-"
-			if s.AggregatorID != nil {
-				agg, actor, partner = fmt.Sprint(*s.AggregatorID), fmt.Sprintf("%#02x", *s.ActorState), fmt.Sprintf("%#02x", *s.PartnerState)
-			}
-			fmt.Fprintf(tw, "  %s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Carrier, s.State, s.MiiStatus, agg, actor, partner,
-				percent(s.RxShare), percent(s.TxShare), ago(s.RxLastSeen))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		if err := writePaths(w, b, ago); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintln(w)
-	if len(r.Withdrawn) == 0 {
+	return writePaths(w, b, ago)
+}
+
+func writeWithdrawn(w io.Writer, withdrawn []routes.WithdrawnLink) {
+	if len(withdrawn) == 0 {
 		fmt.Fprintln(w, "withdrawn routes: none")
-		return nil
+		return
 	}
 	fmt.Fprintln(w, "withdrawn routes:")
-	for _, wl := range r.Withdrawn {
+	for _, wl := range withdrawn {
 		fmt.Fprintf(w, "  %s (ifindex %d) since %s\n", wl.Ifname, wl.Ifindex, wl.Since.Format(time.RFC3339))
 		for _, rt := range wl.Routes {
 			fmt.Fprintf(w, "    route %s\n", rt)
@@ -368,7 +409,6 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 			fmt.Fprintf(w, "    nexthop %s\n", nh)
 		}
 	}
-	return nil
 }
 
 // writePaths lists the bond's path probe answers, one line per slave and
