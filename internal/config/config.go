@@ -314,106 +314,127 @@ func allowedKeys(typ string) string {
 
 // validate checks values the types cannot, pointing at their lines.
 func (c *Config) validate(root *yaml.Node) error {
-	check := func(path []string, in Interface) error {
-		at := func(keys ...string) (int, string) {
-			p := append(slices.Clone(path), keys...)
-			return line(root, p), strings.Join(p, ".")
-		}
-		if in.Routes != nil && *in.Routes != "withdraw" && *in.Routes != "keep" {
-			l, name := at("routes")
-			return fmt.Errorf("line %d: %s: %q is not allowed: want withdraw or keep", l, name, *in.Routes)
-		}
-		for _, d := range []struct {
-			key string
-			v   *Duration
-		}{{"up_delay", in.UpDelay}, {"down_delay", in.DownDelay}} {
-			if d.v != nil && time.Duration(*d.v) > maxDelay {
-				l, name := at(d.key)
-				return fmt.Errorf("line %d: %s: %v is too long: want at most %v", l, name, time.Duration(*d.v), maxDelay)
-			}
-		}
-		if d := in.Dampening; d != nil {
-			l, name := at("dampening", "transitions")
-			switch {
-			case d.Transitions < 0:
-				return fmt.Errorf("line %d: %s: %d is negative: want 2 or more, or 0 to turn dampening off", l, name, d.Transitions)
-			case d.Transitions == 0 && (d.Window != 0 || d.HoldDown != 0):
-				return fmt.Errorf("line %d: %s is 0 or missing, which turns dampening off, yet a window or hold_down is set: want 2 or more transitions, or no window and hold_down", l, name)
-			case d.Transitions == 0:
-			case d.Transitions < 2:
-				return fmt.Errorf("line %d: %s: %d is too few: want 2 or more (0 turns dampening off)", l, name, d.Transitions)
-			case d.Transitions > maxTransitions:
-				return fmt.Errorf("line %d: %s: %d is too many: want at most %d", l, name, d.Transitions, maxTransitions)
-			}
-			if d.Transitions > 0 {
-				for _, w := range []struct {
-					key string
-					v   Duration
-				}{{"window", d.Window}, {"hold_down", d.HoldDown}} {
-					l, name := at("dampening", w.key)
-					if w.v <= 0 {
-						return fmt.Errorf("line %d: %s must be more than 0 when dampening is on", l, name)
-					}
-					if time.Duration(w.v) > maxWindow {
-						return fmt.Errorf("line %d: %s: %v is too long: want at most %v", l, name, time.Duration(w.v), maxWindow)
-					}
-				}
-			}
-		}
-		if in.Script != nil && *in.Script != "" && !strings.HasPrefix(*in.Script, "/") {
-			l, name := at("script")
-			return fmt.Errorf("line %d: %s: %q must be an absolute path", l, name, *in.Script)
-		}
-		if t := in.ScriptTimeout; t != nil && (*t <= 0 || time.Duration(*t) > maxTimeout) {
-			l, name := at("script_timeout")
-			return fmt.Errorf("line %d: %s: %v is out of range: want more than 0 and at most %v", l, name, time.Duration(*t), maxTimeout)
-		}
-		if in.ScriptCapabilities != nil {
-			for _, n := range *in.ScriptCapabilities {
-				if _, err := script.ParseCapability(n); err != nil {
-					l, name := at("script_capabilities")
-					return fmt.Errorf("line %d: %s: %w", l, name, err)
-				}
-			}
-		}
-		return nil
-	}
-	if err := check([]string{"defaults"}, c.Defaults); err != nil {
+	if err := checkInterface(root, []string{"defaults"}, c.Defaults); err != nil {
 		return err
 	}
 	for name, in := range c.Interfaces {
 		if name == "" || len(name) >= 16 || strings.ContainsAny(name, "/ \t") {
 			return fmt.Errorf("line %d: interfaces: %q is not a valid interface name", line(root, []string{"interfaces", name}), name)
 		}
-		if err := check([]string{"interfaces", name}, in); err != nil {
+		if err := checkInterface(root, []string{"interfaces", name}, in); err != nil {
 			return err
 		}
 	}
 	for name, b := range c.Bonds {
-		p := []string{"bonds", name}
-		if name == "" || len(name) >= 16 || strings.ContainsAny(name, "/ \t") {
-			return fmt.Errorf("line %d: bonds: %q is not a valid interface name", line(root, p), name)
-		}
-		for _, t := range b.ARPTargets {
-			if a, err := netip.ParseAddr(t); err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
-				return fmt.Errorf("line %d: bonds.%s.arp_targets: %q is not a unicast IPv4 address", line(root, append(p, "arp_targets")), name, t)
-			}
-		}
-		if len(b.ARPTargets) > 16 {
-			return fmt.Errorf("line %d: bonds.%s.arp_targets: %d targets, at most 16 are allowed (as in bonding)", line(root, append(p, "arp_targets")), name, len(b.ARPTargets))
-		}
-		if err := checkNSTargets(root, p, b.NSTargets); err != nil {
+		if err := checkBond(root, name, b); err != nil {
 			return err
 		}
-		if b.ARPInterval != nil && time.Duration(*b.ARPInterval) < 10*time.Millisecond {
-			return fmt.Errorf("line %d: bonds.%s.arp_interval: %v is too short: want 10ms or more", line(root, append(p, "arp_interval")), name, time.Duration(*b.ARPInterval))
+	}
+	return nil
+}
+
+// locator gives the line and dotted name of keys under an interface's
+// settings.
+type locator func(keys ...string) (int, string)
+
+// checkInterface checks one interface's settings (or the defaults), at
+// path in the document.
+func checkInterface(root *yaml.Node, path []string, in Interface) error {
+	at := func(keys ...string) (int, string) {
+		p := append(slices.Clone(path), keys...)
+		return line(root, p), strings.Join(p, ".")
+	}
+	if in.Routes != nil && *in.Routes != "withdraw" && *in.Routes != "keep" {
+		l, name := at("routes")
+		return fmt.Errorf("line %d: %s: %q is not allowed: want withdraw or keep", l, name, *in.Routes)
+	}
+	for _, d := range []struct {
+		key string
+		v   *Duration
+	}{{"up_delay", in.UpDelay}, {"down_delay", in.DownDelay}} {
+		if d.v != nil && time.Duration(*d.v) > maxDelay {
+			l, name := at(d.key)
+			return fmt.Errorf("line %d: %s: %v is too long: want at most %v", l, name, time.Duration(*d.v), maxDelay)
 		}
-		if b.ARPInterval != nil && time.Duration(*b.ARPInterval) > maxARPInterval {
-			return fmt.Errorf("line %d: bonds.%s.arp_interval: %v is too long: want at most %v", line(root, append(p, "arp_interval")), name, time.Duration(*b.ARPInterval), maxARPInterval)
+	}
+	if d := in.Dampening; d != nil {
+		if err := checkDampening(at, d); err != nil {
+			return err
 		}
-		if b.MissedMax != nil && (*b.MissedMax < 1 || *b.MissedMax > 255) {
-			return fmt.Errorf("line %d: bonds.%s.missed_max: %d is out of range: want 1 to 255", line(root, append(p, "missed_max")), name, *b.MissedMax)
+	}
+	if in.Script != nil && *in.Script != "" && !strings.HasPrefix(*in.Script, "/") {
+		l, name := at("script")
+		return fmt.Errorf("line %d: %s: %q must be an absolute path", l, name, *in.Script)
+	}
+	if t := in.ScriptTimeout; t != nil && (*t <= 0 || time.Duration(*t) > maxTimeout) {
+		l, name := at("script_timeout")
+		return fmt.Errorf("line %d: %s: %v is out of range: want more than 0 and at most %v", l, name, time.Duration(*t), maxTimeout)
+	}
+	if in.ScriptCapabilities != nil {
+		for _, n := range *in.ScriptCapabilities {
+			if _, err := script.ParseCapability(n); err != nil {
+				l, name := at("script_capabilities")
+				return fmt.Errorf("line %d: %s: %w", l, name, err)
+			}
 		}
+	}
+	return nil
+}
+
+func checkDampening(at locator, d *Dampening) error {
+	l, name := at("dampening", "transitions")
+	switch {
+	case d.Transitions < 0:
+		return fmt.Errorf("line %d: %s: %d is negative: want 2 or more, or 0 to turn dampening off", l, name, d.Transitions)
+	case d.Transitions == 0 && (d.Window != 0 || d.HoldDown != 0):
+		return fmt.Errorf("line %d: %s is 0 or missing, which turns dampening off, yet a window or hold_down is set: want 2 or more transitions, or no window and hold_down", l, name)
+	case d.Transitions == 0:
+		return nil
+	case d.Transitions < 2:
+		return fmt.Errorf("line %d: %s: %d is too few: want 2 or more (0 turns dampening off)", l, name, d.Transitions)
+	case d.Transitions > maxTransitions:
+		return fmt.Errorf("line %d: %s: %d is too many: want at most %d", l, name, d.Transitions, maxTransitions)
+	}
+	for _, w := range []struct {
+		key string
+		v   Duration
+	}{{"window", d.Window}, {"hold_down", d.HoldDown}} {
+		l, name := at("dampening", w.key)
+		if w.v <= 0 {
+			return fmt.Errorf("line %d: %s must be more than 0 when dampening is on", l, name)
+		}
+		if time.Duration(w.v) > maxWindow {
+			return fmt.Errorf("line %d: %s: %v is too long: want at most %v", l, name, time.Duration(w.v), maxWindow)
+		}
+	}
+	return nil
+}
+
+// checkBond checks one bond's settings.
+func checkBond(root *yaml.Node, name string, b Bond) error {
+	p := []string{"bonds", name}
+	if name == "" || len(name) >= 16 || strings.ContainsAny(name, "/ \t") {
+		return fmt.Errorf("line %d: bonds: %q is not a valid interface name", line(root, p), name)
+	}
+	for _, t := range b.ARPTargets {
+		if a, err := netip.ParseAddr(t); err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
+			return fmt.Errorf("line %d: bonds.%s.arp_targets: %q is not a unicast IPv4 address", line(root, append(p, "arp_targets")), name, t)
+		}
+	}
+	if len(b.ARPTargets) > 16 {
+		return fmt.Errorf("line %d: bonds.%s.arp_targets: %d targets, at most 16 are allowed (as in bonding)", line(root, append(p, "arp_targets")), name, len(b.ARPTargets))
+	}
+	if err := checkNSTargets(root, p, b.NSTargets); err != nil {
+		return err
+	}
+	if b.ARPInterval != nil && time.Duration(*b.ARPInterval) < 10*time.Millisecond {
+		return fmt.Errorf("line %d: bonds.%s.arp_interval: %v is too short: want 10ms or more", line(root, append(p, "arp_interval")), name, time.Duration(*b.ARPInterval))
+	}
+	if b.ARPInterval != nil && time.Duration(*b.ARPInterval) > maxARPInterval {
+		return fmt.Errorf("line %d: bonds.%s.arp_interval: %v is too long: want at most %v", line(root, append(p, "arp_interval")), name, time.Duration(*b.ARPInterval), maxARPInterval)
+	}
+	if b.MissedMax != nil && (*b.MissedMax < 1 || *b.MissedMax > 255) {
+		return fmt.Errorf("line %d: bonds.%s.missed_max: %d is out of range: want 1 to 255", line(root, append(p, "missed_max")), name, *b.MissedMax)
 	}
 	return nil
 }
