@@ -167,34 +167,7 @@ func checkMultipathLinkdown(s *Snapshot) []Finding {
 			}
 			continue
 		}
-		var deadDesc, links []string
-		for _, h := range dead {
-			deadDesc = append(deadDesc, s.hopString(h))
-			if n := s.name(h.Ifindex); !slices.Contains(links, n) {
-				links = append(links, n)
-			}
-		}
-		var notes []string
-		for _, n := range links {
-			l, _ := s.linkByName(n)
-			switch {
-			case s.withdraws(l):
-				notes = append(notes, fmt.Sprintf("linkbeat run would withdraw the nexthop on %s; that it is still here means linkbeat is not running in this network namespace", n))
-			case !s.monitored(l):
-				notes = append(notes, fmt.Sprintf("linkbeat run would not withdraw it: it does not monitor %s", n))
-			default:
-				notes = append(notes, fmt.Sprintf("linkbeat run would not withdraw it: the config keeps %s's routes (routes: keep)", n))
-			}
-		}
-		out = append(out, Finding{
-			ID: "multipath-nexthop-linkdown", Severity: Error, Subject: s.routeString(r), Guide: guideRoutes,
-			Summary: fmt.Sprintf("multipath route %s keeps nexthop %s, whose link has no carrier", dstString(r), strings.Join(deadDesc, ", ")),
-			Why: fmt.Sprintf("With net.%s.conf.%s.ignore_routes_with_linkdown=0 the kernel only marks the nexthop \"linkdown\" and keeps hashing flows onto it: "+
-				"%d/%d of the flows (by weight) go into a dead link and are lost until carrier returns. %s.",
-				fam, strings.Join(links, "/"), deadWeight, total, strings.Join(notes, "; ")),
-			Fix: fmt.Sprintf("Make the kernel skip nexthops without carrier: %s. And let linkbeat withdraw them "+
-				"(monitor %s with routes: withdraw, the default).", sysctlFix(fam), strings.Join(links, ", ")),
-		})
+		out = append(out, s.deadHopFinding(r, fam, dead, deadWeight, total))
 	}
 	for _, fam := range []string{"ipv4", "ipv6"} {
 		if latentRoutes[fam] == 0 {
@@ -211,6 +184,40 @@ func checkMultipathLinkdown(s *Snapshot) []Finding {
 		})
 	}
 	return out
+}
+
+// deadHopFinding is the error for a multipath route that keeps nexthops
+// whose links have no carrier: deadWeight of total flows (by weight) are
+// lost.
+func (s *Snapshot) deadHopFinding(r *routes.Route, fam string, dead []routes.Hop, deadWeight, total int) Finding {
+	var deadDesc, links []string
+	for _, h := range dead {
+		deadDesc = append(deadDesc, s.hopString(h))
+		if n := s.name(h.Ifindex); !slices.Contains(links, n) {
+			links = append(links, n)
+		}
+	}
+	var notes []string
+	for _, n := range links {
+		l, _ := s.linkByName(n)
+		switch {
+		case s.withdraws(l):
+			notes = append(notes, fmt.Sprintf("linkbeat run would withdraw the nexthop on %s; that it is still here means linkbeat is not running in this network namespace", n))
+		case !s.monitored(l):
+			notes = append(notes, fmt.Sprintf("linkbeat run would not withdraw it: it does not monitor %s", n))
+		default:
+			notes = append(notes, fmt.Sprintf("linkbeat run would not withdraw it: the config keeps %s's routes (routes: keep)", n))
+		}
+	}
+	return Finding{
+		ID: "multipath-nexthop-linkdown", Severity: Error, Subject: s.routeString(r), Guide: guideRoutes,
+		Summary: fmt.Sprintf("multipath route %s keeps nexthop %s, whose link has no carrier", dstString(r), strings.Join(deadDesc, ", ")),
+		Why: fmt.Sprintf("With net.%s.conf.%s.ignore_routes_with_linkdown=0 the kernel only marks the nexthop \"linkdown\" and keeps hashing flows onto it: "+
+			"%d/%d of the flows (by weight) go into a dead link and are lost until carrier returns. %s.",
+			fam, strings.Join(links, "/"), deadWeight, total, strings.Join(notes, "; ")),
+		Fix: fmt.Sprintf("Make the kernel skip nexthops without carrier: %s. And let linkbeat withdraw them "+
+			"(monitor %s with routes: withdraw, the default).", sysctlFix(fam), strings.Join(links, ", ")),
+	}
 }
 
 func checkUnmonitoredRoutes(s *Snapshot) []Finding {
