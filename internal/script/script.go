@@ -207,11 +207,21 @@ func (r *Runner) run(j Job, previous string) Result {
 		return fail(explainStart(j.Path, err))
 	}
 	pw.Close()
+	err = waitAndDrain(cmd, pr, log)
+	res.Duration = time.Since(start)
+	res.ExitCode = cmd.ProcessState.ExitCode()
+	return judge(res, ctx.Err() == context.DeadlineExceeded, err, timeout, log)
+}
+
+// waitAndDrain waits for the script, kills what is left of its process
+// group, and logs its output, read from pr until the writers are gone or
+// drainDelay has passed.
+func waitAndDrain(cmd *exec.Cmd, pr *os.File, log *slog.Logger) error {
 	out := &outputLog{log: log}
 	drained := make(chan struct{})
 	go func() { out.readFrom(pr); close(drained) }()
 
-	err = cmd.Wait()
+	err := cmd.Wait()
 	// Kill leftovers of the group either way: scripts must not leave
 	// background children holding resources.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -224,16 +234,20 @@ func (r *Runner) run(j Job, previous string) Result {
 		log.Warn("action script left a process outside its process group holding its output open: stopped reading it", "waited", drainDelay)
 	}
 	out.finish()
-	res.Duration = time.Since(start)
-	res.ExitCode = cmd.ProcessState.ExitCode()
+	return err
+}
+
+// judge sets the outcome of a run that started: timed out, failed (err
+// is Wait's) or succeeded.
+func judge(res Result, timedOut bool, err error, timeout time.Duration, log *slog.Logger) Result {
 	switch {
-	case ctx.Err() == context.DeadlineExceeded:
-		res.Outcome, res.Err = "timeout", fmt.Errorf("action script %s timed out after %s: killed its process group", j.Path, timeout)
+	case timedOut:
+		res.Outcome, res.Err = "timeout", fmt.Errorf("action script %s timed out after %s: killed its process group", res.Job.Path, timeout)
 		log.Error("action script timed out: killed its process group", "timeout", timeout)
 	case err != nil && res.ExitCode != 0:
-		res.Outcome, res.Err = "failure", fmt.Errorf("action script %s exited %d", j.Path, res.ExitCode)
+		res.Outcome, res.Err = "failure", fmt.Errorf("action script %s exited %d", res.Job.Path, res.ExitCode)
 		if res.ExitCode < 0 {
-			res.Err = fmt.Errorf("action script %s: %w", j.Path, err)
+			res.Err = fmt.Errorf("action script %s: %w", res.Job.Path, err)
 		}
 		log.Warn("action script failed", "exit_code", res.ExitCode, "err", err, "duration", res.Duration)
 	default:
