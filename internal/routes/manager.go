@@ -312,12 +312,11 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 		return res, fmt.Errorf("withdraw routes of %s: %w", ifname, err)
 	}
 
-	drop := map[any]bool{} // entries that turned out not to be withdrawn
+	drop := newEntrySet() // entries that turned out not to be withdrawn
 	errs := m.withdrawRoutes(rents, drop, &res)
 	errs = append(errs, m.withdrawNexthops(nents, drop, &res)...)
-	if len(drop) > 0 {
-		ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return drop[e] })
-		ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return drop[e] })
+	if drop.len() > 0 {
+		drop.removeFrom(ls)
 		if ls.count() == 0 {
 			delete(m.st.Links, id)
 		}
@@ -376,7 +375,7 @@ func (m *Manager) record(id, ifname string, ifindex int, rents []*routeEntry, ne
 	return ls, nil
 }
 
-func (m *Manager) withdrawRoutes(rents []*routeEntry, drop map[any]bool, res *Result) []error {
+func (m *Manager) withdrawRoutes(rents []*routeEntry, drop entrySet, res *Result) []error {
 	var errs []error
 	// Multipath routes first: moving traffic off the dead hop matters most.
 	slices.SortStableFunc(rents, func(a, b *routeEntry) int {
@@ -415,7 +414,7 @@ func (m *Manager) withdrawRoutes(rents []*routeEntry, drop map[any]bool, res *Re
 }
 
 // withdrawn books the outcome of one withdrawal change.
-func (m *Manager) withdrawn(e *routeEntry, c RouteChange, err error, drop map[any]bool, res *Result) error {
+func (m *Manager) withdrawn(e *routeEntry, c RouteChange, err error, drop entrySet, res *Result) error {
 	r := e.Route
 	if !c.Delete {
 		switch {
@@ -423,7 +422,7 @@ func (m *Manager) withdrawn(e *routeEntry, c RouteChange, err error, drop map[an
 			m.cache.setRoute(c.Route)
 			res.Withdrawn++
 		case isGone(err):
-			drop[e] = true
+			drop.routes[e] = true
 			res.Skipped++
 		default:
 			return fmt.Errorf("remove dead nexthops from %s: %w", r, err)
@@ -441,7 +440,7 @@ func (m *Manager) withdrawn(e *routeEntry, c RouteChange, err error, drop map[an
 	case isGone(err):
 		// Stale cache: someone else removed it; not ours to restore.
 		m.cache.delRoute(r)
-		drop[e] = true
+		drop.routes[e] = true
 		res.Skipped++
 	default:
 		return fmt.Errorf("delete route %s: %w", r, err)
@@ -449,7 +448,7 @@ func (m *Manager) withdrawn(e *routeEntry, c RouteChange, err error, drop map[an
 	return nil
 }
 
-func (m *Manager) withdrawNexthops(nents []*nexthopEntry, drop map[any]bool, res *Result) []error {
+func (m *Manager) withdrawNexthops(nents []*nexthopEntry, drop entrySet, res *Result) []error {
 	var errs []error
 	// Groups before their members; members are gone already anyway: the
 	// kernel flushes nexthop objects of a link that loses carrier.
@@ -472,7 +471,7 @@ func (m *Manager) withdrawNexthops(nents []*nexthopEntry, drop map[any]bool, res
 				m.cache.setNexthop(want)
 				res.Withdrawn++
 			case isGone(err):
-				drop[e] = true
+				drop.nexthops[e] = true
 				res.Skipped++
 			default:
 				errs = append(errs, fmt.Errorf("remove dead members from %s: %w", n, err))
@@ -703,26 +702,17 @@ type restoreRun struct {
 	ix      *index
 	res     Result
 	errs    []error
-	done    map[any]bool // entries restored or no longer to restore
+	done    entrySet // entries restored or no longer to restore
 	batch   []RouteChange
 	batched []*routeEntry
 	pending map[routeKey]bool // keys with an addition in the batch
 }
 
 // waits: the kernel refuses nexthop objects on a link without carrier
-// (and flushes them at carrier loss), so a released link's objects, and
-// the routes using them, wait for its carrier (NoCarrier).
-func (r *restoreRun) waits(e any) bool {
-	if r.carrier {
-		return false
-	}
-	switch e := e.(type) {
-	case *nexthopEntry:
-		return true
-	case *routeEntry:
-		return e.Route.NHID != 0
-	}
-	return false
+// (and flushes them at carrier loss), so a released link's objects (see
+// restore), and the routes using them, wait for its carrier (NoCarrier).
+func (r *restoreRun) waits(e *routeEntry) bool {
+	return !r.carrier && e.Route.NHID != 0
 }
 
 // count books an outcome; it says whether the entry is done with.
@@ -747,7 +737,7 @@ func (r *restoreRun) count(o outcome, err error) bool {
 // whose key has no route now is one addition: those go in batches.
 func (r *restoreRun) routes(entries []*routeEntry, connected bool) {
 	for _, e := range entries {
-		if e.connected() != connected || r.done[e] {
+		if e.connected() != connected || r.done.routes[e] {
 			continue
 		}
 		if r.waits(e) {
@@ -764,7 +754,7 @@ func (r *restoreRun) routes(entries []*routeEntry, connected bool) {
 		}
 		r.flush()
 		o, err := r.m.restoreRoute(e, r.id, r.ix)
-		r.done[e] = r.count(o, err)
+		r.done.routes[e] = r.count(o, err)
 	}
 	r.flush()
 }
@@ -781,7 +771,7 @@ func (r *restoreRun) flush() {
 		default:
 			r.m.cache.setAliases(e.Route.key(), []*Route{e.Route})
 		}
-		r.done[e] = r.count(o, err)
+		r.done.routes[e] = r.count(o, err)
 	}
 	r.batch, r.batched = r.batch[:0], r.batched[:0]
 	clear(r.pending)
@@ -810,7 +800,7 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 		res.Skipped = ls.count()
 		return res, nil
 	}
-	run := &restoreRun{m: m, id: id, carrier: li.Carrier, ix: m.index(), done: map[any]bool{}, pending: map[routeKey]bool{}}
+	run := &restoreRun{m: m, id: id, carrier: li.Carrier, ix: m.index(), done: newEntrySet(), pending: map[routeKey]bool{}}
 	// Connected routes, then nexthop objects (members before groups), then
 	// the rest: each step is validated by the kernel against the previous.
 	run.routes(ls.Routes, true)
@@ -819,13 +809,13 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 		return cmp.Compare(len(a.Nexthop.Group), len(b.Nexthop.Group))
 	})
 	for _, e := range nhs {
-		if run.waits(e) {
+		if !run.carrier { // as waits
 			run.res.NoCarrier = true
 			run.res.Skipped++
 			continue
 		}
 		o, err := m.restoreNexthop(e, id, run.ix)
-		run.done[e] = run.count(o, err)
+		run.done.nexthops[e] = run.count(o, err)
 	}
 	run.routes(ls.Routes, false)
 	if li.Carrier {
@@ -835,10 +825,9 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 			run.errs = append(run.errs, err)
 		}
 	}
-	res, errs, done := run.res, run.errs, run.done
+	res, errs := run.res, run.errs
 
-	ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return done[e] })
-	ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return done[e] })
+	run.done.removeFrom(ls)
 	if ls.count() == 0 {
 		delete(m.st.Links, id)
 	}
