@@ -335,24 +335,32 @@ func mergeHops(orig, cur, add []Hop, curMultipath bool) []Hop {
 	return out
 }
 
+// restorePlainNexthop adds back a nexthop object that is not a group,
+// unless cur, the cache's object of that id, says it is back already.
+func (m *Manager) restorePlainNexthop(n, cur *Nexthop) (outcome, error) {
+	if cur != nil {
+		return skipped, nil
+	}
+	err := m.k.AddNexthop(n, OpCreate)
+	switch {
+	case isExist(err):
+		return skipped, nil
+	case isNoCarrier(err):
+		return waiting, nil // lost carrier again since the caller looked
+	case err != nil:
+		return failed, fmt.Errorf("add %s: %w", n, err)
+	}
+	m.cache.setNexthop(n)
+	return restored, nil
+}
+
+// restoreNexthop puts a withdrawn nexthop object back, or a group's
+// withdrawn members back into it.
 func (m *Manager) restoreNexthop(e *nexthopEntry, id string, ix *index) (outcome, error) {
 	n := e.Nexthop
 	cur := m.cache.nexthop(n.ID)
 	if len(n.Group) == 0 {
-		if cur != nil {
-			return skipped, nil
-		}
-		err := m.k.AddNexthop(n, OpCreate)
-		switch {
-		case isExist(err):
-			return skipped, nil
-		case isNoCarrier(err):
-			return waiting, nil // lost carrier again since the caller looked
-		case err != nil:
-			return failed, fmt.Errorf("add %s: %w", n, err)
-		}
-		m.cache.setNexthop(n)
-		return restored, nil
+		return m.restorePlainNexthop(n, cur)
 	}
 	orig := n.Group
 	if e.Orig != nil {
