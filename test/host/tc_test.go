@@ -146,3 +146,35 @@ func TestPinnedLinkOfAnotherNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestMechanismSwitchLeavesOneAttachment starts a daemon with one TC
+// mechanism where an earlier run, left attached at its stop, used the
+// other: the earlier run's filters (clsact) or links (tcx) go from both
+// hooks, so each hook counts traffic once, not twice.
+func TestMechanismSwitchLeavesOneAttachment(t *testing.T) {
+	for _, order := range [][2]string{{"clsact", "tcx"}, {"tcx", "clsact"}} {
+		before, after := order[0], order[1]
+		t.Run(before+"-then-"+after, func(t *testing.T) {
+			ns := newNetns(t)
+			ns.vethPair(t, "lbm0", "lbm1")
+			idx := ns.ifindex(t, "lbm0")
+			args := []string{"run", "--interfaces", "lbm0", "--bpffs-dir", pinDir(t)}
+			d := ns.start(t, append(args, "--state-dir", t.TempDir(), "--tc", before)...)
+			d.stop() // its programs stay attached
+			for _, hook := range []string{"ingress", "egress"} {
+				if n := tcCount(t, ns, "lbm0", idx, before, hook); n != 1 {
+					t.Fatalf("%s: %d %s attachments after the first run's stop, want 1", hook, n, before)
+				}
+			}
+			ns.start(t, append(args, "--state-dir", t.TempDir(), "--tc", after)...)
+			for _, hook := range []string{"ingress", "egress"} {
+				if n := tcCount(t, ns, "lbm0", idx, before, hook); n != 0 {
+					t.Errorf("%s: %d %s attachments of the first run left, want 0", hook, n, before)
+				}
+				if n := tcCount(t, ns, "lbm0", idx, after, hook); n != 1 {
+					t.Errorf("%s: %d %s attachments of the second run, want 1", hook, n, after)
+				}
+			}
+		})
+	}
+}
