@@ -1,0 +1,176 @@
+package fastpath
+
+import (
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/carrier"
+)
+
+// carrier follows a carrier change: on a netlink-only host it makes the
+// mark itself; then, for a slave whose loss started a redirect, it
+// announces the bond's addresses out of the replacement.
+func (m *Manager) carrier(ev carrier.Event) {
+	fromNetlink := ev.Source == carrier.SourceNetlink || ev.Source == carrier.SourceResync
+	if fromNetlink {
+		if ev.Up {
+			if bondIdx, ok := m.o.Objects.setCarrier(ev.Ifindex, true); ok {
+				if r, ok := m.o.Objects.Redirect(bondIdx); ok && int(r.Dead) == ev.Ifindex {
+					m.o.Objects.endRedirect(bondIdx)
+				}
+			}
+		} else if err := m.o.Objects.Mark(ev.Ifindex, int64(ev.Time)); err != nil {
+			m.o.Log.Warn("fast path mark", "ifname", ev.Ifname, "err", err)
+		}
+	}
+	for idx, b := range m.bonds {
+		if !b.live || !b.has(ev.Ifindex) {
+			continue
+		}
+		r, ok := m.o.Objects.Redirect(idx)
+		if ev.Up || !ok || int(r.Dead) != ev.Ifindex {
+			m.settle(idx, b)
+			continue
+		}
+		if b.pending != nil && b.pending.r.DeadNs == r.DeadNs {
+			continue
+		}
+		b.pending = &pendingRun{r: r}
+		to := m.slaveName(b, int(r.To))
+		err := sendFrames(int(r.To), announcements(b.mac, b.addrs))
+		m.o.Log.Info("bond fast failover started", "bond", b.view.Name, "from", ev.Ifname, "to", to,
+			"announced", len(b.addrs), "announce_err", err)
+	}
+}
+
+func (b *bondRun) has(idx int) bool {
+	for _, s := range b.slaves {
+		if s == idx {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Manager) slaveName(b *bondRun, idx int) string {
+	for _, s := range b.view.Slaves {
+		if s.Index == idx {
+			return s.Name
+		}
+	}
+	return ""
+}
+
+// endIfSwitched ends a bond's redirect once the bond no longer hands
+// frames to the dead slave (it switched) or the dead slave has carrier
+// again.
+func (m *Manager) endIfSwitched(b *bondRun) {
+	r, ok := m.o.Objects.Redirect(b.view.Index)
+	if !ok {
+		m.settle(b.view.Index, b)
+		return
+	}
+	if b.pending != nil && b.pending.r.DeadNs == r.DeadNs {
+		b.pending.r.FirstNs = r.FirstNs
+	}
+	dead := int(r.Dead)
+	back := false
+	for _, s := range b.view.Slaves {
+		if s.Index == dead && s.Carrier {
+			back = true
+		}
+	}
+	if b.view.Active == dead && !back {
+		return
+	}
+	m.o.Objects.endRedirect(b.view.Index)
+	m.settle(b.view.Index, b)
+}
+
+// settle reports a pending run whose redirect is gone.
+func (m *Manager) settle(idx int, b *bondRun) {
+	if b.pending == nil {
+		return
+	}
+	if _, ok := m.o.Objects.Redirect(idx); ok {
+		return
+	}
+	m.firstFrame(b, true)
+	st, _ := m.slaveStats(int(b.pending.r.Dead))
+	m.o.Log.Info("bond fast failover ended", "bond", b.view.Name, "from", m.slaveName(b, int(b.pending.r.Dead)),
+		"active_slave", m.slaveName(b, b.view.Active), "redirected_total", st.TxRedirected)
+	b.pending = nil
+}
+
+func (m *Manager) slaveStats(idx int) (Stats, bool) {
+	var st Stats
+	err := m.o.Objects.FpSlaveStats.Lookup(uint32(idx), &st)
+	return st, err == nil
+}
+
+// follow refreshes each redirect that still waits for the bond, and
+// records the first redirected frame.
+func (m *Manager) follow() {
+	now := m.o.Now()
+	for idx, b := range m.bonds {
+		if b.pending == nil {
+			continue
+		}
+		r, ok := m.o.Objects.Redirect(idx)
+		if !ok || r.DeadNs != b.pending.r.DeadNs {
+			m.settle(idx, b)
+			continue
+		}
+		b.pending.r.FirstNs = r.FirstNs
+		m.firstFrame(b, false)
+		if b.view.Active == int(r.Dead) {
+			m.o.Objects.refresh(idx, r, now, m.o.TTL)
+		}
+	}
+}
+
+func (m *Manager) waitingFirst() bool {
+	for _, b := range m.bonds {
+		if b.pending != nil && !b.pending.recorded {
+			return true
+		}
+	}
+	return false
+}
+
+// firstFrame records the failover once its first frame was redirected;
+// ending says the redirect is over, so it is recorded (or not) now.
+func (m *Manager) firstFrame(b *bondRun, ending bool) {
+	p := b.pending
+	if p.recorded {
+		return
+	}
+	if p.r.FirstNs == 0 {
+		if ending {
+			p.recorded = true
+			m.o.Log.Info("bond fast failover redirected no frame", "bond", b.view.Name, "from", m.slaveName(b, int(p.r.Dead)))
+		}
+		return
+	}
+	p.recorded = true
+	d := time.Duration(p.r.FirstNs - p.r.DeadNs)
+	f := bond.Failover{Bond: b.view.Name, From: m.slaveName(b, int(p.r.Dead)), To: m.slaveName(b, int(p.r.To)),
+		Reason: bond.ReasonCarrier, By: "fastpath", KernelNs: int64(p.r.DeadNs), Duration: d, At: time.Now()}
+	m.o.Log.Info("bond fast failover", "bond", f.Bond, "from", f.From, "to", f.To, "reason", f.Reason, "by", f.By,
+		"first_redirect", d, "first_redirect_us", d.Microseconds(), "source", sourceName(p.r.Source))
+	if m.o.Record != nil {
+		m.o.Record(f)
+	}
+}
+
+func sourceName(s uint32) string {
+	switch s {
+	case 1:
+		return "fentry"
+	case 2:
+		return "kprobe"
+	case SourceNetlink:
+		return "netlink"
+	}
+	return "unknown"
+}
