@@ -65,9 +65,9 @@ type Features struct {
 	Tracepoints   bool           `json:"tracepoints"`
 	// FastPath is how the bond fast path marks a dead slave: "driver"
 	// (in the carrier program), "netlink" (on the notice), or "off".
-	FastPath string `json:"fast_path"`
-	Kernel        string         `json:"kernel"`
-	Checks        []probe.Check  `json:"checks"`
+	FastPath string        `json:"fast_path"`
+	Kernel   string        `json:"kernel"`
+	Checks   []probe.Check `json:"checks"`
 }
 
 // Daemon holds the loaded programs and the sockets.

@@ -75,7 +75,7 @@ func garp(mac net.HardwareAddr, a netip.Addr) []byte {
 // the target link-layer address option (RFC 4861 7.2.6).
 func unsolicitedNA(mac net.HardwareAddr, a netip.Addr) []byte {
 	icmp := make([]byte, 32)
-	icmp[0] = 136                                   // neighbour advertisement
+	icmp[0] = 136                                    // neighbour advertisement
 	binary.BigEndian.PutUint32(icmp[4:], 0x20000000) // override
 	t := a.As16()
 	copy(icmp[8:], t[:])

@@ -64,6 +64,8 @@ type Manager struct {
 	in    chan input
 	bonds map[int]*bondRun
 	hooks map[int][]*traffic.HookLink // by slave ifindex
+	// allmulti are the slaves this run put in allmulticast mode.
+	allmulti map[int]bool
 
 	mu     sync.Mutex
 	status map[int]BondStatus
@@ -89,7 +91,8 @@ func New(o Options) *Manager {
 	if o.TTL == 0 {
 		o.TTL = DefaultTTL
 	}
-	return &Manager{o: o, in: make(chan input, 1024), bonds: map[int]*bondRun{}, hooks: map[int][]*traffic.HookLink{}, status: map[int]BondStatus{}}
+	return &Manager{o: o, in: make(chan input, 1024), bonds: map[int]*bondRun{}, hooks: map[int][]*traffic.HookLink{}, status: map[int]BondStatus{},
+		allmulti: map[int]bool{}}
 }
 
 func (m *Manager) send(x input) {
@@ -171,6 +174,9 @@ func (m *Manager) shutdown() {
 		}
 	}
 	m.hooks = map[int][]*traffic.HookLink{}
+	for idx := range m.allmulti {
+		m.multicast(idx, false)
+	}
 }
 
 func (m *Manager) setStatus(b *bondRun) {
@@ -218,6 +224,7 @@ func (m *Manager) wire(b *bondRun) error {
 		if err := m.attach(s.Index, s.Name); err != nil {
 			return err
 		}
+		m.multicast(s.Index, true)
 		if err := m.o.Objects.SetSlave(s.Index, v.Index, s.Carrier); err != nil {
 			return err
 		}
@@ -243,6 +250,7 @@ func (m *Manager) unwire(b *bondRun, keep []int) {
 		}
 		m.o.Objects.removeSlave(s, b.view.Index)
 		m.detach(s)
+		m.multicast(s, false)
 	}
 	if keep == nil {
 		b.slaves = nil
@@ -290,6 +298,40 @@ func (m *Manager) detach(idx int) {
 		}
 	}
 	delete(m.hooks, idx)
+}
+
+// multicast keeps a slave in allmulticast mode while its bond has the fast
+// path: an active-backup bond gives its multicast list (IPv6
+// solicited-node groups among them) to the active slave only, so a backup
+// NIC would filter neighbour solicitations out before the redirect to the
+// bond could take them. Set ahead, since it takes RTNL; only what this run
+// set is cleared.
+func (m *Manager) multicast(idx int, on bool) {
+	if on == m.allmulti[idx] {
+		return
+	}
+	l, err := netlink.LinkByIndex(idx)
+	if err != nil {
+		delete(m.allmulti, idx)
+		return
+	}
+	switch {
+	case on && l.Attrs().RawFlags&unix.IFF_ALLMULTI != 0:
+		return // someone else's: left alone
+	case on:
+		err = netlink.LinkSetAllmulticastOn(l)
+	default:
+		err = netlink.LinkSetAllmulticastOff(l)
+	}
+	if err != nil {
+		m.o.Log.Warn("fast path: allmulticast", "ifname", l.Attrs().Name, "on", on, "err", err)
+		return
+	}
+	if on {
+		m.allmulti[idx] = true
+	} else {
+		delete(m.allmulti, idx)
+	}
 }
 
 // readAddrs caches the bond's MAC and addresses for the announcements:
