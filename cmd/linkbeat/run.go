@@ -139,7 +139,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	bopts := bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: cfg.forBond,
 		StateDir: af.stateDir, Now: func() int64 { return int64(daemon.Monotonic()) }, Paths: pm != nil}
 	var bonds *bond.Manager
-	fp := startFastPath(fpObjs, d, dcfg, tel, func(f bond.Failover) { bonds.FastFailover(f) }, log)
+	fp := startFastPath(fpObjs, d, dcfg, af.stateDir, tel, func(f bond.Failover) { bonds.FastFailover(f) }, log)
 	if fp != nil {
 		bopts.FastPath = fp
 	}
@@ -438,7 +438,7 @@ func loadFastPath(dcfg *daemon.Config, log *slog.Logger) *fastpath.Objects {
 
 // startFastPath makes the fast path's manager when the daemon found it can
 // run (features); nil otherwise.
-func startFastPath(o *fastpath.Objects, d *daemon.Daemon, dcfg daemon.Config, tel *telemetry, record func(bond.Failover), log *slog.Logger) *fastpath.Manager {
+func startFastPath(o *fastpath.Objects, d *daemon.Daemon, dcfg daemon.Config, stateDir string, tel *telemetry, record func(bond.Failover), log *slog.Logger) *fastpath.Manager {
 	if o == nil || d.Features().FastPath == "off" {
 		return nil
 	}
@@ -447,7 +447,7 @@ func startFastPath(o *fastpath.Objects, d *daemon.Daemon, dcfg daemon.Config, te
 			log.Warn("fast path maps not pinned: bpftool and status cannot read them", "err", err)
 		}
 	}
-	fp := fastpath.New(fastpath.Options{Objects: o, Mechanism: traffic.Mechanism(d.Features().TCMechanism), Log: log,
+	fp := fastpath.New(fastpath.Options{Objects: o, Mechanism: traffic.Mechanism(d.Features().TCMechanism), Log: log, StateDir: stateDir,
 		Now: func() int64 { return int64(daemon.Monotonic()) },
 		Record: func(f bond.Failover) {
 			record(f)

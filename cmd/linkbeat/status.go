@@ -16,6 +16,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/daemon"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/status"
@@ -70,6 +71,17 @@ func showStatus(pinDir, stateDir string, w io.Writer, asJSON bool) error {
 	}
 	if in.Bonds, err = bond.ReadState(stateDir); err != nil {
 		return err
+	}
+	if in.FastPath, err = fastpath.ReadState(stateDir); err != nil {
+		return err
+	}
+	if rm, sm, err := fastpath.OpenPinned(pinDir); err == nil {
+		in.FastRedirects, err = fastpath.Redirects(rm)
+		rm.Close()
+		sm.Close()
+		if err != nil {
+			return err
+		}
 	}
 	if in.Withdrawn, err = routes.ReadWithdrawn(stateDir); err != nil {
 		return err

@@ -41,6 +41,9 @@ type Options struct {
 	Now func() int64
 	// Record gets each fast failover once its first frame was redirected.
 	Record func(bond.Failover)
+	// StateDir, if set, keeps each bond's fast path status (StateFile)
+	// for `linkbeat status`.
+	StateDir string
 }
 
 // BondStatus is one bond's fast path, for features, status and metrics.
@@ -180,9 +183,23 @@ func (m *Manager) shutdown() {
 }
 
 func (m *Manager) setStatus(b *bondRun) {
+	st := BondStatus{Name: b.view.Name, Live: b.live, Why: b.why}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.status[b.view.Index] = BondStatus{Name: b.view.Name, Live: b.live, Why: b.why}
+	old, had := m.status[b.view.Index]
+	m.status[b.view.Index] = st
+	m.mu.Unlock()
+	if !had || old != st {
+		m.saveStatus()
+	}
+}
+
+func (m *Manager) saveStatus() {
+	if m.o.StateDir == "" {
+		return
+	}
+	if err := WriteState(m.o.StateDir, m.Status()); err != nil {
+		m.o.Log.Warn("cannot save the fast path's status", "err", err)
+	}
 }
 
 func (m *Manager) bondView(v bond.FastView) {
@@ -267,6 +284,7 @@ func (m *Manager) removeBond(idx int) {
 	m.mu.Lock()
 	delete(m.status, idx)
 	m.mu.Unlock()
+	m.saveStatus()
 }
 
 func (m *Manager) attach(idx int, name string) error {

@@ -201,14 +201,14 @@ func (o *Objects) removeSlave(idx, bondIdx int) {
 
 // clear deletes every redirect and table: the daemon's start and exit.
 func (o *Objects) clear() {
-	for _, m := range []*ebpf.Map{o.FpBonds, o.FpRedirects, o.FpSlaves} {
+	for _, m := range []*ebpf.Map{o.FpRedirects, o.FpBonds, o.FpSlaves} {
 		var k uint32
-		var keys []uint32
-		it := m.Iterate()
-		for it.Next(&k, nil) {
-			keys = append(keys, k)
-		}
-		for _, k := range keys {
+		// Bounded: entries the carrier programs add meanwhile are
+		// deleted too, and a map never holds more than max_entries.
+		for range m.MaxEntries() + 1 {
+			if err := m.NextKey(nil, &k); err != nil {
+				break
+			}
 			_ = m.Delete(k)
 		}
 	}

@@ -157,7 +157,7 @@ func (m *Manager) firstFrame(b *bondRun, ending bool) {
 	f := bond.Failover{Bond: b.view.Name, From: m.slaveName(b, int(p.r.Dead)), To: m.slaveName(b, int(p.r.To)),
 		Reason: bond.ReasonCarrier, By: "fastpath", KernelNs: int64(p.r.DeadNs), Duration: d, At: time.Now()}
 	m.o.Log.Info("bond fast failover", "bond", f.Bond, "from", f.From, "to", f.To, "reason", f.Reason, "by", f.By,
-		"first_redirect", d, "first_redirect_us", d.Microseconds(), "source", sourceName(p.r.Source))
+		"first_redirect", d, "first_redirect_us", d.Microseconds(), "source", sourceName(p.r.Source), "kernel_ns", p.r.DeadNs)
 	if m.o.Record != nil {
 		m.o.Record(f)
 	}
