@@ -381,8 +381,31 @@ func isFastFailoverEnd(bond string) func(logRecord) bool {
 // flushed, and the TCP connection must survive every cut, with data
 // flowing both ways after the last.
 func TestBondFastPath(t *testing.T) {
+	fastPathCuts(t, bondConfig{Mode: "active-backup", Miimon: 100}, "")
+}
+
+// TestBondFastPathARP is the same with the bond's ARP monitor instead of
+// miimon (seed 004's line: arp_interval=500 arp_ip_target=<peer>), whose
+// outage alone is about a second.
+func TestBondFastPathARP(t *testing.T) {
+	fastPathCuts(t, bondConfig{Mode: "active-backup", ArpInterval: 500, ArpTargets: []string{peerAddr.Addr().String()}}, "")
+}
+
+// TestBondFastPathARPValidate adds arp_validate=all: the bond counts a
+// slave up only on ARP it validates, so the replacement's ARP must still
+// reach the bond's monitor while the fast path hands its other frames to
+// the bond.
+func TestBondFastPathARPValidate(t *testing.T) {
+	fastPathCuts(t, bondConfig{Mode: "active-backup", ArpInterval: 500, ArpTargets: []string{peerAddr.Addr().String()}}, "all")
+}
+
+func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string) {
 	requireLinkbeat(t)
-	n := newBondNet(t, bondConfig{Mode: "active-backup", Miimon: 100})
+	n := newBondNet(t, cfg)
+	if arpValidate != "" {
+		writeBondOpt(t, n.Bond.Name, "arp_validate", arpValidate)
+		t.Logf("%s: arp_validate %s", n.Bond.Name, n.Bond.Opt("arp_validate"))
+	}
 	n.enableIPv6(t)
 	lb := startBondRun(t)
 	lb.waitLog(t, 0, 30*time.Second, "bond fast path live", func(r logRecord) bool {
@@ -398,7 +421,9 @@ func TestBondFastPath(t *testing.T) {
 	redirected := 0
 	for i := 0; i < cuts; i++ {
 		time.Sleep(linkwatchQuiet)
-		n.randomPhase()
+		if cfg.Miimon > 0 {
+			n.randomPhase()
+		}
 		lm := lb.logMark()
 		r := n.cutFast(t, s, e)
 		lost = append(lost, r.Outage.Lost)
