@@ -114,4 +114,3 @@ func firstContextLoad(insns asm.Instructions) (int16, bool) {
 	}
 	return 0, false
 }
-
