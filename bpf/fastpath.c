@@ -89,6 +89,10 @@ int fp_ingress(struct __sk_buff *skb)
 	struct fp_redirect *p = pending_of(ifindex, &bond, now);
 	if (!p || p->to != ifindex)
 		return TC_NEXT;
+	/* Only active-backup keeps a backup's frames from the stack. */
+	struct fp_bond *b = bpf_map_lookup_elem(&fp_bonds, &bond);
+	if (!b || !(b->flags & FP_INGRESS))
+		return TC_NEXT;
 	/* LACP is the slave's own business. ARP goes on to the slave, where
 	 * the bond's ARP monitor (arp_validate) reads it, and a copy to the
 	 * bond, whose stack would not see it from a backup slave. */

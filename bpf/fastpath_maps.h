@@ -24,7 +24,8 @@ struct {
 	__type(value, struct fp_redirect);
 } fp_redirects SEC(".maps");
 
-/* Carrier-off: when the bond's active slave dies, pick the first candidate
+/* Carrier-off: when the bond's active slave dies (any slave, in tlb and
+ * alb, which send through every slave), pick the first candidate
  * other than it that has carrier and mark the redirect, in the driver's
  * call. Carrier-on: the slave is live again; a redirect away from it ends. */
 static __always_inline void fp_carrier(__u32 ifindex, bool up, __u64 now, __u32 source)
@@ -41,7 +42,7 @@ static __always_inline void fp_carrier(__u32 ifindex, bool up, __u64 now, __u32 
 		return;
 	}
 	struct fp_bond *b = bpf_map_lookup_elem(&fp_bonds, &bond);
-	if (!b || b->active != ifindex)
+	if (!b || (!(b->flags & FP_ANY) && b->active != ifindex))
 		return;
 	for (int i = 0; i < FP_MAX_SLAVES; i++) {
 		if (i >= b->n)

@@ -75,6 +75,10 @@ struct path_replies {
  * fp_redirects and the carrier field of fp_slaves. */
 #define FP_MAX_SLAVES 8
 
+/* fp_bond.flags */
+#define FP_INGRESS 1 /* hand the replacement's frames to the bond (active-backup) */
+#define FP_ANY 2     /* any slave's loss counts, not only the active's (tlb, alb) */
+
 /* One fast-path bond (fp_bonds, by bond ifindex). No entry: fast path off. */
 struct fp_bond {
 	__u64 ttl_ns; /* a redirect is void this long after the mark unless refreshed */
@@ -84,6 +88,8 @@ struct fp_bond {
 	 * the bond's order): up in the bond's view and admin up. Carrier is
 	 * checked at the moment of the pick, in fp_slaves. */
 	__u32 cand[FP_MAX_SLAVES];
+	__u32 flags; /* FP_INGRESS, FP_ANY */
+	__u32 pad;
 };
 
 /* One slave of a fast-path bond (fp_slaves, by slave ifindex). */

@@ -40,6 +40,8 @@ type CarrierFpBond struct {
 	Active uint32
 	N      uint32
 	Cand   [8]uint32
+	Flags  uint32
+	Pad    uint32
 }
 
 type CarrierFpRedirect struct {

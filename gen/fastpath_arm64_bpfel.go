@@ -19,6 +19,8 @@ type FastpathFpBond struct {
 	Active uint32
 	N      uint32
 	Cand   [8]uint32
+	Flags  uint32
+	Pad    uint32
 }
 
 type FastpathFpRedirect struct {

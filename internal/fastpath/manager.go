@@ -67,7 +67,8 @@ type Manager struct {
 	in    chan input
 	bonds map[int]*bondRun
 	hooks map[int][]*traffic.HookLink // by slave ifindex
-	// allmulti are the slaves this run put in allmulticast mode.
+	// allmulti are the slaves of fast-path bonds: true where this run
+	// put them in allmulticast mode, false where they already were.
 	allmulti map[int]bool
 
 	mu     sync.Mutex
@@ -251,7 +252,7 @@ func (m *Manager) wire(b *bondRun) error {
 	if b.mac == nil {
 		m.readAddrs(b)
 	}
-	return m.o.Objects.SetBond(v.Index, v.Active, Candidates(v), m.o.TTL)
+	return m.o.Objects.SetBond(v.Index, v.Active, Candidates(v), m.o.TTL, Flags(v))
 }
 
 // unwire drops the slaves of b not in keep (all with nil), and with nil
@@ -325,7 +326,11 @@ func (m *Manager) detach(idx int) {
 // bond could take them. Set ahead, since it takes RTNL; only what this run
 // set is cleared.
 func (m *Manager) multicast(idx int, on bool) {
-	if on == m.allmulti[idx] {
+	ours, known := m.allmulti[idx]
+	if on == known || (!on && !ours) {
+		if !on {
+			delete(m.allmulti, idx)
+		}
 		return
 	}
 	l, err := netlink.LinkByIndex(idx)
@@ -335,7 +340,8 @@ func (m *Manager) multicast(idx int, on bool) {
 	}
 	switch {
 	case on && l.Attrs().RawFlags&unix.IFF_ALLMULTI != 0:
-		return // someone else's: left alone
+		m.allmulti[idx] = false // someone else's: left alone
+		return
 	case on:
 		err = netlink.LinkSetAllmulticastOn(l)
 	default:
@@ -343,9 +349,8 @@ func (m *Manager) multicast(idx int, on bool) {
 	}
 	if err != nil {
 		m.o.Log.Warn("fast path: allmulticast", "ifname", l.Attrs().Name, "on", on, "err", err)
-		return
 	}
-	if on {
+	if on && err == nil {
 		m.allmulti[idx] = true
 	} else {
 		delete(m.allmulti, idx)

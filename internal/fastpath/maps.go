@@ -29,6 +29,12 @@ const PinSubdir = "fastpath"
 // (fp_redirect.source; 1 and 2 are the carrier programs' fentry and kprobe).
 const SourceNetlink = 3
 
+// fp_bond.flags (linkbeat.h).
+const (
+	FlagIngress = 1 // hand the replacement's frames to the bond (active-backup)
+	FlagAny     = 2 // any slave's loss counts (tlb, alb)
+)
+
 // Redirect is one pending fast failover, as the kernel holds it.
 type Redirect = gen.FastpathFpRedirect
 
@@ -94,8 +100,8 @@ func (o *Objects) Unpin() error {
 }
 
 // SetBond writes a bond's candidate table.
-func (o *Objects) SetBond(bondIdx, active int, cands []uint32, ttl time.Duration) error {
-	v := gen.FastpathFpBond{TtlNs: uint64(ttl), Active: uint32(active), N: uint32(len(cands))}
+func (o *Objects) SetBond(bondIdx, active int, cands []uint32, ttl time.Duration, flags uint32) error {
+	v := gen.FastpathFpBond{TtlNs: uint64(ttl), Active: uint32(active), N: uint32(len(cands)), Flags: flags}
 	copy(v.Cand[:], cands)
 	if err := o.FpBonds.Put(uint32(bondIdx), v); err != nil {
 		return fmt.Errorf("write fast path table of bond %d: %w", bondIdx, err)
@@ -140,7 +146,7 @@ func (o *Objects) Mark(dead int, nowNs int64) error {
 		return nil
 	}
 	var b gen.FastpathFpBond
-	if err := o.FpBonds.Lookup(uint32(bondIdx), &b); err != nil || b.Active != uint32(dead) {
+	if err := o.FpBonds.Lookup(uint32(bondIdx), &b); err != nil || (b.Flags&FlagAny == 0 && b.Active != uint32(dead)) {
 		return nil
 	}
 	for _, c := range b.Cand[:min(int(b.N), MaxSlaves)] {

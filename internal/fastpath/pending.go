@@ -43,6 +43,26 @@ func (m *Manager) carrier(ev carrier.Event) {
 	}
 }
 
+// sendsTo says whether the bond may still hand frames to a dead slave:
+// in active-backup while it is the active slave, in tlb and alb while the
+// bond has not marked it down (it rebalances then); never once carrier is
+// back.
+func (b *bondRun) sendsTo(dead int) bool {
+	for _, s := range b.view.Slaves {
+		if s.Index != dead {
+			continue
+		}
+		if s.Carrier {
+			return false
+		}
+		if Flags(b.view)&FlagAny != 0 {
+			return s.BondUp
+		}
+		return b.view.Active == dead
+	}
+	return false
+}
+
 func (b *bondRun) has(idx int) bool {
 	for _, s := range b.slaves {
 		if s == idx {
@@ -73,14 +93,7 @@ func (m *Manager) endIfSwitched(b *bondRun) {
 	if b.pending != nil && b.pending.r.DeadNs == r.DeadNs {
 		b.pending.r.FirstNs = r.FirstNs
 	}
-	dead := int(r.Dead)
-	back := false
-	for _, s := range b.view.Slaves {
-		if s.Index == dead && s.Carrier {
-			back = true
-		}
-	}
-	if b.view.Active == dead && !back {
+	if b.sendsTo(int(r.Dead)) {
 		return
 	}
 	m.o.Objects.endRedirect(b.view.Index)
@@ -123,7 +136,7 @@ func (m *Manager) follow() {
 		}
 		b.pending.r.FirstNs = r.FirstNs
 		m.firstFrame(b, false)
-		if b.view.Active == int(r.Dead) {
+		if b.sendsTo(int(r.Dead)) {
 			m.o.Objects.refresh(idx, r, now, m.o.TTL)
 		}
 	}

@@ -33,8 +33,8 @@ func Eligible(v bond.FastView) (bool, string) {
 	switch {
 	case !v.On:
 		return false, fmt.Sprintf("off in the config (bonds.%s.fast_path: off)", v.Name)
-	case v.Mode != "active-backup":
-		return false, fmt.Sprintf("mode %s: the fast path covers active-backup only so far", v.Mode)
+	case !modes[v.Mode]:
+		return false, fmt.Sprintf("mode %s: the fast path covers active-backup, balance-tlb and balance-alb so far", v.Mode)
 	case v.FailOverMac != "none" && v.FailOverMac != "":
 		return false, fmt.Sprintf("fail_over_mac=%s: the slaves do not share the bond's MAC, so a redirected frame would leave with the wrong source address", v.FailOverMac)
 	case v.DownDelay > 0:
@@ -45,20 +45,39 @@ func Eligible(v bond.FastView) (bool, string) {
 	return true, ""
 }
 
+var modes = map[string]bool{"active-backup": true, "balance-tlb": true, "balance-alb": true}
+
+// Flags are the kernel's settings for a bond's mode: active-backup hands
+// the replacement's frames to the bond (a backup's would reach
+// exact-match handlers only) and redirects for the active slave only;
+// tlb and alb send through every slave and receive on every slave.
+func Flags(v bond.FastView) uint32 {
+	if v.Mode == "active-backup" {
+		return FlagIngress
+	}
+	return FlagAny
+}
+
 // Candidates are the slaves the kernel may pick as a replacement, in the
 // order it tries them: the primary first, then the bond's own order; each
 // up in the bond's view and admin up (decide.go's rules; carrier is
 // checked by the kernel at the moment of the pick).
+// In tlb and alb, where a backup's loss counts too, the active slave comes
+// first: it already carries the bond's other traffic.
 func Candidates(v bond.FastView) []uint32 {
 	var out []uint32
 	ok := func(s bond.FastSlave) bool { return s.AdminUp && s.BondUp }
+	first := v.Primary
+	if Flags(v)&FlagAny != 0 && v.Active != 0 {
+		first = v.Active
+	}
 	for _, s := range v.Slaves {
-		if s.Index == v.Primary && ok(s) {
+		if s.Index == first && ok(s) {
 			out = append(out, uint32(s.Index))
 		}
 	}
 	for _, s := range v.Slaves {
-		if s.Index != v.Primary && ok(s) {
+		if s.Index != first && ok(s) {
 			out = append(out, uint32(s.Index))
 		}
 	}

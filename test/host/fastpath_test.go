@@ -46,7 +46,7 @@ func newFPBed(t *testing.T) *fpBed {
 			t.Fatal(err)
 		}
 	}
-	if err := o.SetBond(f.bond, f.a, []uint32{uint32(f.a), uint32(f.b), uint32(f.c)}, time.Second); err != nil {
+	if err := o.SetBond(f.bond, f.a, []uint32{uint32(f.a), uint32(f.b), uint32(f.c)}, time.Second, fastpath.FlagIngress); err != nil {
 		t.Fatal(err)
 	}
 	f.ipv4 = ethFrame(0x0800, 46)
@@ -229,5 +229,29 @@ func TestFastPathMark(t *testing.T) {
 	}
 	if r, ok := f.o.Redirect(f.bond); ok {
 		t.Fatalf("no candidate has carrier, yet a redirect was marked: %+v", r)
+	}
+}
+
+// TestFastPathTLB: in balance-tlb and balance-alb every slave transmits and
+// receives for the bond, so a backup's loss is marked too (FlagAny), and
+// the ingress program leaves the replacement's frames to the bond's own
+// receive handler.
+func TestFastPathTLB(t *testing.T) {
+	f := newFPBed(t)
+	if err := f.o.SetBond(f.bond, f.a, []uint32{uint32(f.a), uint32(f.b), uint32(f.c)}, time.Second, fastpath.FlagAny); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.o.Mark(f.b, monoNow()); err != nil {
+		t.Fatal(err)
+	}
+	r, ok := f.o.Redirect(f.bond)
+	if !ok || int(r.Dead) != f.b || int(r.To) != f.a {
+		t.Fatalf("a backup's loss in tlb: redirect %+v (found %v), want from %d to the active %d", r, ok, f.b, f.a)
+	}
+	if got := f.run(t, f.o.FpEgress, f.b, f.ipv4); got != tcRedirect {
+		t.Errorf("frame on the dead slave: verdict %d, want %d", got, tcRedirect)
+	}
+	if got := f.run(t, f.o.FpIngress, f.a, f.ipv4); got != tcNext {
+		t.Errorf("frame on the replacement in tlb: verdict %d, want %d (the bond receives on every slave)", got, tcNext)
 	}
 }
