@@ -42,6 +42,34 @@ const (
 	echoPort = 9103
 )
 
+// startReverseStream is startStream the other way: the peer sends to the
+// bond's address, so the bond's receive path is measured (a backup's
+// frames reach the bond only through the fast path until the switch).
+func (n *bondNet) startReverseStream(t *testing.T, rate int) *stream {
+	t.Helper()
+	s := &stream{t: t, stop: make(chan struct{}), doneTx: make(chan struct{}), doneRx: make(chan struct{})}
+	to := &net.UDPAddr{IP: net.IP(bondAddr.Addr().AsSlice()), Port: streamPort + 1}
+	var err error
+	if s.recv, err = net.ListenUDP("udp4", to); err != nil {
+		t.Fatalf("reverse stream receiver: %v", err)
+	}
+	s.recv.SetReadBuffer(4 << 20)
+	err = n.Peer.Do(func() error {
+		var err error
+		s.send, err = net.DialUDP("udp4", &net.UDPAddr{IP: net.IP(peerAddr.Addr().AsSlice())}, to)
+		return err
+	})
+	if err != nil {
+		s.recv.Close()
+		t.Fatalf("reverse stream sender in %s: %v", n.Peer.Name, err)
+	}
+	go s.receive()
+	go s.transmit(rate)
+	t.Cleanup(s.Stop)
+	s.waitFlowing(100, 30*time.Second)
+	return s
+}
+
 // enableIPv6 gives the bond and the peer IPv6 addresses (no DAD), so that
 // neighbour discovery runs over the bond.
 func (n *bondNet) enableIPv6(t *testing.T) {
@@ -413,6 +441,7 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string) {
 	})
 	e := n.startEcho6(t)
 	s := n.startStream(t, streamRate)
+	rs := n.startReverseStream(t, streamRate)
 	tcp := n.startTCP(t)
 	tcp.flowing(t, tcp.mark(), 30*time.Second)
 
@@ -425,7 +454,9 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string) {
 			n.randomPhase()
 		}
 		lm := lb.logMark()
+		rmark := rs.Mark()
 		r := n.cutFast(t, s, e)
+		rs.waitResumed(r.CutDoneNs, resumePackets, switchTimeout)
 		lost = append(lost, r.Outage.Lost)
 		// The fast path's record comes with the first redirected frame;
 		// when the bond switched before the stream handed the dead
@@ -448,6 +479,11 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string) {
 			i+1, before, time.Duration(deadNs-r.CutNs), after)
 		if after > fastPathMaxLost {
 			t.Errorf("cut %d lost %d packets sent after the driver's carrier call, want at most %d with the fast path", i+1, after, fastPathMaxLost)
+		}
+		rbefore, rafter := rs.lostAround(rmark, deadNs)
+		t.Logf("cut %d, peer to bond: %s; %d lost before the driver's carrier call, %d after it", i+1, rs.Outage(rmark), rbefore, rafter)
+		if rafter > fastPathMaxLost {
+			t.Errorf("cut %d: the peer's stream to the bond lost %d packets sent after the driver's carrier call, want at most %d with the fast path", i+1, rafter, fastPathMaxLost)
 		}
 		got := tcp.mark()
 		n.restoreSlave(t, r.From)
