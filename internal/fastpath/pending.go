@@ -90,12 +90,15 @@ func (m *Manager) endIfSwitched(b *bondRun) {
 		m.settle(b.view.Index, b)
 		return
 	}
-	if b.pending != nil && b.pending.r.DeadNs == r.DeadNs {
-		b.pending.r.FirstNs = r.FirstNs
-	}
 	if b.sendsTo(int(r.Dead)) {
 		return
 	}
+	if b.pending == nil || b.pending.r.DeadNs != r.DeadNs {
+		// The bond switched before the carrier event was read: the
+		// redirect still gets its record.
+		b.pending = &pendingRun{r: r}
+	}
+	b.pending.r.FirstNs = r.FirstNs
 	m.o.Objects.endRedirect(b.view.Index)
 	m.settle(b.view.Index, b)
 }
@@ -161,7 +164,8 @@ func (m *Manager) firstFrame(b *bondRun, ending bool) {
 	if p.r.FirstNs == 0 {
 		if ending {
 			p.recorded = true
-			m.o.Log.Info("bond fast failover redirected no frame", "bond", b.view.Name, "from", m.slaveName(b, int(p.r.Dead)))
+			m.o.Log.Info("bond fast failover redirected no frame", "bond", b.view.Name, "from", m.slaveName(b, int(p.r.Dead)),
+				"to", m.slaveName(b, int(p.r.To)), "kernel_ns", p.r.DeadNs)
 		}
 		return
 	}

@@ -464,15 +464,15 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string) {
 		rec := lb.waitLog(t, lm, 10*time.Second, "a fast failover record", isFastFailoverEnd(n.Bond.Name))
 		t.Logf("cut %d: %s -> %s; %s; IPv6 echo bond->peer %v, peer->bond %v; fast path: %v",
 			i+1, r.From, r.To, r.Outage, r.Ping6[0].Round(time.Millisecond), r.Ping6[1].Round(time.Millisecond), rec)
-		deadNs := int64(0)
 		if rec["msg"] == "bond fast failover" {
 			redirected++
 			if rec["by"] != "fastpath" || rec["from"] != r.From || rec["to"] != r.To || rec["first_redirect_us"] == "" {
 				t.Errorf("fast failover log %v, want by=fastpath from=%s to=%s with first_redirect_us", rec, r.From, r.To)
 			}
-			deadNs, _ = strconv.ParseInt(rec["kernel_ns"], 10, 64)
-		} else {
-			deadNs = r.CutNs // no frame went to the dead slave: every loss counts
+		}
+		deadNs, err := strconv.ParseInt(rec["kernel_ns"], 10, 64)
+		if err != nil || deadNs < r.CutNs {
+			t.Fatalf("fast path record %v: kernel_ns is not the driver's call after the cut (at %d)", rec, r.CutNs)
 		}
 		before, after := s.lostAround(r.mark, deadNs)
 		t.Logf("cut %d: %d lost before the driver's carrier call (%v after the cut), %d after it",
