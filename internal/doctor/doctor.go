@@ -206,7 +206,7 @@ func allChecks() []check {
 	return []check{
 		checkConfig, checkProblems,
 		checkBondMonitor, checkArpValidate, checkArpTargets, checkDelays,
-		checkActiveBackupSpeeds, checkLACPSpeeds, checkLACPPartner, checkLACPAggregators, checkBondMode,
+		checkActiveBackupSpeeds, checkLACPSpeeds, checkLACPPartner, checkLACPAggregators, checkBondMode, checkFastPath,
 		checkMultipathLinkdown, checkUnmonitoredRoutes,
 		checkCarrierPath, checkBpffs,
 	}
