@@ -11,6 +11,7 @@ func Expected() map[string][]string {
 			"datapath-tcp", "datapath-udp64", "idle-cost", "flap-storm", "metrics-under-load",
 		},
 		// test/vm (TestVMBench), per guest kernel
-		"vm": {"bond-outage", "bond-failover-duration", "burst-detection"},
+		"vm": {"bond-outage", "bond-failover-duration", "burst-detection",
+			"bond-fastpath-lost-ab-miimon", "bond-fastpath-gap-ab-miimon", "bond-fastpath-lost-ab-arp", "bond-fastpath-gap-ab-arp"},
 	}
 }
