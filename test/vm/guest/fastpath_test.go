@@ -533,3 +533,73 @@ func checkFastState(t *testing.T, lb *bondRun, bond string) {
 		t.Errorf("bonds.json last_fast_failover[%s] = %+v (found %v), want by fastpath with a duration", bond, f, ok)
 	}
 }
+
+// TestBondFastPathALB: balance-alb (miimon=100) sends through every slave,
+// the stream through the one its hash picked. QMP cuts that slave; its
+// frames must leave through the other from the driver's call on, until
+// the bond marks it down and rebalances ("egress moves at once").
+func TestBondFastPathALB(t *testing.T) {
+	requireLinkbeat(t)
+	n := newBondNet(t, bondConfig{Mode: "balance-alb", Miimon: 100})
+	lb := startBondRun(t)
+	lb.waitLog(t, 0, 30*time.Second, "bond fast path live", func(r logRecord) bool {
+		return r["msg"] == "bond fast path live" && r["bond"] == n.Bond.Name
+	})
+	s := n.startStream(t, streamRate)
+	const cuts = 4
+	redirected := 0
+	for i := 0; i < cuts; i++ {
+		time.Sleep(linkwatchQuiet)
+		tx := streamSlave(t, n.Bond)
+		n.randomPhase()
+		lm := lb.logMark()
+		mark := s.Mark()
+		cutNs := monotonicNow()
+		setLinks(t, false, netdevOf(tx))
+		cutDone := monotonicNow()
+		waitFor(t, switchTimeout, "the bond to mark "+tx+" down", func() bool { return SlaveAttr(tx, "mii_status") != "up" })
+		s.waitResumed(cutDone, resumePackets, switchTimeout)
+		rec := lb.waitLog(t, lm, 10*time.Second, "a fast failover record", isFastFailoverEnd(n.Bond.Name))
+		deadNs, err := strconv.ParseInt(rec["kernel_ns"], 10, 64)
+		if err != nil || deadNs < cutNs {
+			t.Fatalf("fast path record %v: kernel_ns is not the driver's call after the cut", rec)
+		}
+		if rec["msg"] == "bond fast failover" {
+			redirected++
+			if rec["from"] != tx || rec["to"] != n.Bond.other(tx) {
+				t.Errorf("fast failover %v, want from %s to %s", rec, tx, n.Bond.other(tx))
+			}
+		}
+		before, after := s.lostAround(mark, deadNs)
+		t.Logf("cut %d of %s (the stream's slave): %s; %d lost before the driver's carrier call (%v after the cut), %d after; fast path %v",
+			i+1, tx, s.Outage(mark), before, time.Duration(deadNs-cutNs), after, rec)
+		if after > fastPathMaxLost {
+			t.Errorf("cut %d lost %d packets sent after the driver's carrier call, want at most %d with the fast path", i+1, after, fastPathMaxLost)
+		}
+		n.restoreSlave(t, tx)
+	}
+	if redirected == 0 {
+		t.Errorf("the fast path redirected no frame in %d cuts", cuts)
+	}
+}
+
+// streamSlave is the slave whose transmit counter grows by the stream's
+// rate: the one the bond's hash gives the stream.
+func streamSlave(t *testing.T, b *bondDev) string {
+	t.Helper()
+	before := map[string]uint64{}
+	for _, sl := range b.Slaves {
+		before[sl] = txPackets(sl)
+	}
+	time.Sleep(300 * time.Millisecond)
+	best, most := "", uint64(0)
+	for _, sl := range b.Slaves {
+		if d := txPackets(sl) - before[sl]; d > most {
+			best, most = sl, d
+		}
+	}
+	if most < 100 {
+		t.Fatalf("no slave of %s sent the stream (most: %s, %d packets in 300 ms)", b.Name, best, most)
+	}
+	return best
+}
