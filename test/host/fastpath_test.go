@@ -1,7 +1,9 @@
 package host
 
 import (
+	"context"
 	bin "encoding/binary"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/gen"
 	"github.com/linkbeat/linkbeat/internal/fastpath"
+	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
 // The bond fast path's TC programs (bpf/fastpath.c) under
@@ -253,5 +256,40 @@ func TestFastPathTLB(t *testing.T) {
 	}
 	if got := f.run(t, f.o.FpIngress, f.a, f.ipv4); got != tcNext {
 		t.Errorf("frame on the replacement in tlb: verdict %d, want %d (the bond receives on every slave)", got, tcNext)
+	}
+}
+
+// TestFastPathClearedAtStartAndExit: a redirect left in the maps (an
+// earlier run's, or one pending when the daemon stops) is gone once the
+// manager has started, and again once it has stopped.
+func TestFastPathClearedAtStartAndExit(t *testing.T) {
+	f := newFPBed(t)
+	f.pend(t, f.a, f.b, time.Hour)
+	m := fastpath.New(fastpath.Options{Objects: f.o, Mechanism: traffic.Clsact, Log: slog.New(slog.DiscardHandler), Now: monoNow})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := f.o.Redirect(f.bond); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a redirect from before the start is still in force 5s after it")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.pend(t, f.a, f.b, time.Hour) // one pending when the daemon stops
+	if err := f.o.SetBond(f.bond, f.a, []uint32{uint32(f.b)}, time.Second, fastpath.FlagIngress); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	if r, ok := f.o.Redirect(f.bond); ok {
+		t.Errorf("a redirect is still in force after the manager stopped: %+v", r)
+	}
+	var b gen.FastpathFpBond
+	if err := f.o.FpBonds.Lookup(uint32(f.bond), &b); err == nil {
+		t.Errorf("the candidate table is still there after the manager stopped: %+v", b)
 	}
 }
