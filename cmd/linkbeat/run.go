@@ -155,9 +155,18 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	go func() { defer wg.Done(); act.Run(ctx, in) }()
 	go func() { defer wg.Done(); bonds.Run(bctx) }()
 	if fp != nil {
-		// Its exit clears every redirect before the programs go.
+		// Its exit clears every redirect before the programs go, and
+		// then the pins go: the next start makes fresh maps.
 		wg.Add(1)
-		go func() { defer wg.Done(); fp.Run(bctx) }()
+		go func() {
+			defer wg.Done()
+			fp.Run(bctx)
+			if dcfg.PinDir != "" {
+				if err := fpObjs.Unpin(dcfg.PinDir); err != nil {
+					log.Warn("removing the fast path's pins", "err", err)
+				}
+			}
+		}()
 	}
 	links := newLinkNames()
 	enqueue := func(x actions.Input) {

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/linkbeat/linkbeat/gen"
+	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
 // Map names, as pinned under <pin dir>/fastpath and shown by bpftool.
@@ -89,14 +90,44 @@ func (o *Objects) Pin(dir string) error {
 	return nil
 }
 
-// Unpin removes the pins (the daemon's exit): nothing is left to say a
-// redirect could be pending.
-func (o *Objects) Unpin() error {
+// Unpin removes the pins and their directory (the daemon's exit, after
+// the manager cleared the maps): the next start makes fresh maps.
+func (o *Objects) Unpin(dir string) error {
 	var errs []error
 	for _, m := range []*ebpf.Map{o.FpBonds, o.FpSlaves, o.FpRedirects, o.FpSlaveStats} {
 		errs = append(errs, m.Unpin())
 	}
+	if err := os.Remove(filepath.Join(dir, PinSubdir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// Cleanup removes what a crashed run left: the pins under dir/fastpath
+// (and the directory, if nothing else is in it) and the fast path's
+// clsact filters on every interface of the caller's network namespace.
+// It returns what it removed.
+func Cleanup(dir string) ([]string, error) {
+	var done []string
+	var errs []error
+	sub := filepath.Join(dir, PinSubdir)
+	for _, name := range []string{MapBonds, MapSlaves, MapRedirects, MapStats} {
+		err := os.Remove(filepath.Join(sub, name))
+		switch {
+		case err == nil:
+			done = append(done, filepath.Join(PinSubdir, name))
+		case !errors.Is(err, fs.ErrNotExist):
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(sub); err == nil {
+		done = append(done, PinSubdir)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", sub, err))
+	}
+	filters, err := traffic.RemoveNamedFilters(hookEgress, hookIngress)
+	done = append(done, filters...)
+	return done, errors.Join(append(errs, err)...)
 }
 
 // SetBond writes a bond's candidate table.
