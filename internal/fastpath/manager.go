@@ -158,10 +158,11 @@ func (m *Manager) Run(ctx context.Context) {
 				}
 			}
 		}
-		// While a redirect waits for its first frame, look often: the
-		// record's time comes from the kernel, only its report waits.
+		// While a redirect waits for its first frame, look more often:
+		// the record's time comes from the kernel, only its report
+		// waits, so this need not compete with the bond's switch.
 		if m.waitingFirst() {
-			poll.Reset(2 * time.Millisecond)
+			poll.Reset(20 * time.Millisecond)
 		} else {
 			poll.Reset(m.o.TTL / 4)
 		}

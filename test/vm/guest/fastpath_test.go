@@ -591,15 +591,17 @@ func streamSlave(t *testing.T, b *bondDev) string {
 	for _, sl := range b.Slaves {
 		before[sl] = txPackets(sl)
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(time.Second)
 	best, most := "", uint64(0)
 	for _, sl := range b.Slaves {
 		if d := txPackets(sl) - before[sl]; d > most {
 			best, most = sl, d
 		}
 	}
-	if most < 100 {
-		t.Fatalf("no slave of %s sent the stream (most: %s, %d packets in 300 ms)", b.Name, best, most)
+	// A tenth of the rate: the emulated guest's sender slows down when
+	// the host is busy.
+	if most < streamRate/10 {
+		t.Fatalf("no slave of %s sent the stream (most: %s, %d packets in a second)", b.Name, best, most)
 	}
 	return best
 }
