@@ -62,6 +62,7 @@ func benchFastPathKind(t *testing.T, plan benchPlan, id, title string, cfg bondC
 		fmt.Sprintf("%s over two virtio NICs; %d cuts per contender, the active slave each time, %d packets/s", title, plan.OutageTrials, streamRate),
 		"lost = sequence numbers missing between the packet before the cut and the stream's recovery; packets sent between the QMP request and the guest driver's netif_carrier_off go into the cut cable, and no failover can save them (figure lost_before_driver_call_* for the fast path)",
 		"no cut: the same window (until 200 packets sent after the mark arrived) with nothing cut",
+		"figures switched_by_*: who made the new slave active, as linkbeat logged it; linkbeat_switch_ms_p50: its own switches, kernel event to confirmed switch, with the fast path off and on",
 		fmt.Sprintf("figure guest_stalls: trials in which the guest stopped running for more than %v", guestStallLimit),
 		tcgNote,
 	}
@@ -87,7 +88,7 @@ func benchFastPathKind(t *testing.T, plan benchPlan, id, title string, cfg bondC
 		lc := bench.Contender{Name: c.name, Figures: map[string]float64{"guest_stalls": 0}}
 		gc := bench.Contender{Name: c.name, Figures: map[string]float64{}}
 		fc := bench.Contender{Name: c.name}
-		var before, after []float64
+		var before, after, switches []float64
 		for i := 0; i < plan.OutageTrials; i++ {
 			time.Sleep(linkwatchQuiet)
 			if cfg.Miimon > 0 {
@@ -126,6 +127,15 @@ func benchFastPathKind(t *testing.T, plan benchPlan, id, title string, cfg bondC
 					extra = "; no frame to redirect"
 				}
 			}
+			if lb != nil {
+				// Whether the fast path slows linkbeat's own switch:
+				// the same figure with it off and on, in one run.
+				rec := lb.waitLog(t, lm, 10*time.Second, "msg=\"bond failover\"", isFailoverLog(n.Bond.Name))
+				lc.Figures["switched_by_"+rec["by"]]++
+				if us, err := strconv.ParseFloat(rec["duration_us"], 64); err == nil && rec["by"] == "linkbeat" {
+					switches = append(switches, us/1000)
+				}
+			}
 			t.Logf("%s, %s %d: %s%s", id, c.name, i+1, o, extra)
 			if c.cut {
 				n.restoreSlave(t, from)
@@ -135,6 +145,9 @@ func benchFastPathKind(t *testing.T, plan benchPlan, id, title string, cfg bondC
 			if err := lb.Stop(); err != nil {
 				t.Errorf("%s: linkbeat run: %v", c.name, err)
 			}
+		}
+		if len(switches) > 0 {
+			lc.Figures["linkbeat_switch_ms_p50"] = bench.Summarize(switches).P50
 		}
 		if len(after) > 0 {
 			lc.Figures["lost_before_driver_call_p50"] = bench.Summarize(before).P50
