@@ -99,8 +99,23 @@ func (m *Manager) endIfSwitched(b *bondRun) {
 		b.pending = &pendingRun{r: r}
 	}
 	b.pending.r.FirstNs = r.FirstNs
+	if Flags(b.view)&FlagAny != 0 && !b.carrier(int(r.Dead)) {
+		// tlb and alb rebalance just after the notice that marks the
+		// slave down: no longer refreshed, the redirect runs out by
+		// itself (the TTL) instead of racing the rebalance.
+		return
+	}
 	m.o.Objects.endRedirect(b.view.Index)
 	m.settle(b.view.Index, b)
+}
+
+func (b *bondRun) carrier(idx int) bool {
+	for _, s := range b.view.Slaves {
+		if s.Index == idx {
+			return s.Carrier
+		}
+	}
+	return false
 }
 
 // settle reports a pending run whose redirect is gone.
