@@ -368,7 +368,7 @@ func checkFastPath(s *Snapshot) []Finding {
 	var out []Finding
 	for _, b := range s.bonds() {
 		o := b.Bond
-		if o.Mode != "active-backup" && o.Mode != "balance-tlb" && o.Mode != "balance-alb" {
+		if o.Mode != "active-backup" {
 			continue
 		}
 		v := bond.FastView{Name: b.Name, Mode: o.Mode, FailOverMac: o.FailOverMac, DownDelay: time.Duration(o.DownDelay) * time.Millisecond,

@@ -33,8 +33,10 @@ func Eligible(v bond.FastView) (bool, string) {
 	switch {
 	case !v.On:
 		return false, fmt.Sprintf("off in the config (bonds.%s.fast_path: off)", v.Name)
+	case v.Mode == "balance-tlb" || v.Mode == "balance-alb":
+		return false, fmt.Sprintf("mode %s: the bond checks each slave's carrier on every frame and moves egress itself (bond_slave_can_tx; one frame dropped); nothing reaches a dead slave to redirect", v.Mode)
 	case !modes[v.Mode]:
-		return false, fmt.Sprintf("mode %s: the fast path covers active-backup, balance-tlb and balance-alb so far", v.Mode)
+		return false, fmt.Sprintf("mode %s: the fast path covers active-backup only so far", v.Mode)
 	case v.FailOverMac != "none" && v.FailOverMac != "":
 		return false, fmt.Sprintf("fail_over_mac=%s: the slaves do not share the bond's MAC, so a redirected frame would leave with the wrong source address", v.FailOverMac)
 	case v.DownDelay > 0:
@@ -45,12 +47,13 @@ func Eligible(v bond.FastView) (bool, string) {
 	return true, ""
 }
 
-var modes = map[string]bool{"active-backup": true, "balance-tlb": true, "balance-alb": true}
+var modes = map[string]bool{"active-backup": true}
 
 // Flags are the kernel's settings for a bond's mode: active-backup hands
 // the replacement's frames to the bond (a backup's would reach
-// exact-match handlers only) and redirects for the active slave only;
-// tlb and alb send through every slave and receive on every slave.
+// exact-match handlers only) and redirects for the active slave only.
+// Modes that send through every slave (the hash modes, to come) mark any
+// slave's loss and leave receiving to the bond.
 func Flags(v bond.FastView) uint32 {
 	if v.Mode == "active-backup" {
 		return FlagIngress

@@ -235,11 +235,11 @@ func TestFastPathMark(t *testing.T) {
 	}
 }
 
-// TestFastPathTLB: in balance-tlb and balance-alb every slave transmits and
-// receives for the bond, so a backup's loss is marked too (FlagAny), and
-// the ingress program leaves the replacement's frames to the bond's own
+// TestFastPathAnySlave: in a mode that sends through every slave (FlagAny,
+// the basis for the hash modes) a backup's loss is marked too, and the
+// ingress program leaves the replacement's frames to the bond's own
 // receive handler.
-func TestFastPathTLB(t *testing.T) {
+func TestFastPathAnySlave(t *testing.T) {
 	f := newFPBed(t)
 	if err := f.o.SetBond(f.bond, f.a, []uint32{uint32(f.a), uint32(f.b), uint32(f.c)}, time.Second, fastpath.FlagAny); err != nil {
 		t.Fatal(err)
@@ -249,13 +249,13 @@ func TestFastPathTLB(t *testing.T) {
 	}
 	r, ok := f.o.Redirect(f.bond)
 	if !ok || int(r.Dead) != f.b || int(r.To) != f.a {
-		t.Fatalf("a backup's loss in tlb: redirect %+v (found %v), want from %d to the active %d", r, ok, f.b, f.a)
+		t.Fatalf("a backup's loss with FlagAny: redirect %+v (found %v), want from %d to the active %d", r, ok, f.b, f.a)
 	}
 	if got := f.run(t, f.o.FpEgress, f.b, f.ipv4); got != tcRedirect {
 		t.Errorf("frame on the dead slave: verdict %d, want %d", got, tcRedirect)
 	}
 	if got := f.run(t, f.o.FpIngress, f.a, f.ipv4); got != tcNext {
-		t.Errorf("frame on the replacement in tlb: verdict %d, want %d (the bond receives on every slave)", got, tcNext)
+		t.Errorf("frame on the replacement with FlagAny: verdict %d, want %d (the bond receives on every slave)", got, tcNext)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -534,52 +535,44 @@ func checkFastState(t *testing.T, lb *bondRun, bond string) {
 	}
 }
 
-// TestBondFastPathALB: balance-alb (miimon=100) sends through every slave,
-// the stream through the one its hash picked. QMP cuts that slave; its
-// frames must leave through the other from the driver's call on, until
-// the bond marks it down and rebalances ("egress moves at once").
-func TestBondFastPathALB(t *testing.T) {
+// TestBondALBEgress: balance-alb (miimon=100) sends through every slave,
+// the stream through the one its hash picked. The bond checks each
+// slave's carrier on every frame (bond_do_alb_xmit, bond_slave_can_tx):
+// the first frame hashed to the cut slave is dropped and the hash entry
+// cleared (tlb_dynamic_lb), so egress moves at once by itself and no frame
+// reaches the dead slave for a fast path to redirect. linkbeat must say
+// its fast path is off for the bond, and why, and the stream must resume
+// through the other slave; the losses are logged (they include the
+// packets sent into the cut cable before the driver's call, which the host's
+// load decides).
+func TestBondALBEgress(t *testing.T) {
 	requireLinkbeat(t)
 	n := newBondNet(t, bondConfig{Mode: "balance-alb", Miimon: 100})
 	lb := startBondRun(t)
-	lb.waitLog(t, 0, 30*time.Second, "bond fast path live", func(r logRecord) bool {
-		return r["msg"] == "bond fast path live" && r["bond"] == n.Bond.Name
+	rec := lb.waitLog(t, 0, 30*time.Second, "bond fast path off", func(r logRecord) bool {
+		return r["msg"] == "bond fast path off" && r["bond"] == n.Bond.Name
 	})
+	if !strings.Contains(rec["reason"], "bond_slave_can_tx") {
+		t.Errorf("fast path off for %s with reason %q, want the bond's own carrier check named", n.Bond.Name, rec["reason"])
+	}
 	s := n.startStream(t, streamRate)
-	const cuts = 4
-	redirected := 0
+	const cuts = 3
 	for i := 0; i < cuts; i++ {
 		time.Sleep(linkwatchQuiet)
 		tx := streamSlave(t, n.Bond)
 		n.randomPhase()
-		lm := lb.logMark()
 		mark := s.Mark()
-		cutNs := monotonicNow()
 		setLinks(t, false, netdevOf(tx))
 		cutDone := monotonicNow()
-		waitFor(t, switchTimeout, "the bond to mark "+tx+" down", func() bool { return SlaveAttr(tx, "mii_status") != "up" })
 		s.waitResumed(cutDone, resumePackets, switchTimeout)
-		rec := lb.waitLog(t, lm, 10*time.Second, "a fast failover record", isFastFailoverEnd(n.Bond.Name))
-		deadNs, err := strconv.ParseInt(rec["kernel_ns"], 10, 64)
-		if err != nil || deadNs < cutNs {
-			t.Fatalf("fast path record %v: kernel_ns is not the driver's call after the cut", rec)
+		other := n.Bond.other(tx)
+		before := txPackets(other)
+		s.waitFlowing(100, switchTimeout)
+		if d := txPackets(other) - before; d < 100 {
+			t.Errorf("cut %d: %s sent %d packets while 100 stream packets arrived, want the stream on it", i+1, other, d)
 		}
-		if rec["msg"] == "bond fast failover" {
-			redirected++
-			if rec["from"] != tx || rec["to"] != n.Bond.other(tx) {
-				t.Errorf("fast failover %v, want from %s to %s", rec, tx, n.Bond.other(tx))
-			}
-		}
-		before, after := s.lostAround(mark, deadNs)
-		t.Logf("cut %d of %s (the stream's slave): %s; %d lost before the driver's carrier call (%v after the cut), %d after; fast path %v",
-			i+1, tx, s.Outage(mark), before, time.Duration(deadNs-cutNs), after, rec)
-		if after > fastPathMaxLost {
-			t.Errorf("cut %d lost %d packets sent after the driver's carrier call, want at most %d with the fast path", i+1, after, fastPathMaxLost)
-		}
+		t.Logf("cut %d of %s (the stream's slave): %s", i+1, tx, s.Outage(mark))
 		n.restoreSlave(t, tx)
-	}
-	if redirected == 0 {
-		t.Errorf("the fast path redirected no frame in %d cuts", cuts)
 	}
 }
 
