@@ -113,8 +113,30 @@ func (m *Manager) Bond(v bond.FastView) { m.send(input{view: &v}) }
 // Gone drops a bond (bond.FastPath).
 func (m *Manager) Gone(idx int) { m.send(input{gone: idx}) }
 
-// Carrier takes a carrier change of any link.
-func (m *Manager) Carrier(ev carrier.Event) { m.send(input{ev: &ev}) }
+// Carrier takes a carrier change of any link. A change netlink reported
+// (no BPF carrier path) is marked in the maps at once, on the caller's
+// goroutine, as the carrier program would have: before the bond manager
+// hears of it. Map updates do not block.
+func (m *Manager) Carrier(ev carrier.Event) {
+	if ev.Source == carrier.SourceNetlink || ev.Source == carrier.SourceResync {
+		m.markNetlink(ev)
+	}
+	m.send(input{ev: &ev})
+}
+
+func (m *Manager) markNetlink(ev carrier.Event) {
+	if ev.Up {
+		if bondIdx, ok := m.o.Objects.setCarrier(ev.Ifindex, true); ok {
+			if r, ok := m.o.Objects.Redirect(bondIdx); ok && int(r.Dead) == ev.Ifindex {
+				m.o.Objects.endRedirect(bondIdx)
+			}
+		}
+		return
+	}
+	if err := m.o.Objects.Mark(ev.Ifindex, int64(ev.Time)); err != nil {
+		m.o.Log.Warn("fast path mark", "ifname", ev.Ifname, "err", err)
+	}
+}
 
 var _ bond.FastPath = (*Manager)(nil)
 

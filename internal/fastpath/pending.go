@@ -7,22 +7,9 @@ import (
 	"github.com/linkbeat/linkbeat/internal/carrier"
 )
 
-// carrier follows a carrier change: on a netlink-only host it makes the
-// mark itself; then, for a slave whose loss started a redirect, it
-// announces the bond's addresses out of the replacement.
+// carrier follows a carrier change: for a slave whose loss started a
+// redirect, it announces the bond's addresses out of the replacement.
 func (m *Manager) carrier(ev carrier.Event) {
-	fromNetlink := ev.Source == carrier.SourceNetlink || ev.Source == carrier.SourceResync
-	if fromNetlink {
-		if ev.Up {
-			if bondIdx, ok := m.o.Objects.setCarrier(ev.Ifindex, true); ok {
-				if r, ok := m.o.Objects.Redirect(bondIdx); ok && int(r.Dead) == ev.Ifindex {
-					m.o.Objects.endRedirect(bondIdx)
-				}
-			}
-		} else if err := m.o.Objects.Mark(ev.Ifindex, int64(ev.Time)); err != nil {
-			m.o.Log.Warn("fast path mark", "ifname", ev.Ifname, "err", err)
-		}
-	}
 	for idx, b := range m.bonds {
 		if !b.live || !b.has(ev.Ifindex) {
 			continue
