@@ -200,8 +200,9 @@ func (s *soak) addRoute(i int) {
 	}
 	// The kernel refuses the route while linkbeat, still handling the
 	// carrier loss of the rename, has the gateway's connected route
-	// withdrawn for a moment; an admin would try again, and so does this.
-	for range 50 {
+	// withdrawn for a moment; an admin would try again, and so does this,
+	// for as long as a loaded machine may make that moment last.
+	for range 500 {
 		if exec.Command("ip", "-n", s.srv, "route", "replace", fmt.Sprintf("203.0.%d.0/24", 110+i), "via", fmt.Sprintf("10.%d.0.2", 60+i), "dev", name(i)).Run() == nil || !carrier() {
 			return
 		}
