@@ -12,8 +12,8 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/linkbeat/linkbeat/internal/actions"
-	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/monotime"
+	"github.com/linkbeat/linkbeat/internal/source"
 	"github.com/linkbeat/linkbeat/internal/status"
 )
 
@@ -51,7 +51,7 @@ func newNotifier(log *slog.Logger) *notifier {
 // behind the start-up inputs, so it goes out once the routes of links
 // found without carrier are withdrawn: the state linkbeat promises is in
 // force (scripts may still be running).
-func (n *notifier) ready(in chan<- actions.Input, f daemon.Features, monitored func() int) func(context.Context) {
+func (n *notifier) ready(in chan<- actions.Input, f source.Features, monitored func() int) func(context.Context) {
 	if !n.on {
 		return nil
 	}

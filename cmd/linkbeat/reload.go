@@ -45,7 +45,7 @@ type reloader struct {
 	af         *actionFlags
 	flagIfaces []string // --interfaces, which the config's own list joins
 	live       *liveConfig
-	// setInterfaces changes the monitored set (daemon.SetInterfaces).
+	// setInterfaces changes the monitored set (source.SetInterfaces).
 	setInterfaces func(ctx context.Context, names []string) error
 	// send hands an input to the actions goroutine.
 	send func(actions.Input)

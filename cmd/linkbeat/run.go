@@ -16,12 +16,12 @@ import (
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
-	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/script"
+	"github.com/linkbeat/linkbeat/internal/source"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
@@ -82,7 +82,7 @@ func (a *actionFlags) load() (*config.Config, error) {
 	return c, nil
 }
 
-func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *slog.Logger) error {
+func runActions(ctx context.Context, dcfg source.Config, af *actionFlags, log *slog.Logger) error {
 	hup, stopHangups := hangups()
 	defer stopHangups()
 	first, err := af.load()
@@ -102,7 +102,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	hl := newHealth(sd.watchdog, time.Now) // health.go
 	dcfg.Heartbeat = hl.heartbeat()
 	tel.health = hl
-	d, err := daemon.Open(dcfg, log)
+	d, err := source.Open(dcfg, log)
 	if err != nil {
 		return err
 	}
@@ -176,7 +176,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	reloadsDone := make(chan struct{})
 	go func() { defer close(reloadsDone); rl.run(rctx, hup) }()
 	live := map[int]string{}
-	err = d.Run(ctx, daemon.Handler{
+	err = d.Run(ctx, source.Handler{
 		// Bonds first: their switch is the one a millisecond matters to.
 		Carrier:   func(_ context.Context, ev carrier.Event) { bonds.Carrier(ev); send(actions.Input{Event: ev}) },
 		Ready:     sd.ready(in, d.Features(), func() int { return len(live) }),
@@ -230,7 +230,7 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 // releaseUnmonitored hands back what an earlier run withdrew from links
 // this run does not monitor (a reload or a rename took them out of the
 // set): nothing else would ever restore it.
-func releaseUnmonitored(rm *routes.Manager, dcfg daemon.Config, enqueue func(actions.Input), log *slog.Logger) {
+func releaseUnmonitored(rm *routes.Manager, dcfg source.Config, enqueue func(actions.Input), log *slog.Logger) {
 	held := rm.WithdrawnLinks()
 	if len(held) == 0 {
 		return
@@ -245,7 +245,7 @@ func releaseUnmonitored(rm *routes.Manager, dcfg daemon.Config, enqueue func(act
 		names[l.Index] = l.Name
 	}
 	for _, l := range dump {
-		if _, ok := held[l.Index]; ok && !daemon.Monitors(dcfg, l, names[l.MasterIndex]) {
+		if _, ok := held[l.Index]; ok && !source.Monitors(dcfg, l, names[l.MasterIndex]) {
 			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Released: true})
 		}
 	}
@@ -335,7 +335,7 @@ type paths struct {
 }
 
 // openPaths opens the ARP path monitor when a bond has targets to probe.
-func openPaths(cfg *config.Config, dcfg daemon.Config, d *daemon.Daemon, log *slog.Logger) *pathmon.Monitor {
+func openPaths(cfg *config.Config, dcfg source.Config, d *source.Source, log *slog.Logger) *pathmon.Monitor {
 	if !wantsPaths(cfg) {
 		return nil
 	}

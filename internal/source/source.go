@@ -1,7 +1,8 @@
-// Package daemon wires linkbeat's pipeline: kernel sources (BPF ring buffer,
-// rtnetlink) into the carrier tracker, and the tracker's events out to a
-// sink. It owns the one goroutine that holds all mutable state.
-package daemon
+// Package source is where kernel events enter linkbeat: the BPF ring buffer
+// and rtnetlink feed the carrier tracker, which orders them, and the
+// ordered events go out to one Handler. It owns the one goroutine that
+// holds the link table and the tracker.
+package source
 
 import (
 	"context"
@@ -76,8 +77,8 @@ type linkWatcher interface {
 	Close()
 }
 
-// Daemon holds the loaded programs and the sockets.
-type Daemon struct {
+// Source holds the loaded programs and the sockets.
+type Source struct {
 	cfg      Config
 	log      *slog.Logger
 	features Features
@@ -94,8 +95,8 @@ type Daemon struct {
 // Open probes the host and loads what it allows. It fails only when
 // nothing useful can run (no privileges, or a forced path is refused);
 // every fallback is logged and recorded in Features.
-func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, interfaces: make(chan []string), dump: registry.Dump}
+func Open(cfg Config, log *slog.Logger) (*Source, error) {
+	d := &Source{cfg: cfg, log: log, interfaces: make(chan []string), dump: registry.Dump}
 	d.setWanted(cfg.Interfaces)
 	f := &d.features
 	f.Kernel = probe.KernelRelease()
@@ -142,7 +143,7 @@ func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
 	return d, nil
 }
 
-func (d *Daemon) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error {
+func (d *Source) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error {
 	f := &d.features
 	want := carrier.SourceNone
 	switch d.cfg.CarrierSource {
@@ -205,7 +206,7 @@ func explainRefusal(a carrier.Attempt) string {
 	return err.Error()
 }
 
-func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
+func (d *Source) openTraffic(kernelTypes *btf.Spec) error {
 	t, err := traffic.Open(traffic.Options{PinDir: d.cfg.PinDir, Mechanism: traffic.Mechanism(d.cfg.TC), KernelTypes: kernelTypes, NoKernelBTF: kernelTypes == nil, Log: d.log})
 	f := &d.features
 	if err != nil {
@@ -233,14 +234,14 @@ func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
 
 // PinDir is the bpffs directory in use: the configured one, or "" when
 // it was not usable and nothing is pinned.
-func (d *Daemon) PinDir() string { return d.cfg.PinDir }
+func (d *Source) PinDir() string { return d.cfg.PinDir }
 
 // Features returns the probing result.
-func (d *Daemon) Features() Features { return d.features }
+func (d *Source) Features() Features { return d.features }
 
 // closeSources closes the netlink socket and the BPF carrier source, which
 // unblocks their readers. The traffic programs stay until Close.
-func (d *Daemon) closeSources() error {
+func (d *Source) closeSources() error {
 	var err error
 	if d.watcher != nil {
 		d.watcher.Close()
@@ -254,7 +255,7 @@ func (d *Daemon) closeSources() error {
 }
 
 // Close releases everything Open took.
-func (d *Daemon) Close() error {
+func (d *Source) Close() error {
 	errs := []error{d.closeSources()}
 	if d.traffic != nil && d.cfg.ReleaseOnExit {
 		errs = append(errs, d.traffic.Release())
@@ -267,7 +268,7 @@ func (d *Daemon) Close() error {
 // SetInterfaces changes the monitored set while Run runs (a config
 // reload); empty means every interface but loopback. Unchanged links keep
 // their programs. It waits for Run's goroutine to take the change.
-func (d *Daemon) SetInterfaces(ctx context.Context, names []string) error {
+func (d *Source) SetInterfaces(ctx context.Context, names []string) error {
 	select {
 	case d.interfaces <- names:
 		return nil
@@ -276,7 +277,7 @@ func (d *Daemon) SetInterfaces(ctx context.Context, names []string) error {
 	}
 }
 
-func (d *Daemon) setWanted(names []string) {
+func (d *Source) setWanted(names []string) {
 	d.wanted = make(map[string]bool, len(names))
 	for _, n := range names {
 		d.wanted[n] = true
@@ -285,7 +286,7 @@ func (d *Daemon) setWanted(names []string) {
 
 // monitored decides by name: a listed interface, or a port of a listed
 // bond or bridge, so that listing bond0 watches its slaves too.
-func (d *Daemon) monitored(l registry.Link, master string) bool {
+func (d *Source) monitored(l registry.Link, master string) bool {
 	if len(d.wanted) == 0 {
 		return !l.Loopback
 	}

@@ -1,4 +1,4 @@
-package daemon
+package source
 
 import (
 	"context"
@@ -19,7 +19,7 @@ type netlinkBatch struct {
 
 // loop is the state owned by Run's goroutine.
 type loop struct {
-	d         *Daemon
+	d         *Source
 	h         Handler
 	table     *registry.Table
 	tracker   *carrier.Tracker
@@ -35,7 +35,7 @@ type loop struct {
 // Run streams events to sink until ctx ends. Where an event enters: the
 // BPF reader and the netlink reader below; where it is decided: the carrier
 // tracker; where it leaves: sink.
-func (d *Daemon) Run(ctx context.Context, h Handler) error {
+func (d *Source) Run(ctx context.Context, h Handler) error {
 	l := &loop{d: d, h: d.observe(h), table: registry.NewTable(), tracker: carrier.NewTracker()}
 
 	bpfEvents := make(chan carrier.Event, 1024)
@@ -126,7 +126,7 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 	}
 }
 
-func readBPF(ctx context.Context, bpf ring, d *Daemon, out chan<- carrier.Event) {
+func readBPF(ctx context.Context, bpf ring, d *Source, out chan<- carrier.Event) {
 	for {
 		ev, err := bpf.Read()
 		if err != nil {
@@ -144,7 +144,7 @@ func readBPF(ctx context.Context, bpf ring, d *Daemon, out chan<- carrier.Event)
 	}
 }
 
-func readNetlink(ctx context.Context, w linkWatcher, d *Daemon, out chan<- netlinkBatch) {
+func readNetlink(ctx context.Context, w linkWatcher, d *Source, out chan<- netlinkBatch) {
 	for {
 		updates, err := w.Receive()
 		if ctx.Err() != nil {

@@ -1,4 +1,4 @@
-package daemon
+package source
 
 import (
 	"context"
@@ -131,7 +131,7 @@ func link(idx int, name string, up bool, upCount, downCount uint32) registry.Lin
 }
 
 type source struct {
-	d    *Daemon
+	d    *Source
 	ring *fakeRing
 	nl   *fakeWatcher
 	dump *fakeDump
@@ -146,7 +146,7 @@ func startSource(t *testing.T, interfaces []string, links ...registry.Link) *sou
 	s := &source{ring: newFakeRing(), nl: newFakeWatcher(), dump: &fakeDump{}, rec: newRecorder(), done: make(chan error, 1)}
 	s.dump.set(links...)
 	cfg := Config{Interfaces: interfaces, Observer: s.rec}
-	s.d = &Daemon{cfg: cfg, log: slog.New(slog.DiscardHandler), interfaces: make(chan []string),
+	s.d = &Source{cfg: cfg, log: slog.New(slog.DiscardHandler), interfaces: make(chan []string),
 		bpf: s.ring, watcher: s.nl, dump: s.dump.dump}
 	s.d.setWanted(interfaces)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,4 +1,4 @@
-package daemon
+package source
 
 import (
 	"context"
@@ -29,7 +29,7 @@ type Observer interface {
 
 // observe wraps the handler so that the pinned link_state map and the
 // observer hear of every change the handler hears of, after it.
-func (d *Daemon) observe(h Handler) Handler {
+func (d *Source) observe(h Handler) Handler {
 	obs := d.cfg.Observer
 	carrierFn, linkFn := h.Carrier, h.Link
 	h.Carrier = func(ctx context.Context, ev carrier.Event) {
@@ -67,7 +67,7 @@ func (d *Daemon) observe(h Handler) Handler {
 
 // observeRenamed moves a monitored link's series to its new name, or
 // drops them when the new name is not monitored.
-func (d *Daemon) observeRenamed(c registry.Change, monitored bool) {
+func (d *Source) observeRenamed(c registry.Change, monitored bool) {
 	if d.cfg.Observer == nil {
 		return
 	}
@@ -77,13 +77,13 @@ func (d *Daemon) observeRenamed(c registry.Change, monitored bool) {
 	}
 }
 
-func (d *Daemon) observeResync(reason string) {
+func (d *Source) observeResync(reason string) {
 	if d.cfg.Observer != nil {
 		d.cfg.Observer.Resync(reason)
 	}
 }
 
-func (d *Daemon) observeDrops(total uint64) {
+func (d *Source) observeDrops(total uint64) {
 	if d.cfg.Observer != nil {
 		d.cfg.Observer.RingbufDrops(total)
 	}
@@ -91,7 +91,7 @@ func (d *Daemon) observeDrops(total uint64) {
 
 // pruneTraffic drops what an earlier run left pinned for interfaces not
 // monitored now, once the start resync has attached the monitored ones.
-func (d *Daemon) pruneTraffic() {
+func (d *Source) pruneTraffic() {
 	if d.traffic == nil {
 		return
 	}
@@ -102,7 +102,7 @@ func (d *Daemon) pruneTraffic() {
 
 // TrafficMap is the counter map (nil when traffic counting is off), for
 // the metrics collector, which reads it from its own goroutine.
-func (d *Daemon) TrafficMap() *ebpf.Map {
+func (d *Source) TrafficMap() *ebpf.Map {
 	if d.traffic == nil {
 		return nil
 	}
@@ -111,7 +111,7 @@ func (d *Daemon) TrafficMap() *ebpf.Map {
 
 // ReplacedMaps names the pinned maps replaced at start because their
 // layout changed, each with the difference.
-func (d *Daemon) ReplacedMaps() map[string]string {
+func (d *Source) ReplacedMaps() map[string]string {
 	if d.traffic == nil {
 		return nil
 	}
