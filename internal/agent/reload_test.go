@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/config"
 )
 
 func TestReloaderAppliesOrKeeps(t *testing.T) {
@@ -21,8 +22,8 @@ func TestReloaderAppliesOrKeeps(t *testing.T) {
 		}
 	}
 	write("interfaces: {eth0: {}}\n")
-	af := &actionFlags{configFile: path, upDelayMS: -1, downDelayMS: -1}
-	first, err := af.load()
+	load := func() (*config.Config, error) { return config.Load(path) }
+	first, err := load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func TestReloaderAppliesOrKeeps(t *testing.T) {
 		inputs  []actions.Input
 		results []bool
 	)
-	r := &reloader{af: af, live: newLiveConfig(first),
+	r := &reloader{load: load, file: path, live: newLiveConfig(first),
 		setInterfaces: func(_ context.Context, names []string) error { sets = append(sets, names); return nil },
 		send:          func(x actions.Input) { inputs = append(inputs, x) },
 		observe:       func(ok bool, _ time.Time) { results = append(results, ok) },

@@ -1,13 +1,11 @@
-package main
+package agent
 
 import (
 	"context"
 	"log/slog"
 	"os"
-	"os/signal"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/actions"
@@ -30,19 +28,12 @@ func (l *liveConfig) get() *config.Config { return l.p.Load() }
 // monitor, which ask at each decision.
 func (l *liveConfig) forBond(name string) config.BondSettings { return l.get().ForBond(name) }
 
-// hangups catches SIGHUP from the start of `run`, so that a reload asked
-// for while the programs load is not the default action (exit) but waits.
-func hangups() (<-chan os.Signal, func()) {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGHUP)
-	return c, func() { signal.Stop(c) }
-}
-
-// reloader applies a new config without stopping anything: the daemon's
+// reloader applies a new config without stopping anything: the source's
 // programs stay attached, events keep flowing, and only what changed is
 // touched.
 type reloader struct {
-	af         *actionFlags
+	load       func() (*config.Config, error)
+	file       string   // for the log line
 	flagIfaces []string // --interfaces, which the config's own list joins
 	live       *liveConfig
 	// setInterfaces changes the monitored set (source.SetInterfaces).
@@ -81,7 +72,7 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 // reload re-reads the config file and the flags. A config that does not
 // load is refused whole, and the running one stays in force.
 func (r *reloader) reload(ctx context.Context) bool {
-	next, err := r.af.load()
+	next, err := r.load()
 	if err != nil {
 		r.log.Error("config reload refused: the running config stays in force", "err", err)
 		r.observe(false, time.Now())
@@ -106,6 +97,6 @@ func (r *reloader) reload(ctx context.Context) bool {
 		r.refreshPaths()
 	}
 	r.observe(true, time.Now())
-	r.log.Info("config reloaded", "file", r.af.configFile)
+	r.log.Info("config reloaded", "file", r.file)
 	return true
 }

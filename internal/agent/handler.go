@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/routes"
+	"github.com/linkbeat/linkbeat/internal/source"
+)
+
+// handler is where the event source's ordered stream is handed to the
+// actors. Its functions run on the event loop's goroutine and never block.
+func (p *pipeline) handler() source.Handler {
+	return source.Handler{
+		// Bonds first: their switch is the one a millisecond matters to.
+		Carrier:   func(_ context.Context, ev carrier.Event) { p.bonds.Carrier(ev); p.send(actions.Input{Event: ev}) },
+		Ready:     p.ready(),
+		Heartbeat: p.heartbeat(),
+		Update: func(_ context.Context, c registry.Change) {
+			if c.Kind == registry.Updated && c.Link.Carrier && !c.Old.Carrier {
+				p.enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, CarrierBack: true})
+			}
+			p.links.update(c)
+			p.bonds.Link(c)
+			p.paths.link(c)
+		},
+		Link: p.link,
+	}
+}
+
+// link takes a monitored link's first sight, its removal, and its leaving
+// the monitored set.
+func (p *pipeline) link(_ context.Context, c registry.Change) {
+	ev := carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}
+	if c.Released {
+		// A rename moves its record to the new name (routes.renamed).
+		delete(p.live, c.Link.Index)
+		p.send(actions.Input{Event: ev, Released: true})
+		return
+	}
+	if c.Kind == registry.Removed {
+		delete(p.live, c.Link.Index)
+		p.send(actions.Input{Event: ev, Removed: true})
+		return
+	}
+	p.live[c.Link.Index] = c.Link.Name
+	p.send(actions.Input{Event: ev, Initial: true})
+}
+
+// send names the event's bond for the scripts and enqueues it.
+func (p *pipeline) send(x actions.Input) {
+	x.Bond, x.Slave = p.links.bondOf(x.Event.Ifindex)
+	p.enqueue(x)
+}
+
+// ready tells Hooks.Ready once the start-up inputs are carried out: it
+// crosses the action queue behind them.
+func (p *pipeline) ready() func(context.Context) {
+	hook := p.a.cfg.Hooks.Ready
+	if hook == nil {
+		return nil
+	}
+	return func(context.Context) {
+		n, f := len(p.live), p.a.src.Features()
+		if !p.barrier(func() { hook(n, f) }) {
+			// Never withhold it: systemd would fail the start.
+			p.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
+			hook(n, f)
+		}
+	}
+}
+
+// heartbeat is the liveness tick: Hooks.Alive is called once the action
+// goroutine has answered, behind the inputs queued before it, so a stuck
+// loop or a stuck action goroutine both stop the answers.
+func (p *pipeline) heartbeat() func(context.Context) {
+	hook := p.a.cfg.Hooks.Alive
+	if hook == nil {
+		return nil
+	}
+	return func(context.Context) {
+		if !p.barrier(hook) {
+			p.log.Warn("action queue full: liveness tick skipped")
+		}
+	}
+}
+
+// barrier queues f behind every input queued so far; false if the queue
+// is full.
+func (p *pipeline) barrier(f func()) bool {
+	select {
+	case p.in <- actions.Input{Barrier: f}:
+		return true
+	default:
+		return false
+	}
+}
+
+// releaseUnmonitored hands back what an earlier run withdrew from links
+// this run does not monitor (a reload or a rename took them out of the
+// set): nothing else would ever restore it.
+func releaseUnmonitored(rm *routes.Manager, scfg source.Config, enqueue func(actions.Input), log *slog.Logger) {
+	held := rm.WithdrawnLinks()
+	if len(held) == 0 {
+		return
+	}
+	dump, err := registry.Dump()
+	if err != nil {
+		log.Warn("cannot list links to release withdrawn routes of unmonitored ones", "err", err)
+		return
+	}
+	names := map[int]string{}
+	for _, l := range dump {
+		names[l.Index] = l.Name
+	}
+	for _, l := range dump {
+		if _, ok := held[l.Index]; ok && !source.Monitors(scfg, l, names[l.MasterIndex]) {
+			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Released: true})
+		}
+	}
+}
+
+// linkNames remembers, from the source's link updates, which bond each
+// link belongs to, for the scripts' LINKBEAT_BOND and LINKBEAT_SLAVE.
+type linkNames struct {
+	names  map[int]string
+	master map[int]int // bond slave -> bond
+	active map[int]int // bond -> active slave
+}
+
+func newLinkNames() *linkNames {
+	return &linkNames{names: map[int]string{}, master: map[int]int{}, active: map[int]int{}}
+}
+
+func (n *linkNames) update(c registry.Change) {
+	l := c.Link
+	if c.Kind == registry.Removed {
+		delete(n.names, l.Index)
+		delete(n.master, l.Index)
+		delete(n.active, l.Index)
+		return
+	}
+	n.names[l.Index] = l.Name
+	if l.BondSlave != nil {
+		n.master[l.Index] = l.MasterIndex
+	} else {
+		delete(n.master, l.Index)
+	}
+	if l.Bond != nil {
+		n.active[l.Index] = l.Bond.ActiveSlave
+	}
+}
+
+// bondOf is (bond, slave) for a bond slave, (bond, active slave) for a
+// bond, and nothing for other links.
+func (n *linkNames) bondOf(idx int) (string, string) {
+	if m, ok := n.master[idx]; ok {
+		return n.names[m], n.names[idx]
+	}
+	if a, ok := n.active[idx]; ok {
+		return n.names[idx], n.names[a]
+	}
+	return "", ""
+}
