@@ -16,18 +16,23 @@ import (
 func (p *pipeline) handler() source.Handler {
 	return source.Handler{
 		// Bonds first: their switch is the one a millisecond matters to.
-		Carrier:   func(_ context.Context, ev carrier.Event) { p.bonds.Carrier(ev); p.send(actions.Input{Event: ev}) },
+		Carrier: func(_ context.Context, ev carrier.Event) {
+			p.bonds.Carrier(ev)
+			p.send(actions.Input{Kind: actions.Carrier, Event: ev})
+		},
 		Ready:     p.ready(),
 		Heartbeat: p.heartbeat(),
 		Update: func(_ context.Context, c registry.Change) {
 			if c.Kind == registry.Updated && c.Link.Carrier && !c.Old.Carrier {
-				p.enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, CarrierBack: true})
+				p.enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, Kind: actions.CarrierBack})
 			}
 			p.links.update(c)
 			p.bonds.Link(c)
 			p.paths.link(c)
 		},
 		Link: p.link,
+		// After the Released inputs of the links the reload took out.
+		Reload: func(context.Context) { p.enqueue(actions.Input{Kind: actions.Reload}) },
 	}
 }
 
@@ -38,16 +43,16 @@ func (p *pipeline) link(_ context.Context, c registry.Change) {
 	if c.Released {
 		// A rename moves its record to the new name (routes.renamed).
 		delete(p.live, c.Link.Index)
-		p.send(actions.Input{Event: ev, Released: true})
+		p.send(actions.Input{Kind: actions.Released, Event: ev})
 		return
 	}
 	if c.Kind == registry.Removed {
 		delete(p.live, c.Link.Index)
-		p.send(actions.Input{Event: ev, Removed: true})
+		p.send(actions.Input{Kind: actions.Removed, Event: ev})
 		return
 	}
 	p.live[c.Link.Index] = c.Link.Name
-	p.send(actions.Input{Event: ev, Initial: true})
+	p.send(actions.Input{Kind: actions.Initial, Event: ev})
 }
 
 // send names the event's bond for the scripts and enqueues it.
@@ -92,7 +97,7 @@ func (p *pipeline) heartbeat() func(context.Context) {
 // is full.
 func (p *pipeline) barrier(f func()) bool {
 	select {
-	case p.in <- actions.Input{Barrier: f}:
+	case p.in <- actions.Input{Kind: actions.Barrier, Barrier: f}:
 		return true
 	default:
 		return false
@@ -118,7 +123,7 @@ func releaseUnmonitored(rm *routes.Manager, scfg source.Config, enqueue func(act
 	}
 	for _, l := range dump {
 		if _, ok := held[l.Index]; ok && !source.Monitors(scfg, l, names[l.MasterIndex]) {
-			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Released: true})
+			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Kind: actions.Released})
 		}
 	}
 }

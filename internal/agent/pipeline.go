@@ -59,7 +59,7 @@ func (p *pipeline) run(ctx context.Context) error {
 	releaseUnmonitored(a.routes, a.scfg, p.enqueue, p.log)
 	rctx, stopReloads := context.WithCancel(ctx)
 	rl := &reloader{load: a.cfg.Load, file: a.cfg.ConfigFile, flagIfaces: a.cfg.Source.Interfaces, live: a.live,
-		setInterfaces: a.src.SetInterfaces, send: p.enqueue, refreshPaths: p.paths.refresh, pathsOn: a.pm != nil,
+		apply: a.src.Reload, refreshPaths: p.paths.refresh, pathsOn: a.pm != nil,
 		observe: a.cfg.Metrics.ConfigReload, log: p.log, reloading: a.cfg.Hooks.Reloading, reloaded: a.cfg.Hooks.Reloaded}
 	reloadsDone := make(chan struct{})
 	go func() { defer close(reloadsDone); rl.run(rctx, a.cfg.Reloads) }()
@@ -102,6 +102,6 @@ func (p *pipeline) enqueue(x actions.Input) {
 	select {
 	case p.in <- x:
 	default:
-		p.log.Error("action queue full: event dropped", "ifname", x.Event.Ifname)
+		p.log.Error("action queue full: event dropped", "kind", x.Kind, "ifname", x.Event.Ifname)
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 // liveConfig is the config in force. A reload swaps it whole, so every
@@ -36,10 +36,8 @@ type reloader struct {
 	file       string   // for the log line
 	flagIfaces []string // --interfaces, which the config's own list joins
 	live       *liveConfig
-	// setInterfaces changes the monitored set (source.SetInterfaces).
-	setInterfaces func(ctx context.Context, names []string) error
-	// send hands an input to the actions goroutine.
-	send func(actions.Input)
+	// apply hands the reload to the event source (source.Reload).
+	apply func(ctx context.Context, r source.Reload) error
 	// refreshPaths re-reads the bonds' path settings; pathsOn says whether
 	// the path monitor was opened at start.
 	refreshPaths func()
@@ -83,16 +81,19 @@ func (r *reloader) reload(ctx context.Context) bool {
 		r.log.Warn("config reload: path health was off at start (no bond had arp_targets or ns_targets); restart linkbeat to turn it on. The rest of the config is applied.")
 	}
 	r.live.p.Store(next)
+	// One route to the actions: the source releases the links that left
+	// the set, then passes the reload on behind them (Handler.Reload),
+	// which re-applies the route policy to links that are down now;
+	// delays, dampening and scripts apply from the next event.
+	rl := source.Reload{Notify: true}
 	if was, now := prev.Monitored(r.flagIfaces), next.Monitored(r.flagIfaces); !slices.Equal(was, now) {
-		if err := r.setInterfaces(ctx, now); err != nil {
-			// Only shutdown gets here.
-			r.log.Warn("config reload interrupted", "err", err)
-			return false
-		}
+		rl.Interfaces, rl.SetInterfaces = now, true
 	}
-	// Route policy for links that are down now; delays, dampening and
-	// scripts apply from the next event.
-	r.send(actions.Input{Reload: true})
+	if err := r.apply(ctx, rl); err != nil {
+		// Only shutdown gets here.
+		r.log.Warn("config reload interrupted", "err", err)
+		return false
+	}
 	if r.refreshPaths != nil {
 		r.refreshPaths()
 	}

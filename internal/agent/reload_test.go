@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 func TestReloaderAppliesOrKeeps(t *testing.T) {
@@ -29,14 +29,19 @@ func TestReloaderAppliesOrKeeps(t *testing.T) {
 	}
 	var (
 		sets    [][]string
-		inputs  []actions.Input
+		reloads []source.Reload
 		results []bool
 	)
 	r := &reloader{load: load, file: path, live: newLiveConfig(first),
-		setInterfaces: func(_ context.Context, names []string) error { sets = append(sets, names); return nil },
-		send:          func(x actions.Input) { inputs = append(inputs, x) },
-		observe:       func(ok bool, _ time.Time) { results = append(results, ok) },
-		log:           slog.New(slog.NewTextHandler(io.Discard, nil))}
+		apply: func(_ context.Context, rl source.Reload) error {
+			if rl.SetInterfaces {
+				sets = append(sets, rl.Interfaces)
+			}
+			reloads = append(reloads, rl)
+			return nil
+		},
+		observe: func(ok bool, _ time.Time) { results = append(results, ok) },
+		log:     slog.New(slog.NewTextHandler(io.Discard, nil))}
 
 	// Same interfaces, new delay: no change of the monitored set.
 	write("interfaces: {eth0: {down_delay: 50ms}}\n")
@@ -54,7 +59,7 @@ func TestReloaderAppliesOrKeeps(t *testing.T) {
 	if r.reload(context.Background()) || r.live.get() != inForce {
 		t.Fatal("a broken config replaced the running one")
 	}
-	if !slices.Equal(results, []bool{true, true, false}) || len(inputs) != 2 || !inputs[0].Reload {
-		t.Fatalf("results %v, inputs %v", results, inputs)
+	if !slices.Equal(results, []bool{true, true, false}) || len(reloads) != 2 || !reloads[0].Notify || !reloads[1].Notify {
+		t.Fatalf("results %v, reloads %v", results, reloads)
 	}
 }

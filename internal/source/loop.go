@@ -115,8 +115,8 @@ func (d *Source) Run(ctx context.Context, h Handler) error {
 			l.checkDrops(ctx)
 		case <-beat:
 			h.Heartbeat(ctx)
-		case names := <-d.interfaces:
-			l.setInterfaces(ctx, names)
+		case r := <-d.interfaces:
+			l.reload(ctx, r)
 		}
 		if l.sawBPF && len(bpfEvents) == 0 {
 			l.sawBPF = false
@@ -227,6 +227,17 @@ func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
 		// Renamed out of the monitored set.
 		l.detach(c.Link, false)
 		l.tellLink(ctx, registry.Change{Kind: registry.Removed, Link: c.Link, Old: c.Old, Released: true})
+	}
+}
+
+// reload applies a config reload: the monitored set first, then the
+// handler hears of the reload, behind what the set's change reported.
+func (l *loop) reload(ctx context.Context, r Reload) {
+	if r.SetInterfaces {
+		l.setInterfaces(ctx, r.Interfaces)
+	}
+	if r.Notify && l.h.Reload != nil {
+		l.h.Reload(ctx)
 	}
 }
 

@@ -107,10 +107,14 @@ type recorder struct {
 	links   chan registry.Change
 	resyncs chan string
 	ready   chan struct{}
+	// reloads gets, at each Handler.Reload, how many link changes were
+	// reported and not yet read.
+	reloads chan int
 }
 
 func newRecorder() *recorder {
-	return &recorder{carrier: make(chan carrier.Event, 64), links: make(chan registry.Change, 64), resyncs: make(chan string, 16), ready: make(chan struct{})}
+	return &recorder{carrier: make(chan carrier.Event, 64), links: make(chan registry.Change, 64), resyncs: make(chan string, 16), ready: make(chan struct{}),
+		reloads: make(chan int, 4)}
 }
 
 func (r *recorder) Carrier(carrier.Event)     {}
@@ -123,6 +127,7 @@ func (r *recorder) handler() Handler {
 		Carrier: func(_ context.Context, ev carrier.Event) { r.carrier <- ev },
 		Link:    func(_ context.Context, c registry.Change) { r.links <- c },
 		Ready:   func(context.Context) { close(r.ready) },
+		Reload:  func(context.Context) { r.reloads <- len(r.links) },
 	}
 }
 
@@ -146,7 +151,7 @@ func startSource(t *testing.T, interfaces []string, links ...registry.Link) *sou
 	s := &source{ring: newFakeRing(), nl: newFakeWatcher(), dump: &fakeDump{}, rec: newRecorder(), done: make(chan error, 1)}
 	s.dump.set(links...)
 	cfg := Config{Interfaces: interfaces, Observer: s.rec}
-	s.d = &Source{cfg: cfg, log: slog.New(slog.DiscardHandler), interfaces: make(chan []string),
+	s.d = &Source{cfg: cfg, log: slog.New(slog.DiscardHandler), interfaces: make(chan Reload),
 		bpf: s.ring, watcher: s.nl, dump: s.dump.dump}
 	s.d.setWanted(interfaces)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -271,4 +276,27 @@ func TestSourceSetInterfaces(t *testing.T) {
 		t.Fatalf("reported %+v, want eth2 up from netlink only", got)
 	}
 	none(t, s.rec.carrier, "eth1's change after it left the set")
+}
+
+// A reload reaches the handler in one stream with the links its new set
+// released, after them; one that does not ask to be told is not.
+func TestSourceReloadAfterReleased(t *testing.T) {
+	s := startSource(t, []string{"eth1"}, link(2, "eth1", true, 1, 0), link(3, "eth2", false, 0, 1))
+	recv(t, s.rec.links, "link added")
+	if err := s.d.Reload(context.Background(), Reload{Interfaces: []string{"eth2"}, SetInterfaces: true, Notify: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := recv(t, s.rec.reloads, "reload"); n != 2 {
+		t.Fatalf("%d link changes before the reload, want 2 (eth1 released, eth2 added)", n)
+	}
+	if err := s.d.SetInterfaces(context.Background(), []string{"eth2"}); err != nil {
+		t.Fatal(err)
+	}
+	none(t, s.rec.reloads, "reload not asked for")
+	if err := s.d.Reload(context.Background(), Reload{Notify: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := recv(t, s.rec.reloads, "reload"); n != 2 {
+		t.Fatalf("%d link changes before the second reload, want the same 2 (the set did not change)", n)
+	}
 }

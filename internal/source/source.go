@@ -87,16 +87,16 @@ type Source struct {
 	watcher  linkWatcher
 	dump     func() ([]registry.Link, error) // registry.Dump
 	wanted   map[string]bool
-	// interfaces carries SetInterfaces to Run's goroutine, which owns
-	// wanted once Run has started.
-	interfaces chan []string
+	// interfaces carries SetInterfaces and Reload to Run's goroutine,
+	// which owns wanted once Run has started.
+	interfaces chan Reload
 }
 
 // Open probes the host and loads what it allows. It fails only when
 // nothing useful can run (no privileges, or a forced path is refused);
 // every fallback is logged and recorded in Features.
 func Open(cfg Config, log *slog.Logger) (*Source, error) {
-	d := &Source{cfg: cfg, log: log, interfaces: make(chan []string), dump: registry.Dump}
+	d := &Source{cfg: cfg, log: log, interfaces: make(chan Reload), dump: registry.Dump}
 	d.setWanted(cfg.Interfaces)
 	f := &d.features
 	f.Kernel = probe.KernelRelease()
@@ -265,15 +265,33 @@ func (d *Source) Close() error {
 	return errors.Join(errs...)
 }
 
-// SetInterfaces changes the monitored set while Run runs (a config
-// reload); empty means every interface but loopback. Unchanged links keep
-// their programs. It waits for Run's goroutine to take the change.
+// Reload is a config reload as the source takes it.
+type Reload struct {
+	// Interfaces is the new monitored set, if SetInterfaces; empty means
+	// every interface but loopback.
+	Interfaces    []string
+	SetInterfaces bool
+	// Notify calls Handler.Reload once the set has changed: after the
+	// links that left it were reported released.
+	Notify bool
+}
+
+// SetInterfaces changes the monitored set while Run runs; empty means
+// every interface but loopback. Unchanged links keep their programs. It
+// waits for Run's goroutine to take the change.
 func (d *Source) SetInterfaces(ctx context.Context, names []string) error {
+	return d.Reload(ctx, Reload{Interfaces: names, SetInterfaces: true})
+}
+
+// Reload hands a config reload to Run's goroutine, so that the handler
+// hears of it in one stream with the links it releases. It waits for the
+// goroutine to take it.
+func (d *Source) Reload(ctx context.Context, r Reload) error {
 	select {
-	case d.interfaces <- names:
+	case d.interfaces <- r:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("set monitored interfaces: %w", ctx.Err())
+		return fmt.Errorf("reload: %w", ctx.Err())
 	}
 }
 
@@ -311,4 +329,7 @@ type Handler struct {
 	// Heartbeat, if set, is called every Config.Heartbeat: a loop that
 	// stops calling it is stuck.
 	Heartbeat func(ctx context.Context)
+	// Reload, if set, gets each Reload that asks for it, after the links
+	// its new monitored set released.
+	Reload func(ctx context.Context)
 }
