@@ -18,7 +18,7 @@ import (
 	"github.com/linkbeat/linkbeat/gen"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/traffic"
-	"github.com/linkbeat/linkbeat/test/nadrop"
+	"github.com/linkbeat/linkbeat/test/dropper"
 )
 
 // TestPathmonNS drives the path monitor with an IPv6 target and an IPv4
@@ -204,10 +204,10 @@ func testPathmonNS(t *testing.T, mech traffic.Mechanism) {
 }
 
 // dropNATo attaches, in the caller's netns, a TC program to ifindex's
-// egress that drops the NAs sent to dst (test/nadrop).
+// egress that drops the NAs sent to dst (test/dropper).
 func dropNATo(t *testing.T, mech traffic.Mechanism, ifindex int, ifname string, dst net.HardwareAddr) *traffic.HookLink {
 	t.Helper()
-	prog, err := nadrop.Program(dst)
+	prog, err := dropper.NATo(dst)
 	if err != nil {
 		t.Fatal(err)
 	}

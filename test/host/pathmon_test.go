@@ -18,7 +18,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/traffic"
-	"github.com/linkbeat/linkbeat/test/arpdrop"
+	"github.com/linkbeat/linkbeat/test/dropper"
 )
 
 // TestPathmon drives the ARP path monitor directly (the host has no
@@ -352,7 +352,7 @@ func mapLen(t *testing.T, m *ebpf.Map) int {
 // slave's path and not the other's.)
 func dropARP(t *testing.T, mech traffic.Mechanism, ifindex int, ifname string, sha net.HardwareAddr) *traffic.HookLink {
 	t.Helper()
-	prog, err := arpdrop.Program(sha)
+	prog, err := dropper.ARPFrom(sha)
 	if err != nil {
 		t.Fatal(err)
 	}

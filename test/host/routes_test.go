@@ -38,6 +38,10 @@ func rtSetup(t *testing.T) *rtTopo {
 	ns.ip(t, "addr", "add", "2001:db8:2::1/64", "dev", "y", "nodad")
 	rtWaitCarrier(t, ns, "x", true)
 	rtWaitCarrier(t, ns, "y", true)
+	// The kernel adds each link's fe80:: address, and its local route,
+	// once DAD ends: a table snapshot taken before that would miss them.
+	rtWaitLinkLocal(t, ns, "x")
+	rtWaitLinkLocal(t, ns, "y")
 
 	for _, args := range [][]string{
 		// static, with metric, onlink, preferred source, metrics
@@ -98,6 +102,17 @@ func (tp *rtTopo) manager(t *testing.T) (*routes.Manager, context.CancelFunc) {
 		t.Fatal(err)
 	}
 	return m, cancel
+}
+
+// rtWaitLinkLocal waits until dev has a link-local address past DAD and
+// its route in the local table.
+func rtWaitLinkLocal(t *testing.T, ns netns, dev string) {
+	t.Helper()
+	waitFor(t, dev+"'s link-local address", func() bool {
+		addrs := ns.ip(t, "-6", "addr", "show", "dev", dev, "scope", "link")
+		local := ns.ip(t, "-6", "route", "show", "table", "local", "dev", dev)
+		return strings.Contains(addrs, "fe80::") && !strings.Contains(addrs, "tentative") && strings.Contains(local, "fe80::")
+	})
 }
 
 func rtWaitCarrier(t *testing.T, ns netns, dev string, up bool) {

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/traffic"
-	"github.com/linkbeat/linkbeat/test/nadrop"
+	"github.com/linkbeat/linkbeat/test/dropper"
 )
 
 // IPv6 path health (issue 19): ns_targets, neighbour solicitations per
@@ -61,10 +61,10 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 
 // dropNATo makes the peer stop sending the NAs addressed to dst: one
 // slave's NS probes go unanswered, its carrier and every other frame pass
-// (test/nadrop on the peer NIC's egress, as dropARPFrom attaches).
+// (test/dropper.NATo on the peer NIC's egress, as dropARPFrom attaches).
 func (p *peerNS) dropNATo(t *testing.T, dst net.HardwareAddr) *arpDrop {
 	t.Helper()
-	prog, err := nadrop.Program(dst)
+	prog, err := dropper.NATo(dst)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/traffic"
-	"github.com/linkbeat/linkbeat/test/arpdrop"
+	"github.com/linkbeat/linkbeat/test/dropper"
 )
 
 // ARP path health (issue 5, "Tests in the VM", item 6): see bondnet_test.go
@@ -86,7 +86,7 @@ type arpDrop struct {
 // the root netns).
 func (p *peerNS) dropARPFrom(t *testing.T, sha net.HardwareAddr) *arpDrop {
 	t.Helper()
-	prog, err := arpdrop.Program(sha)
+	prog, err := dropper.ARPFrom(sha)
 	if err != nil {
 		t.Fatal(err)
 	}

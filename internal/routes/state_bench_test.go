@@ -1,0 +1,35 @@
+package routes
+
+import (
+	"testing"
+	"time"
+
+	"github.com/linkbeat/linkbeat/internal/statefile"
+)
+
+// BenchmarkSaveOnReactionPath is what writing the record costs before a
+// carrier loss's deletes, with and without the fsync the record no longer
+// has (see state.save), in a state directory on the test's disk.
+// Run: go test -run '^$' -bench SaveOnReactionPath ./internal/routes/
+func BenchmarkSaveOnReactionPath(b *testing.B) {
+	st := &state{Version: stateVersion, Links: map[string]*linkState{
+		linkID("eth0", 2): {Ifname: "eth0", Ifindex: 2, Since: time.Now().UTC(), Routes: []*routeEntry{
+			{Route: route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))},
+			{Route: route4("0.0.0.0/0", hop(2, "10.1.0.254", 1), hop(3, "10.2.0.254", 2)), Removed: []Hop{hop(2, "10.1.0.254", 1)}, Merge: true},
+		}},
+	}}
+	for _, c := range []struct {
+		name    string
+		durable bool
+	}{{"rename", false}, {"rename+fsync", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			dir := b.TempDir()
+			o := statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Compact: true, Durable: c.durable}
+			for b.Loop() {
+				if err := statefile.Write(dir, stateFile, st, o); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
