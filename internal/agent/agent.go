@@ -79,22 +79,27 @@ type Agent struct {
 
 // New loads the config and the event source's programs and opens the
 // kernel handles the actors need. Nothing reacts to the links before Run.
-func New(cfg Config) (a *Agent, err error) {
-	a = &Agent{cfg: cfg, log: cfg.Log}
-	defer func() {
-		if err != nil {
-			a.close()
-		}
-	}()
-	if a.first, err = cfg.Load(); err != nil {
+func New(cfg Config) (*Agent, error) {
+	a := &Agent{cfg: cfg, log: cfg.Log}
+	if err := a.open(); err != nil {
+		a.close()
 		return nil, err
+	}
+	return a, nil
+}
+
+// open does New's work; on error, close undoes what it opened.
+func (a *Agent) open() (err error) {
+	cfg := a.cfg
+	if a.first, err = cfg.Load(); err != nil {
+		return err
 	}
 	a.live = newLiveConfig(a.first)
 	scfg := cfg.Source
 	scfg.Interfaces = a.first.Monitored(cfg.Source.Interfaces)
 	scfg.Observer, scfg.Heartbeat = cfg.Metrics, cfg.Hooks.Heartbeat
 	if a.src, err = source.Open(scfg, a.log); err != nil {
-		return nil, err
+		return err
 	}
 	scfg.PinDir = a.src.PinDir()
 	a.scfg = scfg
@@ -106,20 +111,25 @@ func New(cfg Config) (a *Agent, err error) {
 	if cfg.Hooks.Opened != nil {
 		// "" when the bpffs was not usable: then nothing is pinned.
 		if err = cfg.Hooks.Opened(a.src, a.src.PinDir()); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if a.routes, err = routes.New(routes.Config{StateDir: cfg.StateDir, Log: a.log}, routes.NewKernel()); err != nil {
-		return nil, err
+		return err
 	}
 	if a.bk, err = bond.NewKernel(); err != nil {
-		return nil, err
+		return err
 	}
 	a.onClose(a.bk.Close)
 	if a.pm = openPaths(a.first, a.src, a.log); a.pm != nil {
 		cfg.Metrics.SetPaths(a.pm.Replies)
+		a.onClose(func() {
+			if err := a.pm.Close(); err != nil {
+				a.log.Warn("closing the path monitor", "err", err)
+			}
+		})
 	}
-	return a, nil
+	return nil
 }
 
 // onClose stacks f to run on close, last first.

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/carrier"
@@ -78,17 +79,39 @@ func (p *pipeline) ready() func(context.Context) {
 	}
 }
 
-// heartbeat is the liveness tick: Hooks.Alive is called once the action
-// goroutine has answered, behind the inputs queued before it, so a stuck
-// loop or a stuck action goroutine both stop the answers.
+// actor is one goroutine that must answer liveness ticks: ping queues f
+// for it to call, or says its queue is full.
+type actor struct {
+	name string
+	ping func(f func()) bool
+}
+
+// heartbeat is the liveness tick. Each actor (the action goroutine, the
+// bond manager, the path monitor if it runs) answers it behind the inputs
+// queued before it; Hooks.Alive is called once all have answered, so a
+// stuck loop or any stuck actor stops the answers.
 func (p *pipeline) heartbeat() func(context.Context) {
 	hook := p.a.cfg.Hooks.Alive
 	if hook == nil {
 		return nil
 	}
 	return func(context.Context) {
-		if !p.barrier(hook) {
-			p.log.Warn("action queue full: liveness tick skipped")
+		actors := []actor{{"action", p.barrier}, {"bond manager", p.bonds.Ping}}
+		if p.paths.running() {
+			actors = append(actors, actor{"path monitor", p.paths.ping})
+		}
+		var left atomic.Int32
+		left.Store(int32(len(actors)))
+		answer := func() {
+			if left.Add(-1) == 0 {
+				hook()
+			}
+		}
+		for _, a := range actors {
+			if !a.ping(answer) {
+				// Never blocks: this tick stays unanswered.
+				p.log.Warn(a.name + " queue full: liveness tick skipped")
+			}
 		}
 	}
 }

@@ -27,10 +27,17 @@ func wantsPaths(cfg *config.Config) bool {
 type paths struct {
 	mon    *pathmon.Monitor
 	sync   *pathmon.Syncer
-	in     chan registry.Change
+	in     chan pathInput
 	done   chan struct{}
 	cancel context.CancelFunc
 	log    *slog.Logger
+}
+
+// pathInput is a link change for the path monitor's syncer, or a
+// liveness tick (ping).
+type pathInput struct {
+	change registry.Change
+	ping   func()
 }
 
 // openPaths opens the ARP path monitor when a bond has targets to probe.
@@ -52,7 +59,7 @@ func startPaths(ctx context.Context, mon *pathmon.Monitor, cfg *liveConfig, bond
 	if mon == nil {
 		return p
 	}
-	p.mon, p.in, p.done = mon, make(chan registry.Change, 1024), make(chan struct{})
+	p.mon, p.in, p.done = mon, make(chan pathInput, 1024), make(chan struct{})
 	ctx, p.cancel = context.WithCancel(ctx)
 	p.sync = pathmon.NewSyncer(mon, cfg.forBond)
 	go func() {
@@ -66,9 +73,13 @@ func startPaths(ctx context.Context, mon *pathmon.Monitor, cfg *liveConfig, bond
 			select {
 			case <-ctx.Done():
 				return
-			case c := <-p.in:
-				if err := p.sync.Link(c); err != nil {
-					log.Warn("path monitor", "ifname", c.Link.Name, "err", err)
+			case x := <-p.in:
+				if x.ping != nil {
+					x.ping()
+					continue
+				}
+				if err := p.sync.Link(x.change); err != nil {
+					log.Warn("path monitor", "ifname", x.change.Link.Name, "err", err)
 				}
 			}
 		}
@@ -81,9 +92,23 @@ func (p *paths) link(c registry.Change) {
 		return
 	}
 	select {
-	case p.in <- c:
+	case p.in <- pathInput{change: c}:
 	default:
 		p.log.Error("path monitor queue full: link change dropped", "ifname", c.Link.Name)
+	}
+}
+
+// running says whether the path monitor runs, and so answers ticks.
+func (p *paths) running() bool { return p.in != nil }
+
+// ping has the path monitor's goroutine call f behind the changes queued
+// before it: a liveness tick. False if the queue is full.
+func (p *paths) ping(f func()) bool {
+	select {
+	case p.in <- pathInput{ping: f}:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -98,13 +123,11 @@ func (p *paths) refresh() {
 	}
 }
 
-func (p *paths) close() {
+// stop ends the syncer's goroutine; the agent closes the monitor after.
+func (p *paths) stop() {
 	if p.mon == nil {
 		return
 	}
 	p.cancel()
 	<-p.done
-	if err := p.mon.Close(); err != nil {
-		p.log.Warn("closing the path monitor", "err", err)
-	}
 }

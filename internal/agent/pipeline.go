@@ -42,9 +42,9 @@ func (a *Agent) build(ctx context.Context) (*pipeline, error) {
 	bctx, stopBonds := context.WithCancel(ctx)
 	p.stopBonds = stopBonds
 	p.paths = startPaths(bctx, a.pm, a.live, p.bonds, a.log)
-	// The path monitor is closed after the bonds stop, before the bond
-	// kernel handle is.
-	a.onClose(p.paths.close)
+	// The path syncer stops after the bonds, before the path monitor and
+	// the bond kernel handle are closed.
+	a.onClose(p.paths.stop)
 	a.onClose(stopBonds)
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.act.Run(ctx, p.in) }()

@@ -33,6 +33,7 @@ type input struct {
 	ev     *carrier.Event
 	change *registry.Change
 	path   *PathReport
+	ping   func()
 }
 
 // Manager owns the bonds' state on one goroutine (Run). Its input methods
@@ -99,6 +100,17 @@ func (m *Manager) Link(c registry.Change) { m.send(input{change: &c}) }
 // Path feeds the path monitor's verdict on a slave.
 func (m *Manager) Path(r PathReport) { m.send(input{path: &r}) }
 
+// Ping has the manager's goroutine call f once the inputs queued before
+// it are handled: a liveness tick. False if the queue is full.
+func (m *Manager) Ping(f func()) bool {
+	select {
+	case m.in <- input{ping: f}:
+		return true
+	default:
+		return false
+	}
+}
+
 // Run handles inputs until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
@@ -116,6 +128,8 @@ func (m *Manager) Run(ctx context.Context) {
 				m.link(*x.change)
 			case x.path != nil:
 				m.pathReport(*x.path)
+			case x.ping != nil:
+				x.ping()
 			}
 		case <-timer.C:
 			now := m.o.Now()
