@@ -81,6 +81,11 @@ func (a *actionFlags) load() (*config.Config, error) {
 func runActions(ctx context.Context, scfg source.Config, af *actionFlags, log *slog.Logger) error {
 	hup, stopHangups := hangups()
 	defer stopHangups()
+	// A config that does not load stops `run` before it binds anything.
+	first, err := af.load()
+	if err != nil {
+		return err
+	}
 	tel, err := newTelemetry(&af.ops, log)
 	if err != nil {
 		return err
@@ -90,7 +95,7 @@ func runActions(ctx context.Context, scfg source.Config, af *actionFlags, log *s
 	sd := newNotifier(log)                 // notify.go
 	hl := newHealth(sd.watchdog, time.Now) // health.go
 	tel.health = hl
-	a, err := agent.New(agent.Config{Source: scfg, Load: af.load, ConfigFile: af.configFile, StateDir: af.stateDir,
+	a, err := agent.New(agent.Config{Source: scfg, Load: af.load, First: first, ConfigFile: af.configFile, StateDir: af.stateDir,
 		Reloads: hup, Metrics: tel.metrics, Telemetry: tel, Log: log, Hooks: agent.Hooks{
 			Opened: func(src *source.Source, pinDir string) error {
 				return tel.started(src, pinDir, af.stateDir, sd.exporterChanged)

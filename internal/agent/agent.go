@@ -26,8 +26,10 @@ type Config struct {
 	// Source configures the event source; its Interfaces are the
 	// --interfaces flag's, which the config file's list joins.
 	Source source.Config
-	// Load reads the config (file and flags) at start and on each reload.
-	Load func() (*config.Config, error)
+	// Load reads the config (file and flags) on each reload, and at start
+	// unless First is set.
+	Load  func() (*config.Config, error)
+	First *config.Config
 	// ConfigFile names the config file, for the reload's log line.
 	ConfigFile string
 	// StateDir keeps what a crash must not lose (withdrawn routes, bond
@@ -91,8 +93,10 @@ func New(cfg Config) (*Agent, error) {
 // open does New's work; on error, close undoes what it opened.
 func (a *Agent) open() (err error) {
 	cfg := a.cfg
-	if a.first, err = cfg.Load(); err != nil {
-		return err
+	if a.first = cfg.First; a.first == nil {
+		if a.first, err = cfg.Load(); err != nil {
+			return err
+		}
 	}
 	a.live = newLiveConfig(a.first)
 	scfg := cfg.Source
