@@ -49,8 +49,8 @@ func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if age > h.limit {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "unhealthy: the event loop and action queue last answered %s ago (limit %s)\n", age.Round(time.Millisecond), h.limit)
+		fmt.Fprintf(w, "unhealthy: the event loop and the actors last answered %s ago (limit %s)\n", age.Round(time.Millisecond), h.limit)
 		return
 	}
-	fmt.Fprintf(w, "healthy: the event loop and action queue answered %s ago\n", age.Round(time.Millisecond))
+	fmt.Fprintf(w, "healthy: the event loop and the actors answered %s ago\n", age.Round(time.Millisecond))
 }
