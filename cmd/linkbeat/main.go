@@ -22,7 +22,6 @@ import (
 	promslogflag "github.com/prometheus/common/promslog/flag"
 
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
-	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
@@ -148,12 +147,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runActions(ctx, cfg, &act, log)
 	case monCmd.FullCommand():
 		enc := json.NewEncoder(stdout)
-		return runDaemon(ctx, monFlags.config(), log, source.Handler{Carrier: func(_ context.Context, ev carrier.Event) {
+		return runDaemon(ctx, monFlags.config(), log, source.Handler{Carrier: func(_ context.Context, ev source.Event) {
 			if *monJSON {
-				_ = enc.Encode(ev)
+				_ = enc.Encode(ev.Event)
 				return
 			}
-			fmt.Fprintf(stdout, "%s %s\n", time.Now().Format(time.RFC3339Nano), ev)
+			fmt.Fprintf(stdout, "%s %s\n", time.Now().Format(time.RFC3339Nano), ev.Event)
 		}})
 	case checkCmd.FullCommand():
 		return check(*checkIface, stdout)

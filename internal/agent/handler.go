@@ -17,9 +17,9 @@ import (
 func (p *pipeline) handler() source.Handler {
 	return source.Handler{
 		// Bonds first: their switch is the one a millisecond matters to.
-		Carrier: func(_ context.Context, ev carrier.Event) {
-			p.bonds.Carrier(ev)
-			p.send(actions.Input{Kind: actions.Carrier, Event: ev})
+		Carrier: func(_ context.Context, ev source.Event) {
+			p.bonds.Carrier(ev.Event)
+			p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
 		},
 		Ready:     p.ready(),
 		Heartbeat: p.heartbeat(),
@@ -27,7 +27,6 @@ func (p *pipeline) handler() source.Handler {
 			if c.Kind == registry.Updated && c.Link.Carrier && !c.Old.Carrier {
 				p.enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, Kind: actions.CarrierBack})
 			}
-			p.links.update(c)
 			p.bonds.Link(c)
 			p.paths.link(c)
 		},
@@ -39,26 +38,20 @@ func (p *pipeline) handler() source.Handler {
 
 // link takes a monitored link's first sight, its removal, and its leaving
 // the monitored set.
-func (p *pipeline) link(_ context.Context, c registry.Change) {
-	ev := carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}
-	if c.Released {
+func (p *pipeline) link(_ context.Context, c source.LinkChange) {
+	x := actions.Input{Kind: actions.Initial, Bond: c.Bond, Slave: c.Slave,
+		Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}}
+	switch {
+	case c.Released:
 		// A rename moves its record to the new name (routes.renamed).
+		x.Kind = actions.Released
 		delete(p.live, c.Link.Index)
-		p.send(actions.Input{Kind: actions.Released, Event: ev})
-		return
-	}
-	if c.Kind == registry.Removed {
+	case c.Kind == registry.Removed:
+		x.Kind = actions.Removed
 		delete(p.live, c.Link.Index)
-		p.send(actions.Input{Kind: actions.Removed, Event: ev})
-		return
+	default:
+		p.live[c.Link.Index] = c.Link.Name
 	}
-	p.live[c.Link.Index] = c.Link.Name
-	p.send(actions.Input{Kind: actions.Initial, Event: ev})
-}
-
-// send names the event's bond for the scripts and enqueues it.
-func (p *pipeline) send(x actions.Input) {
-	x.Bond, x.Slave = p.links.bondOf(x.Event.Ifindex)
 	p.enqueue(x)
 }
 
@@ -149,47 +142,4 @@ func releaseUnmonitored(rm *routes.Manager, scfg source.Config, enqueue func(act
 			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Kind: actions.Released})
 		}
 	}
-}
-
-// linkNames remembers, from the source's link updates, which bond each
-// link belongs to, for the scripts' LINKBEAT_BOND and LINKBEAT_SLAVE.
-type linkNames struct {
-	names  map[int]string
-	master map[int]int // bond slave -> bond
-	active map[int]int // bond -> active slave
-}
-
-func newLinkNames() *linkNames {
-	return &linkNames{names: map[int]string{}, master: map[int]int{}, active: map[int]int{}}
-}
-
-func (n *linkNames) update(c registry.Change) {
-	l := c.Link
-	if c.Kind == registry.Removed {
-		delete(n.names, l.Index)
-		delete(n.master, l.Index)
-		delete(n.active, l.Index)
-		return
-	}
-	n.names[l.Index] = l.Name
-	if l.BondSlave != nil {
-		n.master[l.Index] = l.MasterIndex
-	} else {
-		delete(n.master, l.Index)
-	}
-	if l.Bond != nil {
-		n.active[l.Index] = l.Bond.ActiveSlave
-	}
-}
-
-// bondOf is (bond, slave) for a bond slave, (bond, active slave) for a
-// bond, and nothing for other links.
-func (n *linkNames) bondOf(idx int) (string, string) {
-	if m, ok := n.master[idx]; ok {
-		return n.names[m], n.names[idx]
-	}
-	if a, ok := n.active[idx]; ok {
-		return n.names[idx], n.names[a]
-	}
-	return "", ""
 }

@@ -20,7 +20,6 @@ type pipeline struct {
 	scripts *script.Runner
 	bonds   *bond.Manager
 	paths   *paths
-	links   *linkNames
 	// live are the monitored links, by ifindex: the quit-time scripts'
 	// links. Only the event loop's goroutine touches it.
 	live map[int]string
@@ -32,7 +31,7 @@ type pipeline struct {
 // build makes the actors and starts their goroutines.
 func (a *Agent) build(ctx context.Context) (*pipeline, error) {
 	m := a.cfg.Metrics
-	p := &pipeline{a: a, log: a.log, in: make(chan actions.Input, 4096), links: newLinkNames(), live: map[int]string{}}
+	p := &pipeline{a: a, log: a.log, in: make(chan actions.Input, 4096), live: map[int]string{}}
 	// Scripts outlive ctx's cancellation only for the quit-time run.
 	p.scripts = script.NewRunner(context.WithoutCancel(ctx), a.log, m.ScriptResult)
 	p.act = actions.New(a.log, a.live.get, m.Routes(a.routes), p.scripts, monotime.Now)

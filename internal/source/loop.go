@@ -168,7 +168,7 @@ func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 	l.sawBPF = true
 	report, gap := l.tracker.Kernel(ev)
 	if report && l.monitoredIndex(ev.Ifindex, ev.Ifname) {
-		l.h.Carrier(ctx, ev)
+		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
 	}
 	if gap {
 		l.d.log.Warn("carrier counters jumped: events were lost", "ifname", ev.Ifname, "up_count", ev.UpCount, "down_count", ev.DownCount)
@@ -189,7 +189,7 @@ func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier
 		l.catchUp(ctx)
 	}
 	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotime.Now(), src); ok && l.monitored(u.Link) {
-		l.h.Carrier(ctx, ev)
+		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
 	}
 }
 
@@ -267,8 +267,29 @@ func (l *loop) setInterfaces(ctx context.Context, names []string) {
 
 func (l *loop) tellLink(ctx context.Context, c registry.Change) {
 	if l.h.Link != nil {
-		l.h.Link(ctx, c)
+		l.h.Link(ctx, LinkChange{Change: c, Membership: l.membership(c.Link.Index)})
 	}
+}
+
+// membership reads a link's bond from the table as it is now.
+func (l *loop) membership(idx int) Membership {
+	link, ok := l.table.Get(idx)
+	if !ok {
+		return Membership{}
+	}
+	name := func(i int) string {
+		if o, ok := l.table.Get(i); ok && i != 0 {
+			return o.Name
+		}
+		return ""
+	}
+	switch {
+	case link.BondSlave != nil:
+		return Membership{Bond: name(link.MasterIndex), Slave: link.Name}
+	case link.Bond != nil:
+		return Membership{Bond: link.Name, Slave: name(link.Bond.ActiveSlave)}
+	}
+	return Membership{}
 }
 
 func (l *loop) attach(link registry.Link) {
@@ -327,7 +348,7 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 	src := carrier.SourceResync
 	for _, link := range dump {
 		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.monitored(link) {
-			l.h.Carrier(ctx, ev)
+			l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
 		}
 	}
 	l.d.observeResync(reason)

@@ -110,11 +110,13 @@ type recorder struct {
 	// reloads gets, at each Handler.Reload, how many link changes were
 	// reported and not yet read.
 	reloads chan int
+	// members gets each carrier event's and link change's membership.
+	members chan Membership
 }
 
 func newRecorder() *recorder {
 	return &recorder{carrier: make(chan carrier.Event, 64), links: make(chan registry.Change, 64), resyncs: make(chan string, 16), ready: make(chan struct{}),
-		reloads: make(chan int, 4)}
+		reloads: make(chan int, 4), members: make(chan Membership, 256)}
 }
 
 func (r *recorder) Carrier(carrier.Event)     {}
@@ -124,8 +126,8 @@ func (r *recorder) RingbufDrops(total uint64) {}
 
 func (r *recorder) handler() Handler {
 	return Handler{
-		Carrier: func(_ context.Context, ev carrier.Event) { r.carrier <- ev },
-		Link:    func(_ context.Context, c registry.Change) { r.links <- c },
+		Carrier: func(_ context.Context, ev Event) { r.members <- ev.Membership; r.carrier <- ev.Event },
+		Link:    func(_ context.Context, c LinkChange) { r.members <- c.Membership; r.links <- c.Change },
 		Ready:   func(context.Context) { close(r.ready) },
 		Reload:  func(context.Context) { r.reloads <- len(r.links) },
 	}
@@ -299,4 +301,30 @@ func TestSourceReloadAfterReleased(t *testing.T) {
 	if n := recv(t, s.rec.reloads, "reload"); n != 2 {
 		t.Fatalf("%d link changes before the second reload, want the same 2 (the set did not change)", n)
 	}
+}
+
+// Each event carries its link's bond as the link table has it now: the
+// slave's bond and name, the bond's name and active slave, and nothing
+// for a link in no bond.
+func TestSourceEventsCarryMembership(t *testing.T) {
+	bond := registry.Link{Index: 10, Name: "bond0", Kind: "bond", Carrier: true, Bond: &registry.Bond{ActiveSlave: 11}}
+	slave := link(11, "eth1", true, 1, 0)
+	slave.MasterIndex, slave.BondSlave = 10, &registry.BondSlave{}
+	s := startSource(t, nil, bond, slave, link(12, "eth2", true, 1, 0))
+	got := map[string]Membership{}
+	for range 3 {
+		c := recv(t, s.rec.links, "link added")
+		got[c.Link.Name] = recv(t, s.rec.members, "membership")
+	}
+	want := map[string]Membership{"bond0": {Bond: "bond0", Slave: "eth1"}, "eth1": {Bond: "bond0", Slave: "eth1"}, "eth2": {}}
+	for name, m := range want {
+		if got[name] != m {
+			t.Errorf("%s added with %+v, want %+v", name, got[name], m)
+		}
+	}
+	s.ring.deliver(s.ring.queue(carrier.Event{Ifindex: 11, Ifname: "eth1", Up: false, UpCount: 1, DownCount: 1, Source: carrier.SourceFentry}))
+	if m := recv(t, s.rec.members, "membership"); m != (Membership{Bond: "bond0", Slave: "eth1"}) {
+		t.Fatalf("carrier event of eth1 with %+v, want bond0/eth1", m)
+	}
+	recv(t, s.rec.carrier, "carrier event")
 }

@@ -32,10 +32,11 @@ type Observer interface {
 func (d *Source) observe(h Handler) Handler {
 	obs := d.cfg.Observer
 	carrierFn, linkFn := h.Carrier, h.Link
-	h.Carrier = func(ctx context.Context, ev carrier.Event) {
+	h.Carrier = func(ctx context.Context, e Event) {
 		if carrierFn != nil {
-			carrierFn(ctx, ev)
+			carrierFn(ctx, e)
 		}
+		ev := e.Event
 		if d.traffic != nil {
 			err := d.traffic.RecordChange(ev.Ifindex, traffic.LinkState{Carrier: ev.Up, ChangedNS: uint64(ev.Time), SeenNS: uint64(ev.Time),
 				UpCount: ev.UpCount, DownCount: ev.DownCount, Source: uint8(ev.Source)})
@@ -47,10 +48,11 @@ func (d *Source) observe(h Handler) Handler {
 			obs.Carrier(ev)
 		}
 	}
-	h.Link = func(ctx context.Context, c registry.Change) {
+	h.Link = func(ctx context.Context, lc LinkChange) {
 		if linkFn != nil {
-			linkFn(ctx, c)
+			linkFn(ctx, lc)
 		}
+		c := lc.Change
 		if d.traffic != nil && c.Kind == registry.Added {
 			err := d.traffic.RecordSight(c.Link.Index, traffic.LinkState{Carrier: c.Link.Carrier, SeenNS: uint64(monotime.Now()),
 				UpCount: c.Link.UpCount, DownCount: c.Link.DownCount})

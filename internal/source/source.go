@@ -311,14 +311,35 @@ func (d *Source) monitored(l registry.Link, master string) bool {
 	return d.wanted[l.Name] || (master != "" && d.wanted[master])
 }
 
+// Membership is the bond a link belongs to (or is), from the link table,
+// the one owner of membership: (bond, slave) for a bond slave, (bond,
+// active slave) for a bond, empty for other links.
+type Membership struct {
+	Bond, Slave string
+}
+
+// Event is a monitored link's carrier change after ordering, with its
+// bond.
+type Event struct {
+	carrier.Event
+	Membership
+}
+
+// LinkChange is a monitored link's first sight, removal or release, with
+// its bond.
+type LinkChange struct {
+	registry.Change
+	Membership
+}
+
 // Handler receives, in order and from the loop's goroutine, what the loop
 // learns about monitored interfaces. Its functions must not block.
 type Handler struct {
 	// Carrier gets each carrier change.
-	Carrier func(ctx context.Context, ev carrier.Event)
+	Carrier func(ctx context.Context, ev Event)
 	// Link, if set, gets a monitored link's first sight (Added, with its
 	// carrier) and its removal (Removed).
-	Link func(ctx context.Context, c registry.Change)
+	Link func(ctx context.Context, c LinkChange)
 	// Update, if set, gets every change netlink shows of any link,
 	// monitored or not, before Carrier hears of it: the bond manager's
 	// view of bonds and their slaves.
