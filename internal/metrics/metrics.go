@@ -126,6 +126,9 @@ func New(opts Options) *Metrics {
 	}
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.gather = &sharedGather{g: m.reg}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "goroutines",
+		Help: "Goroutines as this scrape began. go_goroutines also counts the scrape's own collect workers, whose number varies with CPU load; this does not, so a leak shows as a step."},
+		func() float64 { return float64(m.gather.before.Load()) }))
 	counter := func(name, help string, labels ...string) *counterCache {
 		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 		m.reg.MustRegister(v)
