@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 
+	"github.com/linkbeat/linkbeat/internal/agent"
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/registry"
@@ -193,6 +194,9 @@ func runDaemon(ctx context.Context, cfg source.Config, log *slog.Logger, h sourc
 }
 
 func features(cfg source.Config, stateDir string, log *slog.Logger, w io.Writer, asJSON bool) error {
+	if fp := agent.LoadFastPath(&cfg, log); fp != nil {
+		defer fp.Close()
+	}
 	d, err := source.Open(cfg, log)
 	if err != nil {
 		return err
@@ -205,7 +209,7 @@ func features(cfg source.Config, stateDir string, log *slog.Logger, w io.Writer,
 	if asJSON {
 		return json.NewEncoder(w).Encode(f)
 	}
-	fmt.Fprintf(w, "kernel:          %s\ncarrier source:  %s\ntc mechanism:    %s\ntx error counts: %v\n\n", f.Kernel, f.CarrierSource, f.TCMechanism, f.Tracepoints)
+	fmt.Fprintf(w, "kernel:          %s\ncarrier source:  %s\ntc mechanism:    %s\ntx error counts: %v\nbond fast path:  %s\n\n", f.Kernel, f.CarrierSource, f.TCMechanism, f.Tracepoints, f.FastPath)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHECK\tOK\tDETAIL")
 	for _, c := range f.Checks {

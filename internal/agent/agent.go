@@ -14,8 +14,8 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
 	"github.com/linkbeat/linkbeat/internal/metrics"
-	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/source"
@@ -76,6 +76,7 @@ type Agent struct {
 	routes  *routes.Manager
 	bk      *bond.NetlinkKernel
 	pm      *pathmon.Monitor
+	fpObjs  *fastpath.Objects // nil: the fast path's programs did not load
 	closers []func()
 }
 
@@ -102,6 +103,10 @@ func (a *Agent) open() (err error) {
 	scfg := cfg.Source
 	scfg.Interfaces = a.first.Monitored(cfg.Source.Interfaces)
 	scfg.Observer, scfg.Heartbeat = cfg.Metrics, cfg.Hooks.Heartbeat
+	// Before the source: the carrier programs write the fast path's maps.
+	if a.fpObjs = LoadFastPath(&scfg, a.log); a.fpObjs != nil {
+		a.onClose(func() { _ = a.fpObjs.Close() })
+	}
 	if a.src, err = source.Open(scfg, a.log); err != nil {
 		return err
 	}
@@ -145,9 +150,6 @@ func (a *Agent) close() {
 	}
 	a.closers = nil
 }
-
-// mono is the kernel events' clock, in ns.
-func mono() int64 { return int64(monotime.Now()) }
 
 var errNoAgent = errors.New("agent: Run without New")
 

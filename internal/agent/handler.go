@@ -18,6 +18,9 @@ func (p *pipeline) handler() source.Handler {
 	return source.Handler{
 		// Bonds first: their switch is the one a millisecond matters to.
 		Carrier: func(_ context.Context, ev source.Event) {
+			if p.fp != nil {
+				p.fp.Carrier(ev.Event)
+			}
 			p.bonds.Carrier(ev.Event)
 			p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
 		},

@@ -12,6 +12,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/monotime"
 )
 
 // tickPipeline is a pipeline with only what the liveness tick needs: an
@@ -20,7 +21,7 @@ func tickPipeline(t *testing.T, alive *atomic.Int32, bondsRun bool) *pipeline {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	p := &pipeline{a: &Agent{cfg: Config{Hooks: Hooks{Alive: func() { alive.Add(1) }}}}, log: log,
 		in: make(chan actions.Input, 1), paths: &paths{log: log},
-		bonds: bond.NewManager(bond.Options{Log: log, Now: mono})}
+		bonds: bond.NewManager(bond.Options{Log: log, Now: monotime.NowNS})}
 	if bondsRun {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

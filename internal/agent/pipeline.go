@@ -7,6 +7,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
 	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/script"
 )
@@ -19,6 +20,7 @@ type pipeline struct {
 	act     *actions.Actions
 	scripts *script.Runner
 	bonds   *bond.Manager
+	fp      *fastpath.Manager // nil: the fast path is off
 	paths   *paths
 	// live are the monitored links, by ifindex: the quit-time scripts'
 	// links. Only the event loop's goroutine touches it.
@@ -36,8 +38,13 @@ func (a *Agent) build(ctx context.Context) (*pipeline, error) {
 	p.scripts = script.NewRunner(context.WithoutCancel(ctx), a.log, m.ScriptResult)
 	p.act = actions.New(a.log, a.live.get, m.Routes(a.routes), p.scripts, monotime.Now)
 	p.act.Done = m.Reaction
-	p.bonds = bond.NewManager(bond.Options{Kernel: a.bk, Log: a.log, Observer: m, Settings: a.live.forBond,
-		StateDir: a.cfg.StateDir, Now: mono, Paths: a.pm != nil})
+	bopts := bond.Options{Kernel: a.bk, Log: a.log, Observer: m, Settings: a.live.forBond,
+		StateDir: a.cfg.StateDir, Now: monotime.NowNS, Paths: a.pm != nil}
+	p.fp = startFastPath(a.fpObjs, a.src, a.cfg.StateDir, m, func(f bond.Failover) { p.bonds.FastFailover(f) }, a.log)
+	if p.fp != nil {
+		bopts.FastPath = p.fp
+	}
+	p.bonds = bond.NewManager(bopts)
 	bctx, stopBonds := context.WithCancel(ctx)
 	p.stopBonds = stopBonds
 	p.paths = startPaths(bctx, a.pm, a.live, p.bonds, a.log)
@@ -48,7 +55,23 @@ func (a *Agent) build(ctx context.Context) (*pipeline, error) {
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.act.Run(ctx, p.in) }()
 	go func() { defer p.wg.Done(); p.bonds.Run(bctx) }()
+	if p.fp != nil {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.runFastPath(bctx) }()
+	}
 	return p, nil
+}
+
+// runFastPath runs the fast path until the bonds stop. Its exit clears
+// every redirect before the programs go, and then the pins go: the next
+// start makes fresh maps.
+func (p *pipeline) runFastPath(ctx context.Context) {
+	p.fp.Run(ctx)
+	if pin := p.a.src.PinDir(); pin != "" {
+		if err := p.a.fpObjs.Unpin(pin); err != nil {
+			p.log.Warn("removing the fast path's pins", "err", err)
+		}
+	}
 }
 
 // run feeds the event source's stream to the actors until ctx ends, then
