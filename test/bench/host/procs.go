@@ -12,10 +12,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -28,36 +28,18 @@ type env struct {
 	quick    bool
 }
 
-// lockedBuffer collects a process's stderr while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a process the benchmark started in a namespace.
 type proc struct {
 	name    string
 	cmd     *exec.Cmd
-	stderr  *lockedBuffer
+	stderr  *testkit.Buffer
 	done    chan struct{}
 	cleanup func()
 }
 
 func startProc(name string, cleanup func(), argv ...string) (*proc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
-	p := &proc{name: name, cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{}), cleanup: cleanup}
+	p := &proc{name: name, cmd: cmd, stderr: &testkit.Buffer{}, done: make(chan struct{}), cleanup: cleanup}
 	cmd.Stdout = io.Discard
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
@@ -90,20 +72,7 @@ func (p *proc) stop(sig os.Signal) {
 
 // waitLog waits until the process's stderr contains s.
 func (p *proc) waitLog(ctx context.Context, s string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.stderr.String(), s) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited before %q: %s", p.name, s, p.stderr.String())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no %q after %v: %s", p.name, s, timeout, p.stderr.String())
-		}
-	}
-	return nil
+	return testkit.WaitLog(ctx, p.name, p.stderr.String, p.done, s, timeout, 10*time.Millisecond)
 }
 
 // daemon is `linkbeat run` in a namespace, with its defaults except for
@@ -151,7 +120,7 @@ func startLinkbeat(ctx context.Context, e *env, ns *namespace, extra ...string) 
 		return nil, err
 	}
 	d := &daemon{proc: p, ns: ns, pinDir: pinDir, mnt: mnt, state: state, bin: e.linkbeat, client: ns.httpClient()}
-	if err := p.waitLog(ctx, "msg=ready", 20*time.Second); err != nil {
+	if err := p.waitLog(ctx, testkit.Ready, 20*time.Second); err != nil {
 		d.stop()
 		return nil, err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	"github.com/linkbeat/linkbeat/test/vm/guest/vmctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -221,7 +222,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 			d.stderr = append(d.stderr, fmt.Sprintf("+%s %s", time.Now().Format("15:04:05.000"), line))
 			d.mu.Unlock()
 			// Readiness contract: a slog line with msg=ready on stderr.
-			if strings.Contains(line, "msg=ready") {
+			if strings.Contains(line, testkit.Ready) {
 				once.Do(func() { close(d.ready) })
 			}
 		}
