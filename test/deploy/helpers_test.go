@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // repoRoot is the module root, two levels up from this package.
@@ -52,9 +54,9 @@ func requireRoot(t *testing.T, why string) {
 
 func promtool(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("promtool")
+	p, err := testkit.Promtool("test-deploy")
 	if err != nil {
-		t.Fatal("promtool missing: it comes with Debian's prometheus package; run scripts/install-deps.sh (make test-deploy does)")
+		t.Fatal(err)
 	}
 	return p
 }

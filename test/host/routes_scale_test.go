@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/routes"
-	vnetns "github.com/vishvananda/netns"
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // BenchmarkRoutesScale measures withdrawal and restore of n /32 routes via
@@ -195,24 +195,9 @@ func scaleCarrier(b *testing.B, ns, dev string, up bool) {
 // scaleKernel opens the routes Kernel on a thread inside ns.
 func scaleKernel(b *testing.B, ns string) routes.Kernel {
 	b.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
+	var k routes.Kernel
+	if err := testkit.Within(ns, func() { k = routes.NewKernel() }); err != nil {
 		b.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := vnetns.GetFromName(ns)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer target.Close()
-	if err := vnetns.Set(target); err != nil {
-		b.Fatal(err)
-	}
-	k := routes.NewKernel()
-	if err := vnetns.Set(orig); err != nil {
-		panic(err) // this thread must not go back to the pool in ns
 	}
 	return k
 }

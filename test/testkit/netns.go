@@ -132,9 +132,11 @@ func Within(name string, fn func()) (err error) {
 }
 
 // NewNamed creates a named netns and returns a handle to it without
-// leaving the caller in it. inside runs in the new netns first (its
-// /proc/sys/net is that netns's).
-func NewNamed(name string, inside func()) (vnetns.NsHandle, error) {
+// leaving the caller in it. inside, if not nil, runs in the new netns
+// first (its /proc/sys/net and the sockets it makes are that netns's);
+// when it fails, the handle is returned open with its error, for the
+// caller's cleanup.
+func NewNamed(name string, inside func() error) (vnetns.NsHandle, error) {
 	type result struct {
 		h   vnetns.NsHandle
 		err error
@@ -144,24 +146,25 @@ func NewNamed(name string, inside func()) (vnetns.NsHandle, error) {
 		runtime.LockOSThread()
 		orig, err := vnetns.Get()
 		if err != nil {
-			ch <- result{err: err}
+			ch <- result{h: vnetns.None(), err: fmt.Errorf("current netns: %w", err)}
 			return
 		}
 		defer orig.Close()
 		h, err := vnetns.NewNamed(name) // also switches this thread
 		if err != nil {
-			ch <- result{err: fmt.Errorf("create netns %s: %w", name, err)}
+			ch <- result{h: vnetns.None(), err: fmt.Errorf("create netns %s: %w", name, err)}
 			return
 		}
+		var ierr error
 		if inside != nil {
-			inside()
+			ierr = inside()
 		}
 		if err := vnetns.Set(orig); err != nil {
-			ch <- result{err: errors.Join(err, h.Close())}
+			ch <- result{h: h, err: errors.Join(ierr, fmt.Errorf("leave netns %s: %w", name, err))}
 			return // the thread stays locked and dies with the goroutine
 		}
 		runtime.UnlockOSThread()
-		ch <- result{h: h}
+		ch <- result{h: h, err: ierr}
 	}()
 	r := <-ch
 	return r.h, r.err

@@ -397,10 +397,11 @@ func newPeer(t *testing.T, name, nic string, addr netip.Prefix) *peerNS {
 	netns.DeleteNamed(name)
 	// /proc/sys/net follows the opening thread's netns. The NIC takes
 	// "default" when it arrives, so IPv6 stays off on it.
-	ns, err := testkit.NewNamed(name, func() {
+	ns, err := testkit.NewNamed(name, func() error {
 		for _, k := range []string{"all", "default"} {
 			os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644)
 		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
