@@ -18,7 +18,7 @@ import (
 )
 
 // BenchmarkRoutesScale measures withdrawal and restore of n /32 routes via
-// x plus n/2 ECMP /32 routes over x and y (issue 18's setup), against the
+// x plus n/2 ECMP /32 routes over x and y, against the
 // kernel's own floor: `ip -batch` deleting the same routes and replacing
 // the ECMP ones by their live hop. It reports times, their ratio to the
 // floor, the state file's size and the heap the manager holds per route.

@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// Bond metrics (issue 6, "Bond metrics (VM)"): linkbeat's exporter counts a
-// failover. See bondnet_test.go for the testbed.
+// Bond metrics: linkbeat's exporter counts a failover, with its reason
+// and duration. See bondnet_test.go for the testbed.
 
 // metricsSnapshot is one parsed scrape of linkbeat's /metrics.
 type metricsSnapshot map[string]*dto.MetricFamily
@@ -169,7 +169,7 @@ func waitMetrics(t *testing.T, url string, timeout time.Duration, what string, c
 	}
 }
 
-// TestBondMetrics is issue 6's bond metrics case: linkbeat runs with its
+// TestBondMetrics checks that a failover is counted: linkbeat runs with its
 // exporter on a loopback port of its own, the active slave eth0 of an
 // active-backup bond (miimon 100) is cut (QMP) right after a miimon tick,
 // and linkbeat switches to eth1 (reason carrier). Scrapes before and after
