@@ -182,8 +182,7 @@ func scaleIfindex(b *testing.B, ns, dev string) int {
 func scaleCarrier(b *testing.B, ns, dev string, up bool) {
 	b.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		out, _ := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+dev+"/carrier").Output()
-		if (strings.TrimSpace(string(out)) == "1") == up {
+		if got, _ := testkit.Carrier(ns, dev); got == up {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -52,7 +52,7 @@ func (s *soak) endStateDiff(t *testing.T) (final []string, _ error) {
 	var errs []error
 	for i := range links {
 		dev := name(i)
-		up, err := s.carrier(dev)
+		up, err := testkit.Carrier(s.srv, dev)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -79,15 +79,6 @@ func (s *soak) endStateDiff(t *testing.T) (final []string, _ error) {
 		}
 	}
 	return final, errors.Join(errs...)
-}
-
-// carrier reads a link's carrier from sysfs inside the server netns.
-func (s *soak) carrier(dev string) (bool, error) {
-	out, err := exec.Command("ip", "netns", "exec", s.srv, "cat", "/sys/class/net/"+dev+"/carrier").CombinedOutput()
-	if err != nil {
-		return false, fmt.Errorf("%s: read carrier: %v: %s", dev, err, out)
-	}
-	return strings.TrimSpace(string(out)) == "1", nil
 }
 
 type kernelRoute struct {

@@ -181,8 +181,8 @@ func (s *soak) addLink(t *testing.T, i int) {
 // adding it here would put a route on a dead link behind the daemon's back.
 func (s *soak) addRoute(i int) {
 	carrier := func() bool {
-		out, _ := exec.Command("ip", "netns", "exec", s.srv, "cat", "/sys/class/net/"+name(i)+"/carrier").Output()
-		return strings.TrimSpace(string(out)) == "1"
+		up, _ := testkit.Carrier(s.srv, name(i))
+		return up
 	}
 	for k := 0; !carrier(); k++ {
 		if k == 50 {

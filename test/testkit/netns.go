@@ -169,3 +169,12 @@ func NewNamed(name string, inside func() error) (vnetns.NsHandle, error) {
 	r := <-ch
 	return r.h, r.err
 }
+
+// Carrier reads dev's carrier from sysfs inside ns.
+func Carrier(ns, dev string) (bool, error) {
+	out, err := Exec(ns, "cat", "/sys/class/net/"+dev+"/carrier")
+	if err != nil {
+		return false, fmt.Errorf("%s: read carrier: %w", dev, err)
+	}
+	return strings.TrimSpace(out) == "1", nil
+}
