@@ -55,10 +55,7 @@ func requireRoot(t *testing.T, why string) {
 func promtool(t *testing.T) string {
 	t.Helper()
 	p, err := testkit.Promtool("test-deploy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return testkit.Must(t, p, err)
 }
 
 // makeCmd runs make in the repository root with a Go toolchain on PATH.

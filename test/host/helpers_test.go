@@ -20,10 +20,7 @@ import (
 func binary(t *testing.T) string {
 	t.Helper()
 	bin, err := testkit.Binary("test-host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
+	return testkit.Must(t, bin, err)
 }
 
 func requireRoot(t *testing.T) {

@@ -30,10 +30,7 @@ const defaultMetrics = "127.0.0.1:9089"
 func promtool(t *testing.T) string {
 	t.Helper()
 	p, err := testkit.Promtool("test-host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return testkit.Must(t, p, err)
 }
 
 // TestPromtoolChecksLiveScrape scrapes a daemon that has seen a carrier
