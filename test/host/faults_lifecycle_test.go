@@ -285,9 +285,14 @@ func TestFaultInterfaceLifecycle(t *testing.T) {
 		}
 		cut(t, "lc0", true)
 		settle(t, eventTimeout, "lc9's routes back", func() error { return routesMatch(tp.srv, renamed) })
-		if l := logSince(d, mark); !strings.Contains(l, `msg="link down" ifname=lc9`) || !strings.Contains(l, `msg="link up" ifname=lc9`) {
-			t.Errorf("the events after the rename do not carry the new name:\n%s", l)
-		}
+		// The routes are back before the daemon logs the event it did it
+		// for: wait for the line rather than read the log at once.
+		settle(t, eventTimeout, "the events after the rename to carry the new name", func() error {
+			if l := logSince(d, mark); !strings.Contains(l, `msg="link down" ifname=lc9`) || !strings.Contains(l, `msg="link up" ifname=lc9`) {
+				return fmt.Errorf("log since the rename:\n%s", l)
+			}
+			return nil
+		})
 		if err := checkPins(t, tp.srv, pins, "lc9", "lc1"); err != nil {
 			t.Error(err)
 		}
