@@ -225,13 +225,7 @@ func (s *soak) start(t *testing.T) {
 			s.mu.Lock()
 			cmd, done := s.cmd, s.done
 			s.mu.Unlock()
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
+			testkit.Stop(cmd.Process, done, syscall.SIGTERM, 10*time.Second)
 			if t.Failed() {
 				t.Logf("last daemon log (tail):\n%s", s.tail())
 			}

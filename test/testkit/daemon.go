@@ -50,3 +50,23 @@ func WaitLog(ctx context.Context, name string, text func() string, done <-chan s
 	}
 	return nil
 }
+
+// Stop sends sig to p unless done (closed when p has been waited for) is
+// already closed, and waits for done; after grace it kills p and waits
+// again. It reports whether p had to be killed.
+func Stop(p *os.Process, done <-chan struct{}, sig os.Signal, grace time.Duration) (killed bool) {
+	select {
+	case <-done:
+		return false
+	default:
+	}
+	p.Signal(sig)
+	select {
+	case <-done:
+		return false
+	case <-time.After(grace):
+		p.Kill()
+		<-done
+		return true
+	}
+}

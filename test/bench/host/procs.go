@@ -53,17 +53,7 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 // stop ends the process with sig, then SIGKILL after 5 s.
 func (p *proc) stop(sig os.Signal) {
-	select {
-	case <-p.done:
-	default:
-		p.cmd.Process.Signal(sig)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
+	testkit.Stop(p.cmd.Process, p.done, sig, 5*time.Second)
 	if p.cleanup != nil {
 		p.cleanup()
 		p.cleanup = nil

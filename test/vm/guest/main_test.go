@@ -257,20 +257,10 @@ func (d *daemon) WaitReady(timeout time.Duration) {
 
 // Stop sends SIGTERM and waits; it returns the exit error (nil for status 0).
 func (d *daemon) Stop() error {
-	select {
-	case <-d.exited:
-		return d.err
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-		return d.err
-	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
+	if testkit.Stop(d.cmd.Process, d.exited, syscall.SIGTERM, 30*time.Second) {
 		return fmt.Errorf("%s ignored SIGTERM for 30s and was killed", d.name)
 	}
+	return d.err
 }
 
 // outLine is a line of a daemon's stdout with the time it was read
