@@ -2,8 +2,13 @@ package testkit
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // ParseMetrics maps each sample of a text exposition ("name{labels}") to
@@ -41,4 +46,33 @@ func Sample(exposition, series string) (v float64, ok bool, err error) {
 		}
 	}
 	return 0, false, nil
+}
+
+// Families parses a text exposition into its metric families.
+func Families(r io.Reader) (map[string]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("parse metrics: %w", err)
+	}
+	return fams, nil
+}
+
+// Series returns the metrics of family name whose labels include labels.
+func Series(fams map[string]*dto.MetricFamily, name string, labels map[string]string) []*dto.Metric {
+	var out []*dto.Metric
+	for _, m := range fams[name].GetMetric() {
+		have := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			have[lp.GetName()] = lp.GetValue()
+		}
+		ok := true
+		for k, v := range labels {
+			ok = ok && have[k] == v
+		}
+		if ok {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -17,8 +17,6 @@ import (
 
 	"github.com/linkbeat/linkbeat/test/testkit"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // env is what every scenario needs from the command line.
@@ -162,12 +160,7 @@ func (d *daemon) scrape(ctx context.Context) (map[string]*dto.MetricFamily, erro
 		return nil, err
 	}
 	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mf, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parse metrics: %w", err)
-	}
-	return mf, nil
+	return testkit.Families(resp.Body)
 }
 
 // fetch reads a whole scrape without parsing it: the load is the
@@ -188,15 +181,8 @@ func (d *daemon) fetch(ctx context.Context) error {
 // metricSum adds up every series of a counter or gauge whose labels
 // include match.
 func metricSum(mf map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
-	f := mf[name]
-	if f == nil {
-		return 0
-	}
 	var sum float64
-	for _, m := range f.GetMetric() {
-		if !labelsMatch(m, match) {
-			continue
-		}
+	for _, m := range testkit.Series(mf, name, match) {
 		switch {
 		case m.Counter != nil:
 			sum += m.GetCounter().GetValue()
@@ -205,21 +191,6 @@ func metricSum(mf map[string]*dto.MetricFamily, name string, match map[string]st
 		}
 	}
 	return sum
-}
-
-func labelsMatch(m *dto.Metric, match map[string]string) bool {
-	for k, v := range match {
-		found := false
-		for _, l := range m.GetLabel() {
-			if l.GetName() == k && l.GetValue() == v {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // histogram is a cumulative histogram summed over all series.
