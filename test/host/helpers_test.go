@@ -141,15 +141,7 @@ func (d *daemon) stop() {
 }
 
 // event is one line of `monitor --json`.
-type event struct {
-	TimeNS    int64  `json:"time_ns"`
-	Ifindex   int    `json:"ifindex"`
-	Ifname    string `json:"ifname"`
-	Carrier   string `json:"carrier"`
-	Source    string `json:"source"`
-	UpCount   uint32 `json:"up_count"`
-	DownCount uint32 `json:"down_count"`
-}
+type event = testkit.MonitorEvent
 
 // next returns the next event of ifname, failing after timeout.
 func (d *daemon) next(t *testing.T, ifname string, timeout time.Duration) event {

@@ -272,15 +272,9 @@ type outLine struct {
 
 // monitorEvent is one line of `linkbeat monitor --json`.
 type monitorEvent struct {
-	TimeNS    int64  `json:"time_ns"`
-	Ifindex   int    `json:"ifindex"`
-	Ifname    string `json:"ifname"`
-	Carrier   string `json:"carrier"`
-	Source    string `json:"source"`
-	UpCount   uint64 `json:"up_count"`
-	DownCount uint64 `json:"down_count"`
-	raw       string
-	readAt    int64 // when the test read the line
+	testkit.MonitorEvent
+	raw    string
+	readAt int64 // when the test read the line
 }
 
 // nextEvent returns the next monitor event matching match, logging the
