@@ -20,6 +20,7 @@ struct user_pt_regs {
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "linkbeat.h"
+#include "fastpath_maps.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -71,6 +72,10 @@ static __always_inline int emit(struct net_device *dev, bool up, __u8 source)
 	if (target_netns && netns != target_netns)
 		return 0;
 
+	__u64 now = bpf_ktime_get_ns();
+	/* Before the ring: a full ring must not stop the fast path. */
+	fp_carrier(BPF_CORE_READ(dev, ifindex), up, now, source);
+
 	__u32 zero = 0;
 	struct carrier_event *e = bpf_ringbuf_reserve(&carrier_events, sizeof(*e), 0);
 	if (!e) {
@@ -79,7 +84,7 @@ static __always_inline int emit(struct net_device *dev, bool up, __u8 source)
 			__sync_fetch_and_add(drops, 1);
 		return 0;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = now;
 	__u64 *seq = bpf_map_lookup_elem(&carrier_seq, &zero);
 	e->seq = seq ? __sync_fetch_and_add(seq, 1) + 1 : 0;
 	e->ifindex = BPF_CORE_READ(dev, ifindex);

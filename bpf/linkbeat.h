@@ -76,3 +76,52 @@ struct ns_key {
 	__u32 ifindex;
 	__u8 target[16]; /* IPv6, the packet's bytes */
 };
+
+/* The bond fast path (bpf/fastpath.c, and the carrier programs of
+ * bpf/carrier.c): a dead active slave's frames go out of a replacement
+ * picked in the driver's carrier call, before the bond switches under RTNL.
+ * The daemon keeps fp_bonds and fp_slaves current; the programs write
+ * fp_redirects and the carrier field of fp_slaves. */
+#define FP_MAX_SLAVES 8
+
+/* fp_bond.flags */
+#define FP_INGRESS 1 /* hand the replacement's frames to the bond (active-backup) */
+#define FP_ANY 2     /* any slave's loss counts, not only the active's (tlb, alb) */
+
+/* One fast-path bond (fp_bonds, by bond ifindex). No entry: fast path off. */
+struct fp_bond {
+	__u64 ttl_ns; /* a redirect is void this long after the mark unless refreshed */
+	__u32 active; /* the bond's active slave as the daemon last read it */
+	__u32 n;      /* candidates used */
+	/* Replacement candidates in preference order (primary first, then
+	 * the bond's order): up in the bond's view and admin up. Carrier is
+	 * checked at the moment of the pick, in fp_slaves. */
+	__u32 cand[FP_MAX_SLAVES];
+	__u32 flags; /* FP_INGRESS, FP_ANY */
+	__u32 pad;
+};
+
+/* One slave of a fast-path bond (fp_slaves, by slave ifindex). */
+struct fp_slave {
+	__u32 bond;    /* master ifindex */
+	__u32 carrier; /* 1: carrier; kept by the carrier programs */
+};
+
+/* A pending fast failover (fp_redirects, by bond ifindex): the bond still
+ * hands frames to dead, and they leave through to. */
+struct fp_redirect {
+	__u64 dead_ns;    /* the driver's netif_carrier_off (or the netlink notice) */
+	__u64 expires_ns; /* no redirect after this (CLOCK_MONOTONIC) */
+	__u64 first_ns;   /* the first redirected frame, 0 before */
+	__u32 dead;
+	__u32 to;
+	__u32 source;     /* enum carrier_source, or 3: the daemon (netlink) */
+	__u32 pad;
+};
+
+/* Per-slave redirect counters (fp_slave_stats, by slave ifindex). */
+struct fp_stats {
+	__u64 tx_redirected; /* frames the bond gave this dead slave, sent out of another */
+	__u64 rx_redirected; /* frames received here, handed to the bond */
+	__u64 tx_skipped;    /* frames for a dead slave left alone: no live replacement, or expired */
+};

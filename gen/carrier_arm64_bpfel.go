@@ -34,6 +34,33 @@ const (
 	CarrierCarrierSourceCARRIER_SOURCE_KPROBE CarrierCarrierSource = 2
 )
 
+type CarrierFpBond struct {
+	_      structs.HostLayout
+	TtlNs  uint64
+	Active uint32
+	N      uint32
+	Cand   [8]uint32
+	Flags  uint32
+	Pad    uint32
+}
+
+type CarrierFpRedirect struct {
+	_         structs.HostLayout
+	DeadNs    uint64
+	ExpiresNs uint64
+	FirstNs   uint64
+	Dead      uint32
+	To        uint32
+	Source    uint32
+	Pad       uint32
+}
+
+type CarrierFpSlave struct {
+	_       structs.HostLayout
+	Bond    uint32
+	Carrier uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -41,6 +68,9 @@ const (
 	CarrierMapCarrierDrops        = "carrier_drops"
 	CarrierMapCarrierEvents       = "carrier_events"
 	CarrierMapCarrierSeq          = "carrier_seq"
+	CarrierMapFpBonds             = "fp_bonds"
+	CarrierMapFpRedirects         = "fp_redirects"
+	CarrierMapFpSlaves            = "fp_slaves"
 	CarrierProgFentryCarrierOff   = "fentry_carrier_off"
 	CarrierProgFentryCarrierOn    = "fentry_carrier_on"
 	CarrierProgKprobeCarrierOff   = "kprobe_carrier_off"
@@ -105,6 +135,9 @@ type CarrierMapSpecs struct {
 	CarrierDrops  *ebpf.MapSpec `ebpf:"carrier_drops"`
 	CarrierEvents *ebpf.MapSpec `ebpf:"carrier_events"`
 	CarrierSeq    *ebpf.MapSpec `ebpf:"carrier_seq"`
+	FpBonds       *ebpf.MapSpec `ebpf:"fp_bonds"`
+	FpRedirects   *ebpf.MapSpec `ebpf:"fp_redirects"`
+	FpSlaves      *ebpf.MapSpec `ebpf:"fp_slaves"`
 }
 
 // CarrierVariableSpecs contains global variables before they are loaded into the kernel.
@@ -139,6 +172,9 @@ type CarrierMaps struct {
 	CarrierDrops  *ebpf.Map `ebpf:"carrier_drops"`
 	CarrierEvents *ebpf.Map `ebpf:"carrier_events"`
 	CarrierSeq    *ebpf.Map `ebpf:"carrier_seq"`
+	FpBonds       *ebpf.Map `ebpf:"fp_bonds"`
+	FpRedirects   *ebpf.Map `ebpf:"fp_redirects"`
+	FpSlaves      *ebpf.Map `ebpf:"fp_slaves"`
 }
 
 func (m *CarrierMaps) Close() error {
@@ -146,6 +182,9 @@ func (m *CarrierMaps) Close() error {
 		m.CarrierDrops,
 		m.CarrierEvents,
 		m.CarrierSeq,
+		m.FpBonds,
+		m.FpRedirects,
+		m.FpSlaves,
 	)
 }
 

@@ -11,5 +11,6 @@ package gen
 
 //go:generate go tool bpf2go -output-dir=$BPF2GO_OUT -go-package gen -target amd64,arm64 -tags linux -type carrier_event -type carrier_source Carrier ../bpf/carrier.c -- -I../bpf -I../bpf/headers -O2 -g -Wall -Werror
 //go:generate go tool bpf2go -output-dir=$BPF2GO_OUT -go-package gen -target amd64,arm64 -tags linux -type if_counters Traffic ../bpf/traffic.c -- -I../bpf -I../bpf/headers -O2 -g -Wall -Werror
+//go:generate go tool bpf2go -output-dir=$BPF2GO_OUT -go-package gen -target amd64,arm64 -tags linux -type fp_bond -type fp_slave -type fp_redirect -type fp_stats Fastpath ../bpf/fastpath.c -- -I../bpf -I../bpf/headers -O2 -g -Wall -Werror
 //go:generate go tool bpf2go -output-dir=$BPF2GO_OUT -go-package gen -target amd64,arm64 -tags linux -type path_key -type path_replies Arp ../bpf/arp.c -- -I../bpf -I../bpf/headers -O2 -g -Wall -Werror
 //go:generate go tool bpf2go -output-dir=$BPF2GO_OUT -go-package gen -target amd64,arm64 -tags linux -type ns_key -type path_replies Ns ../bpf/ns.c -- -I../bpf -I../bpf/headers -O2 -g -Wall -Werror

@@ -194,6 +194,9 @@ func runDaemon(ctx context.Context, cfg daemon.Config, log *slog.Logger, h daemo
 }
 
 func features(cfg daemon.Config, stateDir string, log *slog.Logger, w io.Writer, asJSON bool) error {
+	if fp := loadFastPath(&cfg, log); fp != nil {
+		defer fp.Close()
+	}
 	d, err := daemon.Open(cfg, log)
 	if err != nil {
 		return err
@@ -206,7 +209,7 @@ func features(cfg daemon.Config, stateDir string, log *slog.Logger, w io.Writer,
 	if asJSON {
 		return json.NewEncoder(w).Encode(f)
 	}
-	fmt.Fprintf(w, "kernel:          %s\ncarrier source:  %s\ntc mechanism:    %s\ntx error counts: %v\n\n", f.Kernel, f.CarrierSource, f.TCMechanism, f.Tracepoints)
+	fmt.Fprintf(w, "kernel:          %s\ncarrier source:  %s\ntc mechanism:    %s\ntx error counts: %v\nbond fast path:  %s\n\n", f.Kernel, f.CarrierSource, f.TCMechanism, f.Tracepoints, f.FastPath)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHECK\tOK\tDETAIL")
 	for _, c := range f.Checks {

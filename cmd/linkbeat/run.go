@@ -17,6 +17,8 @@ import (
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/daemon"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
+	"github.com/linkbeat/linkbeat/internal/metrics"
 	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
@@ -102,6 +104,10 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	hl := newHealth(sd.watchdog, time.Now) // health.go
 	dcfg.Heartbeat = hl.heartbeat()
 	tel.health = hl
+	fpObjs := loadFastPath(&dcfg, log)
+	if fpObjs != nil {
+		defer fpObjs.Close()
+	}
 	d, err := daemon.Open(dcfg, log)
 	if err != nil {
 		return err
@@ -141,8 +147,14 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	if pm != nil {
 		tel.metrics.SetPaths(pm.Replies)
 	}
-	bonds := bond.NewManager(bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: cfg.forBond,
-		StateDir: af.stateDir, Now: func() int64 { return int64(monotime.Now()) }, Paths: pm != nil})
+	bopts := bond.Options{Kernel: bk, Log: log, Observer: tel.metrics, Settings: cfg.forBond,
+		StateDir: af.stateDir, Now: func() int64 { return int64(monotime.Now()) }, Paths: pm != nil}
+	var bonds *bond.Manager
+	fp := startFastPath(fpObjs, d, dcfg, af.stateDir, tel, func(f bond.Failover) { bonds.FastFailover(f) }, log)
+	if fp != nil {
+		bopts.FastPath = fp
+	}
+	bonds = bond.NewManager(bopts)
 	bctx, stopBonds := context.WithCancel(ctx)
 	defer stopBonds()
 	paths := startPaths(bctx, pm, cfg, bonds, log)
@@ -153,6 +165,20 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	wg.Add(2)
 	go func() { defer wg.Done(); act.Run(ctx, in) }()
 	go func() { defer wg.Done(); bonds.Run(bctx) }()
+	if fp != nil {
+		// Its exit clears every redirect before the programs go, and
+		// then the pins go: the next start makes fresh maps.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fp.Run(bctx)
+			if dcfg.PinDir != "" {
+				if err := fpObjs.Unpin(dcfg.PinDir); err != nil {
+					log.Warn("removing the fast path's pins", "err", err)
+				}
+			}
+		}()
+	}
 	links := newLinkNames()
 	enqueue := func(x actions.Input) {
 		select {
@@ -178,7 +204,13 @@ func runActions(ctx context.Context, dcfg daemon.Config, af *actionFlags, log *s
 	live := map[int]string{}
 	err = d.Run(ctx, daemon.Handler{
 		// Bonds first: their switch is the one a millisecond matters to.
-		Carrier:   func(_ context.Context, ev carrier.Event) { bonds.Carrier(ev); send(actions.Input{Event: ev}) },
+		Carrier: func(_ context.Context, ev carrier.Event) {
+			if fp != nil {
+				fp.Carrier(ev)
+			}
+			bonds.Carrier(ev)
+			send(actions.Input{Event: ev})
+		},
 		Ready:     sd.ready(in, d.Features(), func() int { return len(live) }),
 		Heartbeat: heartbeats(sd.ping(in), hl.beat(in)),
 		Update: func(_ context.Context, c registry.Change) {
@@ -408,4 +440,39 @@ func (p *paths) close() {
 	if err := p.mon.Close(); err != nil {
 		p.log.Warn("closing the path monitor", "err", err)
 	}
+}
+
+// loadFastPath loads the bond fast path's maps and programs and hands the
+// maps to the carrier programs (dcfg); on failure it records why, for
+// features, and returns nil.
+func loadFastPath(dcfg *daemon.Config, log *slog.Logger) *fastpath.Objects {
+	o, err := fastpath.Load(nil)
+	if err != nil {
+		dcfg.FastPathErr = err
+		log.Error("bond fast path off: its programs do not load", "err", err)
+		return nil
+	}
+	dcfg.FastPath = o.Shared()
+	return o
+}
+
+// startFastPath makes the fast path's manager when the daemon found it can
+// run (features); nil otherwise.
+func startFastPath(o *fastpath.Objects, d *daemon.Daemon, dcfg daemon.Config, stateDir string, tel *telemetry, record func(bond.Failover), log *slog.Logger) *fastpath.Manager {
+	if o == nil || d.Features().FastPath == "off" {
+		return nil
+	}
+	if dcfg.PinDir != "" {
+		if err := o.Pin(dcfg.PinDir); err != nil {
+			log.Warn("fast path maps not pinned: bpftool and status cannot read them", "err", err)
+		}
+	}
+	fp := fastpath.New(fastpath.Options{Objects: o, Mechanism: traffic.Mechanism(d.Features().TCMechanism), Log: log, StateDir: stateDir,
+		Now: monotime.NowNS,
+		Record: func(f bond.Failover) {
+			record(f)
+			tel.metrics.FastFailover(f)
+		}})
+	tel.metrics.SetFastPath(metrics.FastPathInfo{Stats: o.FpSlaveStats, Redirects: o.FpRedirects, Status: fp.Status})
+	return fp
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
 	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
@@ -74,6 +75,17 @@ func showStatus(pinDir, stateDir string, w io.Writer, asJSON bool) error {
 	}
 	if in.Bonds, err = bond.ReadState(stateDir); err != nil {
 		return err
+	}
+	if in.FastPath, err = fastpath.ReadState(stateDir); err != nil {
+		return err
+	}
+	if rm, sm, err := fastpath.OpenPinned(pinDir); err == nil {
+		in.FastRedirects, err = fastpath.Redirects(rm)
+		rm.Close()
+		sm.Close()
+		if err != nil {
+			return err
+		}
 	}
 	if in.Withdrawn, err = routes.ReadWithdrawn(stateDir); err != nil {
 		return err

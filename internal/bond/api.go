@@ -59,3 +59,36 @@ type PathReport struct {
 	// KernelNs is when the verdict was reached (CLOCK_MONOTONIC).
 	KernelNs int64
 }
+
+// FastView is a bond as the manager sees it, for the fast path
+// (internal/fastpath), which keeps the kernel's candidate table from it.
+type FastView struct {
+	Index       int
+	Name        string
+	Mode        string
+	FailOverMac string
+	DownDelay   time.Duration
+	Active      int
+	Primary     int
+	// On is the bond's fast_path setting.
+	On bool
+	// Slaves are in the bond's own order.
+	Slaves []FastSlave
+}
+
+// FastSlave is one slave in a FastView.
+type FastSlave struct {
+	Index   int
+	Name    string
+	AdminUp bool
+	BondUp  bool
+	Carrier bool
+}
+
+// FastPath hears of every bond the manager knows, after each decision,
+// and of each bond's removal. Its methods are called from the manager's
+// goroutine and must not block.
+type FastPath interface {
+	Bond(FastView)
+	Gone(bondIndex int)
+}

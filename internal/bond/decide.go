@@ -45,6 +45,7 @@ type Bond struct {
 	Active          int
 	Primary         int
 	PrimaryReselect string
+	FailOverMac     string
 	// Slaves are in the bond's own order.
 	Slaves []*Slave
 	// FastFailover and PathChecks are linkbeat's settings for it.

@@ -27,12 +27,15 @@ type Options struct {
 	// Paths says the path monitor runs: without it, configured ARP and NS
 	// targets are not checked (and no slave counts as path-dead).
 	Paths bool
+	// FastPath, if set, is told of each bond after each decision.
+	FastPath FastPath
 }
 
 type input struct {
 	ev     *carrier.Event
 	change *registry.Change
 	path   *PathReport
+	fast   *Failover
 }
 
 // Manager owns the bonds' state on one goroutine (Run). Its input methods
@@ -99,6 +102,10 @@ func (m *Manager) Link(c registry.Change) { m.send(input{change: &c}) }
 // Path feeds the path monitor's verdict on a slave.
 func (m *Manager) Path(r PathReport) { m.send(input{path: &r}) }
 
+// FastFailover records a failover the fast path made (By "fastpath"),
+// as the bond's last fast failover in the state file.
+func (m *Manager) FastFailover(f Failover) { m.send(input{fast: &f}) }
+
 // Run handles inputs until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
@@ -116,6 +123,8 @@ func (m *Manager) Run(ctx context.Context) {
 				m.link(*x.change)
 			case x.path != nil:
 				m.pathReport(*x.path)
+			case x.fast != nil:
+				m.recordFast(*x.fast)
 			}
 		case <-timer.C:
 			now := m.o.Now()
@@ -179,12 +188,16 @@ func (m *Manager) link(c registry.Change) {
 		if p, ok := m.ports[l.Index]; ok {
 			delete(m.ports, l.Index)
 			m.membership(p.master)
+			m.tellFast(p.master)
 		}
 		if _, ok := m.bonds[l.Index]; ok {
 			delete(m.bonds, l.Index)
 			delete(m.order, l.Index)
 			delete(m.declined, l.Index)
 			delete(m.wake, l.Index)
+			if m.o.FastPath != nil {
+				m.o.FastPath.Gone(l.Index)
+			}
 		}
 		return
 	}
@@ -197,6 +210,7 @@ func (m *Manager) link(c registry.Change) {
 		// Released from its bond.
 		delete(m.ports, l.Index)
 		m.membership(p.master)
+		m.tellFast(p.master)
 		return
 	case l.BondSlave == nil:
 		return
@@ -234,7 +248,7 @@ func (m *Manager) bondLink(l registry.Link) {
 	b.Name, b.Mode, b.Miimon, b.ArpInterval = l.Name, l.Bond.Mode, l.Bond.Miimon, l.Bond.ArpInterval
 	b.UpDelay = time.Duration(l.Bond.UpDelay) * time.Millisecond
 	b.DownDelay = time.Duration(l.Bond.DownDelay) * time.Millisecond
-	b.Primary, b.PrimaryReselect = l.Bond.Primary, l.Bond.PrimaryReselect
+	b.Primary, b.PrimaryReselect, b.FailOverMac = l.Bond.Primary, l.Bond.PrimaryReselect, l.Bond.FailOverMac
 	if !had || renamed {
 		m.membership(l.Index)
 	}
@@ -318,6 +332,22 @@ func (m *Manager) evaluate(bondIdx int) {
 	default:
 		delete(m.declined, bondIdx)
 	}
+	m.tellFast(bondIdx)
+}
+
+// tellFast gives the fast path the bond as it stands now.
+func (m *Manager) tellFast(bondIdx int) {
+	b, ok := m.bonds[bondIdx]
+	if !ok || m.o.FastPath == nil {
+		return
+	}
+	m.view(b)
+	v := FastView{Index: b.Index, Name: b.Name, Mode: b.Mode, FailOverMac: b.FailOverMac, DownDelay: b.DownDelay,
+		Active: b.Active, Primary: b.Primary, On: m.o.Settings(b.Name).FastPath}
+	for _, s := range b.Slaves {
+		v.Slaves = append(v.Slaves, FastSlave{Index: s.Index, Name: s.Name, AdminUp: s.AdminUp, BondUp: s.BondUp, Carrier: s.Carrier})
+	}
+	m.o.FastPath.Bond(v)
 }
 
 // refresh reads the bond's slaves from the kernel into the ports,
@@ -418,6 +448,18 @@ func (m *Manager) record(f Failover) {
 		m.o.Observer.Failover(f)
 	}
 	m.state.Last[f.Bond] = f
+	if m.o.StateDir != "" {
+		if err := writeState(m.o.StateDir, m.state); err != nil {
+			m.o.Log.Warn("cannot save bond state", "err", err)
+		}
+	}
+}
+
+func (m *Manager) recordFast(f Failover) {
+	if m.state.LastFast == nil {
+		m.state.LastFast = map[string]Failover{}
+	}
+	m.state.LastFast[f.Bond] = f
 	if m.o.StateDir != "" {
 		if err := writeState(m.o.StateDir, m.state); err != nil {
 			m.o.Log.Warn("cannot save bond state", "err", err)

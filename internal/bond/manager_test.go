@@ -281,3 +281,39 @@ func TestManagerReadsTheBondsViewFresh(t *testing.T) {
 		t.Fatalf("declined %+v", dec)
 	}
 }
+
+type fastViews struct {
+	views []FastView
+	gone  []int
+}
+
+func (f *fastViews) Bond(v FastView) { f.views = append(f.views, v) }
+func (f *fastViews) Gone(idx int)    { f.gone = append(f.gone, idx) }
+
+// TestManagerTellsTheFastPath: the fast path hears each bond as the
+// manager decided it: its settings, active slave and slaves in the bond's
+// order, and the new active slave once the manager switched.
+func TestManagerTellsTheFastPath(t *testing.T) {
+	f := newFixture(t, &config.Config{Bonds: map[string]config.Bond{"bond0": {FastPath: new(config.Switch(false))}}},
+		registry.Bond{Miimon: 100, FailOverMac: "none", DownDelay: 0})
+	fv := &fastViews{}
+	f.m.o.FastPath = fv
+	f.m.evaluate(10)
+	if len(fv.views) != 1 {
+		t.Fatalf("views %+v", fv.views)
+	}
+	v := fv.views[0]
+	if v.Name != "bond0" || v.Active != 2 || v.On || v.FailOverMac != "none" || len(v.Slaves) != 2 ||
+		v.Slaves[0].Name != "eth0" || !v.Slaves[1].BondUp || !v.Slaves[1].Carrier {
+		t.Fatalf("view %+v", v)
+	}
+	f.cut(2, false, 1, 1)
+	last := fv.views[len(fv.views)-1]
+	if last.Active != 3 || last.Slaves[0].Carrier {
+		t.Errorf("view after the switch %+v, want active 3 and eth0 without carrier", last)
+	}
+	f.m.link(registry.Change{Kind: registry.Removed, Link: registry.Link{Index: 10, Name: "bond0"}})
+	if len(fv.gone) != 1 || fv.gone[0] != 10 {
+		t.Errorf("gone %v, want [10]", fv.gone)
+	}
+}

@@ -15,6 +15,10 @@ const StateFile = "bonds.json"
 type State struct {
 	// Last is each bond's last failover, by bond name.
 	Last map[string]Failover `json:"last_failover"`
+	// LastFast is each bond's last fast-path failover (By "fastpath"):
+	// its Duration is from the driver's call to the first frame the fast
+	// path redirected.
+	LastFast map[string]Failover `json:"last_fast_failover,omitempty"`
 }
 
 // ReadState reads the state file in dir; a missing file is an empty state.

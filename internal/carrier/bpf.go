@@ -36,6 +36,9 @@ type BPFOptions struct {
 	// 256 KiB); a power of two and a multiple of the page size. Tests
 	// shrink it to make the ring overflow.
 	RingSize uint32
+	// FastPath are the fast path's maps (internal/fastpath), shared with
+	// its TC programs; nil leaves the carrier programs their own, unused.
+	FastPath map[string]*ebpf.Map
 }
 
 // BPF is a loaded and attached carrier source.
@@ -98,7 +101,8 @@ func openPath(src Source, opts BPFOptions) (*BPF, error) {
 
 	var objs carrierObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
-		Programs: ebpf.ProgramOptions{KernelTypes: opts.KernelTypes},
+		Programs:        ebpf.ProgramOptions{KernelTypes: opts.KernelTypes},
+		MapReplacements: opts.FastPath,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load %s programs: %w", src, explainLoad(err))

@@ -67,6 +67,10 @@ type Bond struct {
 	// FastFailover switches active-backup (and tlb/alb) bonds on the
 	// driver's carrier event instead of waiting for miimon. Default true.
 	FastFailover *bool `yaml:"fast_failover"`
+	// FastPath redirects a dead active slave's frames in the kernel, in
+	// the driver's carrier call, until the bond has switched: on or off
+	// (default on). fast_failover governs the user-space switch.
+	FastPath *Switch `yaml:"fast_path"`
 	// ARPTargets are IPv4 addresses probed through every slave.
 	ARPTargets []string `yaml:"arp_targets"`
 	// NSTargets are IPv6 addresses (global or link-local) probed with
@@ -83,6 +87,7 @@ type Bond struct {
 // BondSettings are one bond's resolved settings.
 type BondSettings struct {
 	FastFailover bool
+	FastPath     bool
 	ARPTargets   []netip.Addr
 	NSTargets    []netip.Addr
 	ARPInterval  time.Duration
@@ -91,13 +96,16 @@ type BondSettings struct {
 
 // ForBond resolves a bond's settings over the built-in defaults.
 func (c *Config) ForBond(name string) BondSettings {
-	s := BondSettings{FastFailover: true, ARPInterval: 100 * time.Millisecond, MissedMax: 3}
+	s := BondSettings{FastFailover: true, FastPath: true, ARPInterval: 100 * time.Millisecond, MissedMax: 3}
 	b, ok := c.Bonds[name]
 	if !ok {
 		return s
 	}
 	if b.FastFailover != nil {
 		s.FastFailover = *b.FastFailover
+	}
+	if b.FastPath != nil {
+		s.FastPath = bool(*b.FastPath)
 	}
 	for _, t := range b.ARPTargets {
 		// validate has checked them.
@@ -148,6 +156,23 @@ const (
 // Duration is a time.Duration written "150ms", "2s"; a bare number is
 // milliseconds.
 type Duration time.Duration
+
+// Switch is on or off (true and false are taken too).
+type Switch bool
+
+func (w *Switch) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		switch n.Value {
+		case "on", "true":
+			*w = true
+			return nil
+		case "off", "false":
+			*w = false
+			return nil
+		}
+	}
+	return fmt.Errorf("line %d: %q: want on or off", n.Line, n.Value)
+}
 
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
@@ -306,7 +331,7 @@ func allowedKeys(typ string) string {
 	case strings.HasSuffix(typ, "config.Dampening"):
 		return "transitions, window, hold_down"
 	case strings.HasSuffix(typ, "config.Bond"):
-		return "fast_failover, arp_targets, ns_targets, arp_interval, missed_max"
+		return "fast_failover, fast_path, arp_targets, ns_targets, arp_interval, missed_max"
 	default:
 		return "monitor_all, defaults, interfaces, script_on_exit, bonds"
 	}

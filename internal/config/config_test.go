@@ -97,7 +97,19 @@ func TestBonds(t *testing.T) {
 	if s.FastFailover || len(s.ARPTargets) != 2 || s.ARPTargets[1].String() != "192.0.2.2" || s.ARPInterval != 50*time.Millisecond || s.MissedMax != 5 {
 		t.Fatalf("bond0 settings %+v", s)
 	}
-	if d := c.ForBond("bond1"); !d.FastFailover || d.ARPTargets != nil || d.ARPInterval != 100*time.Millisecond || d.MissedMax != 3 {
+	if !s.FastPath {
+		t.Fatalf("bond0: fast_path is on unless set: %+v", s)
+	}
+	for yaml, want := range map[string]bool{"off": false, "on": true, "false": false} {
+		c, err := Parse([]byte("bonds:\n  bond0:\n    fast_path: " + yaml + "\n"))
+		if err != nil {
+			t.Fatalf("fast_path: %s: %v", yaml, err)
+		}
+		if got := c.ForBond("bond0").FastPath; got != want {
+			t.Errorf("fast_path: %s gave %v", yaml, got)
+		}
+	}
+	if d := c.ForBond("bond1"); !d.FastPath || !d.FastFailover || d.ARPTargets != nil || d.ARPInterval != 100*time.Millisecond || d.MissedMax != 3 {
 		t.Fatalf("default settings %+v", d)
 	}
 	for _, bad := range []struct{ yaml, want string }{
@@ -105,7 +117,8 @@ func TestBonds(t *testing.T) {
 		{"bonds:\n  bond0:\n    arp_targets: [nope]\n", "not a unicast IPv4"},
 		{"bonds:\n  bond0:\n    arp_interval: 1ms\n", "line 3: bonds.bond0.arp_interval: 1ms is too short"},
 		{"bonds:\n  bond0:\n    missed_max: 0\n", "line 3: bonds.bond0.missed_max: 0 is out of range"},
-		{"bonds:\n  bond0:\n    primary: eth0\n", "allowed: fast_failover, arp_targets, ns_targets, arp_interval, missed_max"},
+		{"bonds:\n  bond0:\n    primary: eth0\n", "allowed: fast_failover, fast_path, arp_targets, ns_targets, arp_interval, missed_max"},
+		{"bonds:\n  bond0:\n    fast_path: maybe\n", "line 3: \"maybe\": want on or off"},
 	} {
 		_, err := Parse([]byte(bad.yaml))
 		if err == nil || !strings.Contains(err.Error(), bad.want) {

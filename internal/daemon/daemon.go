@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
@@ -50,6 +51,11 @@ type Config struct {
 	// Heartbeat, if positive, has the loop call Handler.Heartbeat this
 	// often (systemd's watchdog); 0 runs no timer at all.
 	Heartbeat time.Duration
+	// FastPath are the bond fast path's maps (internal/fastpath), which
+	// the carrier programs write in the driver's call; FastPathErr says
+	// why there are none.
+	FastPath    map[string]*ebpf.Map
+	FastPathErr error
 }
 
 // Features is the result of probing, as `linkbeat features` prints it.
@@ -57,8 +63,11 @@ type Features struct {
 	CarrierSource carrier.Source `json:"carrier_source"`
 	TCMechanism   string         `json:"tc_mechanism"`
 	Tracepoints   bool           `json:"tracepoints"`
-	Kernel        string         `json:"kernel"`
-	Checks        []probe.Check  `json:"checks"`
+	// FastPath is how the bond fast path marks a dead slave: "driver"
+	// (in the carrier program), "netlink" (on the notice), or "off".
+	FastPath string        `json:"fast_path"`
+	Kernel   string        `json:"kernel"`
+	Checks   []probe.Check `json:"checks"`
 }
 
 // ring is the BPF carrier source (carrier.BPF): events in the order the
@@ -132,13 +141,14 @@ func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
 		d.Close()
 		return nil, err
 	}
+	d.fastPathCheck()
 	w, err := registry.Watch(cfg.NetlinkRcvBuf)
 	if err != nil {
 		d.Close()
 		return nil, err
 	}
 	d.watcher = w
-	log.Info("features", "carrier_source", f.CarrierSource, "tc", f.TCMechanism, "tracepoints", f.Tracepoints, "kernel", f.Kernel)
+	log.Info("features", "carrier_source", f.CarrierSource, "tc", f.TCMechanism, "tracepoints", f.Tracepoints, "fast_path", f.FastPath, "kernel", f.Kernel)
 	return d, nil
 }
 
@@ -166,7 +176,7 @@ func (d *Daemon) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error 
 			return err
 		}
 		var b *carrier.BPF
-		b, attempts, err = carrier.OpenBPF(carrier.BPFOptions{Want: want, NetnsIno: ino, KernelTypes: kernelTypes, RingSize: d.cfg.RingSize})
+		b, attempts, err = carrier.OpenBPF(carrier.BPFOptions{Want: want, NetnsIno: ino, KernelTypes: kernelTypes, RingSize: d.cfg.RingSize, FastPath: d.cfg.FastPath})
 		if err == nil {
 			d.bpf = b
 			f.CarrierSource = b.Source()
@@ -229,6 +239,31 @@ func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
 		f.Checks = append(f.Checks, probe.Check{Name: "tracepoints", OK: true, Detail: "net_dev_xmit and net_dev_xmit_timeout (raw tracepoints)"})
 	}
 	return nil
+}
+
+// fastPathCheck says whether the bond fast path can run, and how.
+func (d *Daemon) fastPathCheck() {
+	f := &d.features
+	c := probe.Check{Name: "fast_path"}
+	f.FastPath = "off"
+	switch {
+	case d.cfg.FastPathErr != nil:
+		c.Detail = "off: " + d.cfg.FastPathErr.Error()
+	case d.cfg.FastPath == nil:
+		c.Detail = "off: not asked for"
+	case d.traffic == nil:
+		c.Detail = "off: no TC hook (tcx or clsact) to redirect a dead slave's frames with"
+	case d.bpf != nil:
+		c.OK, f.FastPath = true, "driver"
+		c.Detail = fmt.Sprintf("live: the %s carrier program marks a dead active slave and picks its replacement in the driver's netif_carrier_off call; %s programs redirect until the bond has switched", f.CarrierSource, f.TCMechanism)
+	default:
+		c.OK, f.FastPath = true, "netlink"
+		c.Detail = fmt.Sprintf("live on netlink notices: no BPF carrier path, so the daemon marks a dead active slave when it reads the notice (no RTNL wait, but linkwatch's delay); %s programs redirect", f.TCMechanism)
+	}
+	if !c.OK {
+		d.log.Warn("bond fast path off", "reason", c.Detail)
+	}
+	f.Checks = append(f.Checks, c)
 }
 
 // PinDir is the bpffs directory in use: the configured one, or "" when

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
 	"github.com/linkbeat/linkbeat/internal/registry"
 )
 
@@ -354,6 +356,33 @@ func checkBondMode(s *Snapshot) []Finding {
 			Summary: fmt.Sprintf("%s runs %s, which the guide's decision tree does not lead to", b.Name, b.Bond.Mode),
 			Why:     "It may be what you want, but " + w + ".",
 			Fix:     "Walk the tree (`linkbeat doctor --guide`): active-backup, 802.3ad (you control the switches) or balance-alb (you do not).",
+		})
+	}
+	return out
+}
+
+// checkFastPath says where the bond fast path stays off for safety
+// (fail_over_mac, downdelay): a carrier loss then costs what the
+// user-space switch takes, not nothing.
+func checkFastPath(s *Snapshot) []Finding {
+	var out []Finding
+	for _, b := range s.bonds() {
+		o := b.Bond
+		if o.Mode != "active-backup" {
+			continue
+		}
+		v := bond.FastView{Name: b.Name, Mode: o.Mode, FailOverMac: o.FailOverMac, DownDelay: time.Duration(o.DownDelay) * time.Millisecond,
+			On: s.Monitor.config().ForBond(b.Name).FastPath}
+		ok, why := fastpath.Eligible(v)
+		if ok || !v.On {
+			continue
+		}
+		out = append(out, Finding{
+			ID: "bond-fast-path-off", Severity: Info, Subject: bondSubject(b), Guide: guideLinkbeat,
+			Summary: fmt.Sprintf("linkbeat's fast path stays off for %s: %s", b.Name, why),
+			Why:     "Without it, the frames the bond hands to a dead active slave are lost until the bond has switched, which waits for RTNL (docs/fastpath.md).",
+			Fix: fmt.Sprintf("If the setting is not needed: `ip link set %s type bond fail_over_mac none` (with the slaves released) or `downdelay 0`; "+
+				"otherwise nothing to do.", b.Name),
 		})
 	}
 	return out

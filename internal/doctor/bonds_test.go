@@ -204,3 +204,12 @@ func TestBondModeOutsideGuide(t *testing.T) {
 		only(t, checkBondMode, abBond(m, nil))
 	}
 }
+
+func TestFastPathOff(t *testing.T) {
+	f := only(t, checkFastPath, abBond("active-backup", func(b *registry.Bond) { b.FailOverMac = "active" }), "bond-fast-path-off")[0]
+	mustContain(t, "summary", f.Summary, "fail_over_mac=active")
+	f = only(t, checkFastPath, abBond("active-backup", func(b *registry.Bond) { b.DownDelay = 200 }), "bond-fast-path-off")[0]
+	mustContain(t, "summary", f.Summary, "downdelay=200ms")
+	only(t, checkFastPath, abBond("active-backup", nil))
+	only(t, checkFastPath, withConfig(abBond("active-backup", func(b *registry.Bond) { b.DownDelay = 200 }), "bonds:\n  bond0:\n    fast_path: off\n"))
+}

@@ -210,7 +210,7 @@ func allChecks() []check {
 	return []check{
 		checkConfig, checkProblems,
 		checkBondMonitor, checkArpValidate, checkArpTargets, checkNSTargetIgnored, checkIPv6PathCheck, checkDelays,
-		checkActiveBackupSpeeds, checkLACPSpeeds, checkLACPPartner, checkLACPAggregators, checkBondMode,
+		checkActiveBackupSpeeds, checkLACPSpeeds, checkLACPPartner, checkLACPAggregators, checkBondMode, checkFastPath,
 		checkMultipathLinkdown, checkUnmonitoredRoutes,
 		checkCarrierPath, checkBpffs,
 	}

@@ -16,7 +16,7 @@ var allIDs = []string{
 	"config-invalid", "doctor-incomplete",
 	"bond-no-link-monitor", "bond-arp-validate-none", "bond-arp-no-targets", "bond-delay-rounded",
 	"bond-ab-mixed-speed-no-primary", "bond-lacp-speed-duplex-mismatch", "bond-lacp-no-partner",
-	"bond-lacp-split-aggregators", "bond-mode-outside-guide",
+	"bond-lacp-split-aggregators", "bond-mode-outside-guide", "bond-fast-path-off",
 	"multipath-nexthop-linkdown", "multipath-linkdown-not-ignored", "routes-not-monitored", "routes-kept",
 	"monitored-interface-missing",
 	"carrier-path-netlink", "carrier-path-kprobe", "carrier-path-unprobed", "carrier-path-refused",

@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -14,6 +16,10 @@ import (
 // one gather's duration before it arrived.
 type sharedGather struct {
 	g prometheus.Gatherer
+	// before is runtime.NumGoroutine() as the latest gather began, ahead
+	// of the registry's collect workers: go_goroutines counts those, and
+	// how many it starts depends on how busy the CPUs are.
+	before atomic.Int64
 
 	mu  sync.Mutex
 	cur *gatherCall
@@ -39,6 +45,7 @@ func (s *sharedGather) Gather() ([]*dto.MetricFamily, error) {
 	s.cur = c
 	s.mu.Unlock()
 
+	s.before.Store(int64(runtime.NumGoroutine()))
 	c.mfs, c.err = s.g.Gather()
 	s.mu.Lock()
 	s.cur = nil

@@ -84,6 +84,9 @@ type Metrics struct {
 	failovers      *counterCache
 	failoverDur    *histogramCache
 	declined       *counterCache
+	fastFailovers  *counterCache
+	fastFirst      *histogramCache
+	fastPath       atomic.Pointer[FastPathInfo]
 	ringDrops      atomic.Uint64
 	reloads        *counterCache
 	reloadOK       prometheus.Gauge
@@ -126,6 +129,9 @@ func New(opts Options) *Metrics {
 	}
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.gather = &sharedGather{g: m.reg}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "goroutines",
+		Help: "Goroutines as this scrape began. go_goroutines also counts the scrape's own collect workers, whose number varies with CPU load; this does not, so a leak shows as a step."},
+		func() float64 { return float64(m.gather.before.Load()) }))
 	counter := func(name, help string, labels ...string) *counterCache {
 		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
 		m.reg.MustRegister(v)
@@ -139,6 +145,13 @@ func New(opts Options) *Metrics {
 	m.resyncs = counter("resyncs_total", "Full netlink resyncs, by reason (start, netlink_overflow, counter_gap, ringbuf_drop).", "reason")
 	m.failovers = counter("bond_failovers_total", "Changes of a bond's active slave, by reason (carrier, path, primary, bond, no_active).", "bond", "reason")
 	m.declined = counter("bond_failovers_declined_total", "Switches linkbeat wanted but left to the bond, by reason.", "bond", "reason")
+	m.fastFailovers = counter("bond_fast_failovers_total", "Failovers the bond fast path redirected at least one frame for.", "bond")
+	fastFirst := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "bond_fast_failover_first_redirect_seconds",
+		Help:    "Time from the driver's netif_carrier_off call to the fast path's first redirected frame (BPF timestamps).",
+		Buckets: FailoverBuckets}, []string{"bond"})
+	m.reg.MustRegister(fastFirst)
+	m.fastFirst = newCache(fastFirst, fastFirst.WithLabelValues, fastFirst.DeleteLabelValues)
+	m.reg.MustRegister(&fastPathCollector{m: m})
 	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "interface_carrier",
 		Help: "Carrier of a monitored interface as linkbeat last saw it: 1 carrier, 0 none."}, []string{"interface"})
 	m.reg.MustRegister(gauge)
@@ -286,6 +299,13 @@ func (m *Metrics) Failover(f bond.Failover) {
 	if f.Duration > 0 {
 		m.failoverDur.with(f.Bond).Observe(f.Duration.Seconds())
 	}
+}
+
+// FastFailover counts a fast-path failover and the time to its first
+// redirected frame.
+func (m *Metrics) FastFailover(f bond.Failover) {
+	m.fastFailovers.with(f.Bond).Inc()
+	m.fastFirst.with(f.Bond).Observe(f.Duration.Seconds())
 }
 
 // Declined counts a switch left to the bond (bond.Observer).

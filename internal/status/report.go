@@ -10,6 +10,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
@@ -25,9 +26,14 @@ type Inputs struct {
 	LinkStates map[int]traffic.LinkState
 	// Paths are the path monitor's pinned counters (arp_replies,
 	// ns_replies); nil when none are pinned.
-	Paths     []pathmon.Reply
-	Bonds     bond.State
-	Withdrawn []routes.WithdrawnLink
+	Paths []pathmon.Reply
+	Bonds bond.State
+	// FastPath is each bond's fast path as the daemon recorded it, and
+	// FastRedirects the redirects in force now, by bond ifindex (from the
+	// pinned map; nil without it).
+	FastPath      map[string]fastpath.BondStatus
+	FastRedirects map[int]fastpath.Redirect
+	Withdrawn     []routes.WithdrawnLink
 	// Sources is what the last daemon recorded at start; nil if none did.
 	Sources *Sources
 	// Running says whether that daemon's process is alive.
@@ -108,6 +114,9 @@ type Bond struct {
 	Primary      string    `json:"primary"`
 	Slaves       []Slave   `json:"slaves"`
 	LastFailover *Failover `json:"last_failover,omitempty"`
+	// FastPath is linkbeat's fast path for the bond; nil when no daemon
+	// recorded it.
+	FastPath *FastPath `json:"fast_path,omitempty"`
 	// Options are the bond's monitoring and failover settings.
 	Options registry.Bond `json:"options"`
 }
@@ -138,6 +147,27 @@ type PathTarget struct {
 	Probe    string     `json:"probe"` // arp or ns
 	Replies  uint64     `json:"replies"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`
+}
+
+// FastPath is a bond's fast path: whether it runs, why not, the redirect
+// in force now and the last fast failover.
+type FastPath struct {
+	Live    bool      `json:"live"`
+	Why     string    `json:"why_not,omitempty"`
+	Pending *Pending  `json:"pending,omitempty"`
+	Last    *Failover `json:"last_fast_failover,omitempty"`
+}
+
+// Pending is a fast failover in force: the bond still hands frames to
+// From, which leave through To.
+type Pending struct {
+	From    string     `json:"from"`
+	To      string     `json:"to"`
+	Since   *time.Time `json:"since,omitempty"`
+	Expires *time.Time `json:"expires,omitempty"`
+	// FirstRedirectNS is from the driver's call to the first redirected
+	// frame (0: none yet).
+	FirstRedirectNS int64 `json:"first_redirect_ns"`
 }
 
 // Failover is a bond's last change of active slave.
@@ -252,6 +282,7 @@ func Build(in Inputs) Report {
 		if f, ok := in.Bonds.Last[l.Name]; ok {
 			b.LastFailover = &Failover{From: f.From, To: f.To, Reason: f.Reason, By: f.By, At: f.At, DurationNS: int64(f.Duration)}
 		}
+		b.FastPath = fastPathOf(in, l, byIndex, wall)
 		r.Bonds = append(r.Bonds, b)
 	}
 	return r
@@ -336,6 +367,7 @@ func WriteText(w io.Writer, r Report, now time.Time) error {
 			fmt.Fprintf(w, "  last failover: %s -> %s, reason %s, by %s, at %s, took %s\n", orDash(f.From), orDash(f.To), f.Reason, f.By,
 				f.At.Format("2006-01-02 15:04:05.000"), time.Duration(f.DurationNS))
 		}
+		writeFastPath(w, b.FastPath)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  SLAVE\tCARRIER\tSTATE\tMII\tAGGREGATOR\tACTOR\tPARTNER\tRX SHARE\tTX SHARE\tRX LAST SEEN")
 		for _, s := range b.Slaves {
@@ -387,6 +419,25 @@ func writePaths(w io.Writer, b Bond, ago func(*time.Time) string) error {
 	return tw.Flush()
 }
 
+func writeFastPath(w io.Writer, fp *FastPath) {
+	switch {
+	case fp == nil:
+		return
+	case !fp.Live:
+		fmt.Fprintf(w, "  fast path: off: %s\n", fp.Why)
+	case fp.Pending != nil:
+		p := fp.Pending
+		fmt.Fprintf(w, "  fast path: PENDING: %s's frames leave through %s, first redirected %s after the driver's call\n",
+			p.From, p.To, time.Duration(p.FirstRedirectNS))
+	default:
+		fmt.Fprintln(w, "  fast path: live, nothing pending")
+	}
+	if f := fp.Last; f != nil {
+		fmt.Fprintf(w, "  last fast failover: %s -> %s at %s, first frame redirected %s after the driver's call\n", f.From, f.To,
+			f.At.Format("2006-01-02 15:04:05.000"), time.Duration(f.DurationNS))
+	}
+}
+
 func percent(v *float64) string {
 	if v == nil {
 		return "-"
@@ -399,4 +450,25 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// fastPathOf joins a bond's recorded fast path status, its redirect in
+// force and its last fast failover.
+func fastPathOf(in Inputs, l registry.Link, byIndex map[int]registry.Link, wall func(uint64) *time.Time) *FastPath {
+	st, ok := in.FastPath[l.Name]
+	if !ok {
+		return nil
+	}
+	fp := &FastPath{Live: st.Live, Why: st.Why}
+	if r, ok := in.FastRedirects[l.Index]; ok {
+		p := &Pending{From: byIndex[int(r.Dead)].Name, To: byIndex[int(r.To)].Name, Since: wall(r.DeadNs), Expires: wall(r.ExpiresNs)}
+		if r.FirstNs != 0 {
+			p.FirstRedirectNS = int64(r.FirstNs - r.DeadNs)
+		}
+		fp.Pending = p
+	}
+	if f, ok := in.Bonds.LastFast[l.Name]; ok {
+		fp.Last = &Failover{From: f.From, To: f.To, Reason: f.Reason, By: f.By, At: f.At, DurationNS: int64(f.Duration)}
+	}
+	return fp
 }

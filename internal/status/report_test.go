@@ -9,6 +9,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
@@ -238,5 +239,39 @@ func TestBuildPathReplies(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, buf.String())
 		}
+	}
+}
+
+func TestBuildFastPath(t *testing.T) {
+	in := fixture()
+	in.FastPath = map[string]fastpath.BondStatus{"bond0": {Name: "bond0", Live: true}}
+	in.FastRedirects = map[int]fastpath.Redirect{10: {DeadNs: uint64(999 * time.Second), ExpiresNs: uint64(1000*time.Second + 500*time.Millisecond),
+		FirstNs: uint64(999*time.Second + 300*time.Microsecond), Dead: 2, To: 3}}
+	in.Bonds.LastFast = map[string]bond.Failover{"bond0": {Bond: "bond0", From: "eth0", To: "eth1", By: "fastpath", Duration: 300 * time.Microsecond, At: now}}
+	r := Build(in)
+	fp := r.Bonds[0].FastPath
+	if fp == nil || !fp.Live || fp.Pending == nil || fp.Last == nil {
+		t.Fatalf("fast path %+v", fp)
+	}
+	if p := fp.Pending; p.From != "eth0" || p.To != "eth1" || p.FirstRedirectNS != int64(300*time.Microsecond) || !p.Since.Equal(now.Add(-time.Second)) {
+		t.Errorf("pending %+v", p)
+	}
+	var buf bytes.Buffer
+	if err := WriteText(&buf, r, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"fast path: PENDING: eth0's frames leave through eth1", "last fast failover: eth0 -> eth1"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, buf.String())
+		}
+	}
+	in.FastPath["bond0"] = fastpath.BondStatus{Name: "bond0", Why: "downdelay=200ms: ..."}
+	in.FastRedirects = nil
+	buf.Reset()
+	if err := WriteText(&buf, Build(in), now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "fast path: off: downdelay=200ms") {
+		t.Errorf("text lacks why the fast path is off:\n%s", buf.String())
 	}
 }

@@ -3,6 +3,7 @@ package traffic
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -135,4 +136,35 @@ func removeNamedFilter(ifindex int, parent uint32, name string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// RemoveNamedFilters deletes the cls_bpf filters with these names from
+// both clsact hooks of every interface of the caller's network namespace
+// (a crashed run's hooks; tcx links go with their process). It returns
+// "ifname name" for each filter removed.
+func RemoveNamedFilters(names ...string) ([]string, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var done []string
+	var errs []error
+	for _, l := range links {
+		for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+			filters, err := netlink.FilterList(l, parent)
+			if err != nil {
+				continue // no clsact qdisc
+			}
+			for _, f := range filters {
+				if bf, ok := f.(*netlink.BpfFilter); ok && slices.Contains(names, bf.Name) {
+					if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
+						errs = append(errs, fmt.Errorf("remove filter %s from %s: %w", bf.Name, l.Attrs().Name, err))
+						continue
+					}
+					done = append(done, l.Attrs().Name+" "+bf.Name)
+				}
+			}
+		}
+	}
+	return done, errors.Join(errs...)
 }

@@ -12,6 +12,7 @@ func Expected() map[string][]string {
 			"route-scale-1k", "route-scale-10k",
 		},
 		// test/vm (TestVMBench), per guest kernel
-		"vm": {"bond-outage", "bond-failover-duration", "burst-detection", "route-burst"},
+		"vm": {"bond-outage", "bond-failover-duration", "burst-detection", "route-burst",
+			"bond-fastpath-lost-ab-miimon", "bond-fastpath-gap-ab-miimon", "bond-fastpath-lost-ab-arp", "bond-fastpath-gap-ab-arp"},
 	}
 }

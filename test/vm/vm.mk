@@ -23,18 +23,18 @@ vm-deps:
 # LINKBEAT_VM=1 turns a missing qemu or root into a failure, not a skip.
 test-vm: build vm-deps
 	LINKBEAT_VM=1 LINKBEAT_BIN=$(CURDIR)/bin/linkbeat \
-		$(VM_GO) -C $(VM_DIR)/.. test -v -count=1 -timeout 30m ./vm/...
+		$(VM_GO) -C $(VM_DIR)/.. test -v -count=1 -timeout 45m ./vm/...
 
 # The guest benchmarks (guest/bench_test.go) under TestVMBench; test-vm
 # skips them. Full: 30 cuts per contender and 10 bursts per kernel.
 bench-vm: build vm-deps
 	LINKBEAT_VM=1 LINKBEAT_VM_BENCH=full LINKBEAT_BENCH_OUT=$(abspath $(BENCH_OUT)) LINKBEAT_BIN=$(CURDIR)/bin/linkbeat \
-		$(VM_GO) -C $(VM_DIR)/.. test -v -count=1 -timeout 60m -run '^TestVMBench$$' ./vm/
+		$(VM_GO) -C $(VM_DIR)/.. test -v -count=1 -timeout 180m -run '^TestVMBench$$' ./vm/
 
 # A few trials, so that the benchmark code keeps working (make bench-quick).
 bench-vm-quick: build vm-deps
 	LINKBEAT_VM=1 LINKBEAT_VM_BENCH=quick LINKBEAT_BENCH_OUT=$(abspath $(BENCH_OUT)) LINKBEAT_BIN=$(CURDIR)/bin/linkbeat \
-		$(VM_GO) -C $(VM_DIR)/.. test -v -count=1 -timeout 25m -run '^TestVMBench$$' ./vm/
+		$(VM_GO) -C $(VM_DIR)/.. test -v -count=1 -timeout 35m -run '^TestVMBench$$' ./vm/
 
 vm-shell: build vm-deps
 	$(VM_DIR)/shell.sh $(VM_KERNEL)

@@ -35,7 +35,7 @@ const howToRun = "run it with `make test-vm`, or `LINKBEAT_VM=1 go test -v ./tes
 func TestVM(t *testing.T) {
 	shell := os.Getenv("LINKBEAT_VM_SHELL") == "1"
 	// The suite runs about 3-5 minutes a kernel; on a loaded host more.
-	env := setupVM(t, os.Getenv("LINKBEAT_VM") == "1" || shell, 10*time.Minute)
+	env := setupVM(t, os.Getenv("LINKBEAT_VM") == "1" || shell, 15*time.Minute)
 	// The benchmarks (guest TestBench*) are TestVMBench's.
 	args := env.guestArgs(guestRunRegexp(), "^TestBench")
 	specs := env.specs

@@ -502,8 +502,10 @@ type stream struct {
 	doneTx chan struct{}
 	doneRx chan struct{}
 
-	mu      sync.Mutex
-	rx      []rxPacket
+	mu sync.Mutex
+	rx []rxPacket
+	// sentNs is each sequence number's send time (CLOCK_MONOTONIC).
+	sentNs  []int64
 	sent    uint64
 	sendErr uint64
 	lastErr error
@@ -587,9 +589,11 @@ func (s *stream) transmit(rate int) {
 		}
 		for ; seq < due; seq++ {
 			binary.BigEndian.PutUint64(buf[4:], seq)
-			binary.BigEndian.PutUint64(buf[12:], uint64(monotonicNow()))
+			at := monotonicNow()
+			binary.BigEndian.PutUint64(buf[12:], uint64(at))
 			_, err := s.send.Write(buf)
 			s.mu.Lock()
+			s.sentNs = append(s.sentNs, at)
 			s.sent++
 			if err != nil {
 				s.sendErr++
