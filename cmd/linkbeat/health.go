@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"sync/atomic"
 	"time"
-
-	"github.com/linkbeat/linkbeat/internal/actions"
 )
 
 // healthPath is the liveness endpoint, where Prometheus serves its own.
@@ -18,14 +15,14 @@ const healthPath = "/-/healthy"
 const defaultHealthLimit = 30 * time.Second
 
 // health is the liveness behind healthPath. Like the systemd watchdog ping
-// (notify.go), each beat starts on the event loop and is answered by the
-// action goroutine behind the inputs queued before it, so a stuck loop and
-// a stuck action both stop the answers; the handler fails once none came
-// for limit. Serving / or /metrics would say only that the web server runs.
+// (notify.go), it hears of each liveness tick the agent's actors answered
+// (agent.Hooks.Alive), so a stuck loop and a stuck actor both stop the
+// answers; the handler fails once none came for limit. Serving / or
+// /metrics would say only that the web server runs.
 type health struct {
 	limit time.Duration
 	now   func() time.Time
-	// last is when the action goroutine last answered (Unix ns); the
+	// last is when the actors last answered (Unix ns); the
 	// start counts as an answer.
 	last atomic.Int64
 }
@@ -44,36 +41,16 @@ func newHealth(watchdog time.Duration, now func() time.Time) *health {
 // so one late beat is not yet a failure.
 func (h *health) heartbeat() time.Duration { return h.limit / 2 }
 
-// beat is a Heartbeat handler for the event loop. It never blocks: a full
-// queue skips the beat, and a queue that stays full fails the check.
-func (h *health) beat(in chan<- actions.Input) func(context.Context) {
-	return func(context.Context) {
-		select {
-		case in <- actions.Input{Barrier: func() { h.last.Store(h.now().UnixNano()) }}:
-		default:
-		}
-	}
-}
+// answered records an answer to a liveness tick (agent.Hooks.Alive).
+func (h *health) answered() { h.last.Store(h.now().UnixNano()) }
 
 func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	age := h.now().Sub(time.Unix(0, h.last.Load()))
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if age > h.limit {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "unhealthy: the event loop and action queue last answered %s ago (limit %s)\n", age.Round(time.Millisecond), h.limit)
+		fmt.Fprintf(w, "unhealthy: the event loop and the actors last answered %s ago (limit %s)\n", age.Round(time.Millisecond), h.limit)
 		return
 	}
-	fmt.Fprintf(w, "healthy: the event loop and action queue answered %s ago\n", age.Round(time.Millisecond))
-}
-
-// heartbeats runs each non-nil handler in turn on one beat: the systemd
-// ping and the health beat share the loop's one ticker.
-func heartbeats(fs ...func(context.Context)) func(context.Context) {
-	return func(ctx context.Context) {
-		for _, f := range fs {
-			if f != nil {
-				f(ctx)
-			}
-		}
-	}
+	fmt.Fprintf(w, "healthy: the event loop and the actors answered %s ago\n", age.Round(time.Millisecond))
 }

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/linkbeat/linkbeat/internal/actions"
 )
 
 type fakeClock struct{ t time.Time }
@@ -22,9 +19,10 @@ func askHealth(t *testing.T, h *health) (int, string) {
 	return rec.Code, rec.Body.String()
 }
 
-// The check passes while the action goroutine answers the loop's beats,
-// and fails once it has not for longer than the limit.
-func TestHealthFollowsTheActionQueue(t *testing.T) {
+// The check passes while the actors answer the liveness ticks
+// (agent.Hooks.Alive), and fails once they have not for longer than the
+// limit; internal/agent tests that a tick crosses the action queue.
+func TestHealthFollowsTheAnswers(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	h := newHealth(0, clk.now)
 	if h.limit != defaultHealthLimit || h.heartbeat() != defaultHealthLimit/2 {
@@ -33,24 +31,16 @@ func TestHealthFollowsTheActionQueue(t *testing.T) {
 	if code, body := askHealth(t, h); code != http.StatusOK {
 		t.Fatalf("at start: %d %s", code, body)
 	}
-	in := make(chan actions.Input, 1)
-	beat := h.beat(in)
-	answer := func() { (<-in).Barrier() }
-
-	for range 5 { // a live loop and action goroutine: beats answered
+	for range 5 { // live actors: ticks answered
 		clk.t = clk.t.Add(h.heartbeat())
-		beat(context.Background())
-		answer()
+		h.answered()
 		if code, body := askHealth(t, h); code != http.StatusOK {
-			t.Fatalf("beats answered: %d %s", code, body)
+			t.Fatalf("ticks answered: %d %s", code, body)
 		}
 	}
-
-	// The action goroutine stops answering: the queue fills, beats are
-	// skipped, and the check fails past the limit, not before.
-	beat(context.Background())
+	// The actors stop answering: the check fails past the limit, not
+	// before.
 	clk.t = clk.t.Add(h.limit)
-	beat(context.Background()) // queue full: skipped, must not block
 	if code, body := askHealth(t, h); code != http.StatusOK {
 		t.Fatalf("at the limit: %d %s", code, body)
 	}
@@ -59,8 +49,8 @@ func TestHealthFollowsTheActionQueue(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "limit 30s") {
 		t.Fatalf("past the limit: %d %q, want 503 naming the limit", code, body)
 	}
-	// It answers again: healthy again.
-	answer()
+	// They answer again: healthy again.
+	h.answered()
 	if code, body := askHealth(t, h); code != http.StatusOK {
 		t.Fatalf("answered again: %d %s", code, body)
 	}
@@ -73,13 +63,5 @@ func TestHealthFailsWithoutBeats(t *testing.T) {
 	clk.t = clk.t.Add(21 * time.Second)
 	if code, body := askHealth(t, h); code != http.StatusServiceUnavailable {
 		t.Fatalf("no beat for 21s with a 20s limit: %d %s", code, body)
-	}
-}
-
-func TestHeartbeatsRunsEach(t *testing.T) {
-	var got []int
-	heartbeats(func(context.Context) { got = append(got, 1) }, nil, func(context.Context) { got = append(got, 2) })(context.Background())
-	if len(got) != 2 || got[0] != 1 || got[1] != 2 {
-		t.Fatalf("ran %v, want [1 2]", got)
 	}
 }

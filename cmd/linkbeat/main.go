@@ -21,12 +21,12 @@ import (
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 
+	"github.com/linkbeat/linkbeat/internal/agent"
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
-	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
-	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
+	"github.com/linkbeat/linkbeat/internal/source"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
 
@@ -61,8 +61,8 @@ func (p *pipelineFlags) register(cmd *kingpin.CmdClause) {
 	cmd.Flag("debug.ringbuf-size", "BPF carrier ring buffer size in bytes, a power of two of at least a page (0: 256 KiB); for tests.").Hidden().Uint32Var(&p.ringSize)
 }
 
-func (p *pipelineFlags) config() daemon.Config {
-	cfg := daemon.Config{CarrierSource: p.carrierSource, KernelBTF: p.kernelBTF, NetlinkRcvBuf: p.netlinkRcvBuf, RingSize: p.ringSize}
+func (p *pipelineFlags) config() source.Config {
+	cfg := source.Config{CarrierSource: p.carrierSource, KernelBTF: p.kernelBTF, NetlinkRcvBuf: p.netlinkRcvBuf, RingSize: p.ringSize}
 	if p.tc != "auto" {
 		cfg.TC = p.tc
 	}
@@ -148,12 +148,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runActions(ctx, cfg, &act, log)
 	case monCmd.FullCommand():
 		enc := json.NewEncoder(stdout)
-		return runDaemon(ctx, monFlags.config(), log, daemon.Handler{Carrier: func(_ context.Context, ev carrier.Event) {
+		return runDaemon(ctx, monFlags.config(), log, source.Handler{Carrier: func(_ context.Context, ev source.Event) {
 			if *monJSON {
-				_ = enc.Encode(ev)
+				_ = enc.Encode(ev.Event)
 				return
 			}
-			fmt.Fprintf(stdout, "%s %s\n", time.Now().Format(time.RFC3339Nano), ev)
+			fmt.Fprintf(stdout, "%s %s\n", time.Now().Format(time.RFC3339Nano), ev.Event)
 		}})
 	case checkCmd.FullCommand():
 		return check(*checkIface, stdout)
@@ -184,8 +184,8 @@ func newLogger(w io.Writer, cfg *promslog.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func runDaemon(ctx context.Context, cfg daemon.Config, log *slog.Logger, h daemon.Handler) error {
-	d, err := daemon.Open(cfg, log)
+func runDaemon(ctx context.Context, cfg source.Config, log *slog.Logger, h source.Handler) error {
+	d, err := source.Open(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -193,11 +193,11 @@ func runDaemon(ctx context.Context, cfg daemon.Config, log *slog.Logger, h daemo
 	return d.Run(ctx, h)
 }
 
-func features(cfg daemon.Config, stateDir string, log *slog.Logger, w io.Writer, asJSON bool) error {
-	if fp := loadFastPath(&cfg, log); fp != nil {
+func features(cfg source.Config, stateDir string, log *slog.Logger, w io.Writer, asJSON bool) error {
+	if fp := agent.LoadFastPath(&cfg, log); fp != nil {
 		defer fp.Close()
 	}
-	d, err := daemon.Open(cfg, log)
+	d, err := source.Open(cfg, log)
 	if err != nil {
 		return err
 	}

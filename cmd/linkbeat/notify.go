@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,9 +10,8 @@ import (
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/linkbeat/linkbeat/internal/actions"
-	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/monotime"
+	"github.com/linkbeat/linkbeat/internal/source"
 	"github.com/linkbeat/linkbeat/internal/status"
 )
 
@@ -47,30 +45,21 @@ func newNotifier(log *slog.Logger) *notifier {
 	return n
 }
 
-// ready is the loop's Ready handler. READY=1 crosses the action queue
-// behind the start-up inputs, so it goes out once the routes of links
-// found without carrier are withdrawn: the state linkbeat promises is in
+// ready is the agent's Ready hook: it is called once the start-up inputs
+// are carried out (the routes of links found without carrier are
+// withdrawn), so READY=1 goes out when the state linkbeat promises is in
 // force (scripts may still be running).
-func (n *notifier) ready(in chan<- actions.Input, f daemon.Features, monitored func() int) func(context.Context) {
+func (n *notifier) ready() func(monitored int, f source.Features) {
 	if !n.on {
 		return nil
 	}
-	return func(context.Context) {
+	return func(monitored int, f source.Features) {
 		n.mu.Lock()
-		n.running = fmt.Sprintf("monitoring %d interfaces; carrier source %s; tc %s", monitored(), f.CarrierSource, f.TCMechanism)
-		n.mu.Unlock()
+		defer n.mu.Unlock()
+		n.running = fmt.Sprintf("monitoring %d interfaces; carrier source %s; tc %s", monitored, f.CarrierSource, f.TCMechanism)
 		// STATUS= is read when READY goes, so that it has the exporter's
 		// latest state.
-		send := func() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			n.send(sddaemon.SdNotifyReady + "\n" + n.statusLocked())
-		}
-		if !n.enqueue(in, send) {
-			// Never withhold READY: systemd would fail the start.
-			n.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
-			send()
-		}
+		n.send(sddaemon.SdNotifyReady + "\n" + n.statusLocked())
 	}
 }
 
@@ -107,17 +96,12 @@ func (n *notifier) statusLocked() string {
 	return "STATUS=" + strings.Join(parts, "; ")
 }
 
-// ping is the loop's Heartbeat handler. The ping crosses the action queue
-// too, so a stuck event loop and a stuck action goroutine both stop the
-// pings, and systemd restarts linkbeat.
-func (n *notifier) ping(in chan<- actions.Input) func(context.Context) {
-	if n.watchdog == 0 {
-		return nil
-	}
-	return func(context.Context) {
-		if !n.enqueue(in, func() { n.send(sddaemon.SdNotifyWatchdog) }) {
-			n.log.Warn("action queue full: watchdog ping skipped")
-		}
+// ping is part of the agent's Alive hook: the agent calls it only once
+// the event loop and the actors answered a liveness tick, so a stuck one
+// stops the pings, and systemd restarts linkbeat.
+func (n *notifier) ping() {
+	if n.watchdog != 0 {
+		n.send(sddaemon.SdNotifyWatchdog)
 	}
 }
 
@@ -134,16 +118,6 @@ func (n *notifier) reloading() {
 }
 
 func (n *notifier) reloaded() { n.send(sddaemon.SdNotifyReady) }
-
-// enqueue never blocks: it runs on the event loop.
-func (n *notifier) enqueue(in chan<- actions.Input, f func()) bool {
-	select {
-	case in <- actions.Input{Barrier: f}:
-		return true
-	default:
-		return false
-	}
-}
 
 func (n *notifier) send(state string) {
 	if !n.on {

@@ -15,9 +15,9 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
-	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/metrics"
 	"github.com/linkbeat/linkbeat/internal/probe"
+	"github.com/linkbeat/linkbeat/internal/source"
 	"github.com/linkbeat/linkbeat/internal/status"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
@@ -126,16 +126,16 @@ func newTelemetry(o *opsFlags, log *slog.Logger) (*telemetry, error) {
 // started publishes what the daemon found, records it in the state
 // directory for `linkbeat status`, and starts serving. notify hears of
 // each change of the listeners (systemd's STATUS=).
-func (t *telemetry) started(d *daemon.Daemon, cfg daemon.Config, stateDir string, notify func([]status.Listener)) error {
+func (t *telemetry) started(d *source.Source, pinDir, stateDir string, notify func([]status.Listener)) error {
 	f := d.Features()
 	info := metrics.DaemonInfo{CarrierSource: f.CarrierSource.String(), TCMechanism: f.TCMechanism, Tracepoints: f.Tracepoints,
 		Counters: d.TrafficMap(), Replaced: d.ReplacedMaps()}
-	if cfg.PinDir != "" && info.Counters != nil {
+	if pinDir != "" && info.Counters != nil {
 		info.Pinned = []string{traffic.MapCounters, traffic.MapLinkState}
 	}
 	t.metrics.SetDaemon(info)
 	err := status.WriteSources(stateDir, status.Sources{PID: os.Getpid(), Started: time.Now(), Version: buildinfo.Version,
-		CarrierSource: info.CarrierSource, TCMechanism: info.TCMechanism, Tracepoints: info.Tracepoints, BpffsDir: cfg.PinDir,
+		CarrierSource: info.CarrierSource, TCMechanism: info.TCMechanism, Tracepoints: info.Tracepoints, BpffsDir: pinDir,
 		ReplacedMaps: info.Replaced})
 	if err != nil {
 		// status then shows an older run's sources: say so, but keep

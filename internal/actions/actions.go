@@ -28,26 +28,48 @@ type Scripts interface {
 	Submit(script.Job)
 }
 
-// Input is one thing the daemon tells the actions: a carrier change, or
-// the carrier of a link seen for the first time (Initial), or a link gone
-// (Removed), or a link that still exists but is no longer monitored
-// (Released), or a config reload (Reload, with no event).
-type Input struct {
-	Event    carrier.Event
-	Initial  bool
-	Removed  bool
-	Released bool
-	Reload   bool
+// Kind says what an Input is.
+type Kind uint8
+
+const (
+	// Carrier is a carrier change, ordered by the tracker.
+	Carrier Kind = iota
+	// Initial is the carrier of a link seen for the first time, or
+	// monitored again.
+	Initial
+	// Removed is a monitored link gone.
+	Removed
+	// Released is a link that still exists but is no longer monitored.
+	Released
+	// Reload is a config reload; it carries no event.
+	Reload
 	// CarrierBack is any link's carrier returning (netlink): a released
 	// link whose nexthop objects had to wait for carrier gets them back.
-	CarrierBack bool
+	CarrierBack
+	// Barrier carries only its Barrier function.
+	Barrier
+)
+
+var kindNames = [...]string{"carrier", "initial", "removed", "released", "reload", "carrier_back", "barrier"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// Input is one thing the daemon tells the actions.
+type Input struct {
+	Kind  Kind
+	Event carrier.Event
 	// Bond and Slave name the bond an event's link belongs to (or is)
 	// and the slave concerned, for the scripts' LINKBEAT_BOND and
 	// LINKBEAT_SLAVE.
 	Bond, Slave string
-	// Barrier, if set, is called once every input queued before it has
-	// been carried out; the input carries nothing else (systemd's READY
-	// and watchdog, see cmd/linkbeat/notify.go).
+	// Barrier (Kind Barrier) is called once every input queued before it
+	// has been carried out (systemd's READY and the liveness ticks, see
+	// internal/agent).
 	Barrier func()
 }
 
@@ -100,15 +122,14 @@ func (a *Actions) Run(ctx context.Context, in <-chan Input) {
 
 // Handle takes one input synchronously.
 func (a *Actions) Handle(x Input) {
-	if x.Barrier != nil {
+	switch x.Kind {
+	case Barrier:
 		x.Barrier()
 		return
-	}
-	if x.Reload {
+	case Reload:
 		a.reapply()
 		return
-	}
-	if x.CarrierBack {
+	case CarrierBack:
 		if name, ok := a.waiting[x.Event.Ifindex]; ok {
 			a.release(x.Event.Ifindex, name, "carrier back")
 		}
@@ -119,25 +140,34 @@ func (a *Actions) Handle(x Input) {
 	} else {
 		delete(a.bonds, x.Event.Ifindex)
 	}
-	switch {
-	case x.Removed || x.Released:
-		delete(a.bonds, x.Event.Ifindex)
-		delete(a.waiting, x.Event.Ifindex)
-		a.policy.Forget(x.Event.Ifindex)
-		if x.Released && a.routes != nil {
-			a.release(x.Event.Ifindex, x.Event.Ifname, "no longer monitored")
-		} else if a.routes != nil {
-			// Gone: what it had withdrawn went with it.
-			if err := a.routes.Forget(x.Event.Ifindex); err != nil {
-				a.log.Error("forgetting the routes of a removed link", "ifname", x.Event.Ifname, "err", err)
-			}
-		}
-	case x.Initial:
+	switch x.Kind {
+	case Removed, Released:
+		a.forget(x)
+	case Initial:
 		// Monitored again: the policy decides its routes from now on.
 		delete(a.waiting, x.Event.Ifindex)
 		a.apply(a.policy.Initial(x.Event))
 	default:
 		a.apply(a.policy.Event(x.Event, a.now()))
+	}
+}
+
+// forget drops a link the actions no longer watch: a released one gets
+// its routes back, a removed one took them with it.
+func (a *Actions) forget(x Input) {
+	delete(a.bonds, x.Event.Ifindex)
+	delete(a.waiting, x.Event.Ifindex)
+	a.policy.Forget(x.Event.Ifindex)
+	if a.routes == nil {
+		return
+	}
+	if x.Kind == Released {
+		a.release(x.Event.Ifindex, x.Event.Ifname, "no longer monitored")
+		return
+	}
+	// Gone: what it had withdrawn went with it.
+	if err := a.routes.Forget(x.Event.Ifindex); err != nil {
+		a.log.Error("forgetting the routes of a removed link", "ifname", x.Event.Ifname, "err", err)
 	}
 }
 

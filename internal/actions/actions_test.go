@@ -61,7 +61,7 @@ func ev(up bool) carrier.Event { return carrier.Event{Ifindex: 3, Ifname: "eth1"
 
 func TestRoutesBeforeScript(t *testing.T) {
 	a, calls := newActions(t, "defaults: {script: /bin/true}\n")
-	a.Handle(Input{Event: ev(true), Initial: true})
+	a.Handle(Input{Event: ev(true), Kind: Initial})
 	a.Handle(Input{Event: ev(false)})
 	a.Handle(Input{Event: ev(true)})
 	want := []call{{"routes down", 3}, {"script down", 0}, {"routes up", 3}, {"script up", 0}}
@@ -77,7 +77,7 @@ func TestRoutesBeforeScript(t *testing.T) {
 
 func TestRoutesKeepSkipsRouteActor(t *testing.T) {
 	a, calls := newActions(t, "interfaces: {eth1: {routes: keep}}\n")
-	a.Handle(Input{Event: ev(true), Initial: true})
+	a.Handle(Input{Event: ev(true), Kind: Initial})
 	a.Handle(Input{Event: ev(false)})
 	if len(*calls) != 0 {
 		t.Fatalf("routes: keep still called %v", *calls)
@@ -86,7 +86,7 @@ func TestRoutesKeepSkipsRouteActor(t *testing.T) {
 
 func TestInitialDownWithdraws(t *testing.T) {
 	a, calls := newActions(t, "")
-	a.Handle(Input{Event: ev(false), Initial: true})
+	a.Handle(Input{Event: ev(false), Kind: Initial})
 	if len(*calls) != 1 || (*calls)[0].what != "routes down" {
 		t.Fatalf("calls %v", *calls)
 	}
@@ -94,8 +94,8 @@ func TestInitialDownWithdraws(t *testing.T) {
 
 func TestReleasedLinkGetsItsRoutesBack(t *testing.T) {
 	a, calls := newActions(t, "")
-	a.Handle(Input{Event: ev(false), Initial: true})
-	a.Handle(Input{Event: ev(false), Released: true})
+	a.Handle(Input{Event: ev(false), Kind: Initial})
+	a.Handle(Input{Event: ev(false), Kind: Released})
 	want := []call{{"routes down", 3}, {"routes release", 3}}
 	if len(*calls) != 2 || (*calls)[0] != want[0] || (*calls)[1] != want[1] {
 		t.Fatalf("calls %v, want %v", *calls, want)
@@ -117,17 +117,17 @@ func TestReloadReappliesRoutePolicyToDownLinks(t *testing.T) {
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return cur },
 		fakeRoutes{&calls}, nil, func() time.Duration { return 0 })
-	a.Handle(Input{Event: ev(false), Initial: true})
+	a.Handle(Input{Event: ev(false), Kind: Initial})
 	if len(calls) != 0 {
 		t.Fatalf("routes: keep acted: %v", calls)
 	}
 	cur = parse("")
-	a.Handle(Input{Reload: true})
+	a.Handle(Input{Kind: Reload})
 	if len(calls) != 1 || calls[0] != (call{"routes down", 3}) {
 		t.Fatalf("after reload to withdraw: %v, want the down link's routes withdrawn", calls)
 	}
 	cur = parse("interfaces: {eth1: {routes: keep}}\n")
-	a.Handle(Input{Reload: true})
+	a.Handle(Input{Kind: Reload})
 	if len(calls) != 2 || calls[1] != (call{"routes release", 3}) {
 		t.Fatalf("after reload to keep: %v, want the routes back", calls)
 	}

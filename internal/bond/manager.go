@@ -35,6 +35,7 @@ type input struct {
 	ev     *carrier.Event
 	change *registry.Change
 	path   *PathReport
+	ping   func()
 	fast   *Failover
 }
 
@@ -102,6 +103,17 @@ func (m *Manager) Link(c registry.Change) { m.send(input{change: &c}) }
 // Path feeds the path monitor's verdict on a slave.
 func (m *Manager) Path(r PathReport) { m.send(input{path: &r}) }
 
+// Ping has the manager's goroutine call f once the inputs queued before
+// it are handled: a liveness tick. False if the queue is full.
+func (m *Manager) Ping(f func()) bool {
+	select {
+	case m.in <- input{ping: f}:
+		return true
+	default:
+		return false
+	}
+}
+
 // FastFailover records a failover the fast path made (By "fastpath"),
 // as the bond's last fast failover in the state file.
 func (m *Manager) FastFailover(f Failover) { m.send(input{fast: &f}) }
@@ -123,6 +135,8 @@ func (m *Manager) Run(ctx context.Context) {
 				m.link(*x.change)
 			case x.path != nil:
 				m.pathReport(*x.path)
+			case x.ping != nil:
+				x.ping()
 			case x.fast != nil:
 				m.recordFast(*x.fast)
 			}

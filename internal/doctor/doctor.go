@@ -16,9 +16,9 @@ import (
 	"slices"
 
 	"github.com/linkbeat/linkbeat/internal/config"
-	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 // Severity orders findings. The exit status of `linkbeat doctor` is the
@@ -88,7 +88,7 @@ type Speed struct {
 type Monitoring struct {
 	// Daemon is run's daemon config: Interfaces (after the config file's
 	// list is merged in) and CarrierSource.
-	Daemon daemon.Config
+	Daemon source.Config
 	// Config is the config file (nil: the embedded defaults).
 	Config *config.Config
 	// ConfigErr is why the config file was refused ("" when it was not).
@@ -106,7 +106,7 @@ func (m Monitoring) config() *config.Config {
 type Paths struct {
 	// Probed is false when the probe could not run (Err says why).
 	Probed   bool            `json:"probed"`
-	Features daemon.Features `json:"features"`
+	Features source.Features `json:"features"`
 	Err      string          `json:"error,omitempty"`
 	// NoKprobePMU is set when /sys/bus/event_source/devices lacks the
 	// kprobe PMU: the kernel has no kprobes (CONFIG_KPROBES), whatever the
@@ -199,7 +199,7 @@ func (s *Snapshot) masterName(l registry.Link) string {
 
 // monitored applies run's rule to l.
 func (s *Snapshot) monitored(l registry.Link) bool {
-	return daemon.Monitors(s.Monitor.Daemon, l, s.masterName(l))
+	return source.Monitors(s.Monitor.Daemon, l, s.masterName(l))
 }
 
 // check is one check over a snapshot.

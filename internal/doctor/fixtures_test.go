@@ -10,10 +10,10 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
-	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/probe"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 // clean is a snapshot with nothing to report: fentry live, bpffs mounted.
@@ -22,7 +22,7 @@ func clean(links ...registry.Link) *Snapshot {
 		Links:          links,
 		Speeds:         map[int]Speed{},
 		IgnoreLinkdown: map[string]map[string]bool{"ipv4": {}, "ipv6": {}},
-		Paths: Paths{Probed: true, Features: daemon.Features{CarrierSource: carrier.SourceFentry,
+		Paths: Paths{Probed: true, Features: source.Features{CarrierSource: carrier.SourceFentry,
 			Checks: []probe.Check{{Name: "privileges", OK: true}, {Name: "btf", OK: true}, {Name: "fentry", OK: true}}}},
 		Bpffs: Bpffs{PinDir: "/sys/fs/bpf/linkbeat", Mounted: true},
 	}

@@ -17,10 +17,10 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/config"
-	"github.com/linkbeat/linkbeat/internal/daemon"
 	"github.com/linkbeat/linkbeat/internal/probe"
 	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/routes"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 const (
@@ -173,7 +173,7 @@ func (g *gatherer) sysctls() {
 }
 
 func (g *gatherer) paths() {
-	f, err := daemon.ProbeCarrier(g.o.Monitor.Daemon, g.o.Log)
+	f, err := source.ProbeCarrier(g.o.Monitor.Daemon, g.o.Log)
 	g.s.Paths.Features = f
 	g.s.Paths.Probed = len(f.Checks) > 0 && f.Checks[0].Name == "privileges" && f.Checks[0].OK
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"github.com/linkbeat/linkbeat/internal/probe"
 )
 
-// The refusals as internal/daemon words them on this project's host.
+// The refusals as internal/source words them on this project's host.
 var (
 	fentryEPERM = probe.Check{Name: "fentry", Detail: "refused with EPERM (load fentry programs: ... operation not permitted): the kernel or a security module (lockdown, a sandbox) forbids BPF tracing programs"}
 	fentryNoBTF = probe.Check{Name: "fentry", Detail: "no kernel BTF"}

@@ -205,7 +205,7 @@ func (m *Metrics) Gatherer() prometheus.Gatherer { return m.gather }
 // SetDaemon publishes what the daemon found at start.
 func (m *Metrics) SetDaemon(info DaemonInfo) { m.daemon.Store(&info) }
 
-// Carrier counts a carrier change (daemon.Observer).
+// Carrier counts a carrier change (source.Observer).
 func (m *Metrics) Carrier(ev carrier.Event) {
 	dir, v := "down", 0.0
 	if ev.Up {
@@ -216,7 +216,7 @@ func (m *Metrics) Carrier(ev carrier.Event) {
 }
 
 // Link records a monitored link's first sight, and creates its series
-// ahead of its first event; a removed link's series go (daemon.Observer).
+// ahead of its first event; a removed link's series go (source.Observer).
 func (m *Metrics) Link(c registry.Change) {
 	name := c.Link.Name
 	if c.Kind == registry.Removed {
@@ -264,10 +264,10 @@ func (m *Metrics) WebListen(address string, listening, failed bool) {
 	}
 }
 
-// Resync counts a full netlink resync (daemon.Observer).
+// Resync counts a full netlink resync (source.Observer).
 func (m *Metrics) Resync(reason string) { m.resyncs.with(reason).Inc() }
 
-// RingbufDrops takes the ring buffer's drop counter (daemon.Observer).
+// RingbufDrops takes the ring buffer's drop counter (source.Observer).
 func (m *Metrics) RingbufDrops(total uint64) { m.ringDrops.Store(total) }
 
 // Reaction records the time from the kernel event to the route change

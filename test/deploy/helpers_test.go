@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // repoRoot is the module root, two levels up from this package.
@@ -52,11 +54,8 @@ func requireRoot(t *testing.T, why string) {
 
 func promtool(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool missing: it comes with Debian's prometheus package; run scripts/install-deps.sh (make test-deploy does)")
-	}
-	return p
+	p, err := testkit.Promtool("test-deploy")
+	return testkit.Must(t, p, err)
 }
 
 // makeCmd runs make in the repository root with a Go toolchain on PATH.

@@ -9,40 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
-// doctorFinding is one finding of `linkbeat doctor --json`.
-type doctorFinding struct {
-	ID       string `json:"id"`
-	Severity string `json:"severity"`
-	Subject  string `json:"subject"`
-	Summary  string `json:"summary"`
-	Why      string `json:"why"`
-	Fix      string `json:"fix"`
-	Guide    string `json:"guide"`
-}
-
-type doctorReport struct {
-	Findings   []doctorFinding `json:"findings"`
-	Counts     map[string]int  `json:"counts"`
-	ExitStatus int             `json:"exit_status"`
-}
-
-// find returns the findings with id whose subject contains subject.
-func (r doctorReport) find(id, subject string) []doctorFinding {
-	var out []doctorFinding
-	for _, f := range r.Findings {
-		if f.ID == id && strings.Contains(f.Subject, subject) {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func (r doctorReport) String() string {
-	b, _ := json.MarshalIndent(r.Findings, "", "  ")
-	return string(b)
-}
+// doctorReport is `linkbeat doctor --json`.
+type doctorReport = testkit.DoctorReport
 
 // doctorCmd runs argv (ending in linkbeat's arguments) and returns the
 // parsed --json report, checking that the exit status is the report's.
@@ -105,17 +77,17 @@ func ecmpTopo(t *testing.T) (ns, peer netns) {
 func TestDoctorMultipathLinkdown(t *testing.T) {
 	ns, peer := ecmpTopo(t)
 	pins := pinDir(t)
-	if r := ns.doctor(t, "--bpffs-dir", pins); len(r.find("multipath-nexthop-linkdown", "")) != 0 {
+	if r := ns.doctor(t, "--bpffs-dir", pins); len(r.Find("multipath-nexthop-linkdown", "")) != 0 {
 		t.Fatalf("every link has carrier, yet:\n%s", r)
-	} else if len(r.find("multipath-linkdown-not-ignored", "ipv4")) != 1 || len(r.find("multipath-linkdown-not-ignored", "ipv6")) != 1 {
+	} else if len(r.Find("multipath-linkdown-not-ignored", "ipv4")) != 1 || len(r.Find("multipath-linkdown-not-ignored", "ipv6")) != 1 {
 		t.Errorf("no info about the sysctls at 0:\n%s", r)
 	}
 
 	peer.ip(t, "link", "set", "xp", "down")
 	rtWaitCarrier(t, ns, "x", false)
 	r := ns.doctor(t, "--bpffs-dir", pins)
-	v4 := r.find("multipath-nexthop-linkdown", "203.0.113.0/24 via 10.1.0.2 dev x, via 10.2.0.2 dev y")
-	v6 := r.find("multipath-nexthop-linkdown", "-6 2001:db8:98::/64 via 2001:db8:1::2 dev x")
+	v4 := r.Find("multipath-nexthop-linkdown", "203.0.113.0/24 via 10.1.0.2 dev x, via 10.2.0.2 dev y")
+	v6 := r.Find("multipath-nexthop-linkdown", "-6 2001:db8:98::/64 via 2001:db8:1::2 dev x")
 	if len(v4) != 1 || len(v6) != 1 {
 		t.Fatalf("want one multipath-nexthop-linkdown per family:\n%s", r)
 	}
@@ -133,19 +105,19 @@ func TestDoctorMultipathLinkdown(t *testing.T) {
 	}
 	// Not monitored: linkbeat would not withdraw it either.
 	r = ns.doctor(t, "--bpffs-dir", pins, "--interfaces", "y")
-	if f := r.find("multipath-nexthop-linkdown", "203.0.113.0/24"); len(f) != 1 || !strings.Contains(f[0].Why, "it does not monitor x") {
+	if f := r.Find("multipath-nexthop-linkdown", "203.0.113.0/24"); len(f) != 1 || !strings.Contains(f[0].Why, "it does not monitor x") {
 		t.Errorf("with x not monitored:\n%s", r)
 	}
 
 	ns.exec(t, "sysctl", "-qw", "net.ipv4.conf.x.ignore_routes_with_linkdown=1")
 	r = ns.doctor(t, "--bpffs-dir", pins)
-	if len(r.find("multipath-nexthop-linkdown", "203.0.113.0/24")) != 0 || len(r.find("multipath-nexthop-linkdown", "2001:db8:98::/64")) != 1 {
+	if len(r.Find("multipath-nexthop-linkdown", "203.0.113.0/24")) != 0 || len(r.Find("multipath-nexthop-linkdown", "2001:db8:98::/64")) != 1 {
 		t.Errorf("net.ipv4.conf.x.ignore_routes_with_linkdown=1 should end the IPv4 finding only:\n%s", r)
 	}
 	ns.exec(t, "sysctl", "-qw", "net.ipv4.conf.x.ignore_routes_with_linkdown=0", "net.ipv4.conf.all.ignore_routes_with_linkdown=1",
 		"net.ipv6.conf.all.ignore_routes_with_linkdown=1")
 	r = ns.doctor(t, "--bpffs-dir", pins)
-	if f := r.find("multipath-nexthop-linkdown", ""); len(f) != 0 {
+	if f := r.Find("multipath-nexthop-linkdown", ""); len(f) != 0 {
 		t.Errorf("with the sysctls at 1 (ipv4 all, ipv6 all):\n%s", r)
 	}
 }
@@ -164,23 +136,23 @@ func TestDoctorRoutesNotMonitored(t *testing.T) {
 	pins := pinDir(t)
 
 	r := ns.doctor(t, "--bpffs-dir", pins, "--interfaces", "b0")
-	f := r.find("routes-not-monitored", "a0")
+	f := r.Find("routes-not-monitored", "a0")
 	if len(f) != 1 || f[0].Severity != "warning" || !strings.Contains(f[0].Summary, "2 route(s): 10.3.0.0/24, 198.51.100.0/24") ||
 		!strings.Contains(f[0].Fix, "add a0 to --interfaces") {
 		t.Fatalf("routes-not-monitored for a0:\n%s", r)
 	}
 	for _, n := range []string{"b0", "a1", "b1", "lo"} {
-		if len(r.find("routes-not-monitored", n)) != 0 {
+		if len(r.Find("routes-not-monitored", n)) != 0 {
 			t.Errorf("%s reported:\n%s", n, r)
 		}
 	}
 	if r.ExitStatus < 1 {
 		t.Errorf("exit status %d with a warning", r.ExitStatus)
 	}
-	if r := ns.doctor(t, "--bpffs-dir", pins, "--interfaces", "a0,b0"); len(r.find("routes-not-monitored", "")) != 0 {
+	if r := ns.doctor(t, "--bpffs-dir", pins, "--interfaces", "a0,b0"); len(r.Find("routes-not-monitored", "")) != 0 {
 		t.Errorf("--interfaces a0,b0:\n%s", r)
 	}
-	if r := ns.doctor(t, "--bpffs-dir", pins); len(r.find("routes-not-monitored", "")) != 0 {
+	if r := ns.doctor(t, "--bpffs-dir", pins); len(r.Find("routes-not-monitored", "")) != 0 {
 		t.Errorf("every interface monitored by default:\n%s", r)
 	}
 
@@ -190,10 +162,10 @@ func TestDoctorRoutesNotMonitored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if r := ns.doctor(t, "--bpffs-dir", pins, "--config", filepath.Join(dir, "b0.yaml")); len(r.find("routes-not-monitored", "a0")) != 1 {
+	if r := ns.doctor(t, "--bpffs-dir", pins, "--config", filepath.Join(dir, "b0.yaml")); len(r.Find("routes-not-monitored", "a0")) != 1 {
 		t.Errorf("--config listing b0 only:\n%s", r)
 	}
-	if r := ns.doctor(t, "--bpffs-dir", pins, "--config", filepath.Join(dir, "a0.yaml")); len(r.find("routes-not-monitored", "")) != 0 {
+	if r := ns.doctor(t, "--bpffs-dir", pins, "--config", filepath.Join(dir, "a0.yaml")); len(r.Find("routes-not-monitored", "")) != 0 {
 		t.Errorf("--config listing a0 and b0:\n%s", r)
 	}
 }
@@ -211,7 +183,7 @@ func TestDoctorCarrierPath(t *testing.T) {
 		t.Fatalf("this host gives carrier source %s (LINKBEAT_HOST_CARRIER_SOURCE): the netlink finding needs a host that refuses fentry and has no kprobes", src)
 	}
 	r := ns.doctor(t, "--bpffs-dir", pins)
-	f := r.find("carrier-path-netlink", "")
+	f := r.Find("carrier-path-netlink", "")
 	if len(f) != 1 || f[0].Severity != "warning" {
 		t.Fatalf("want one carrier-path-netlink warning:\n%s", r)
 	}
@@ -230,14 +202,14 @@ func TestDoctorCarrierPath(t *testing.T) {
 	}
 
 	r = ns.doctor(t, "--bpffs-dir", pins, "--carrier-source", "netlink")
-	if f := r.find("carrier-path-netlink", ""); len(f) != 1 || f[0].Severity != "info" {
+	if f := r.Find("carrier-path-netlink", ""); len(f) != 1 || f[0].Severity != "info" {
 		t.Errorf("--carrier-source netlink:\n%s", r)
 	}
 	if r.ExitStatus != 0 {
 		t.Errorf("a clean namespace with netlink asked for: exit status %d, want 0:\n%s", r.ExitStatus, r)
 	}
 	r = ns.doctor(t, "--bpffs-dir", pins, "--carrier-source", "fentry")
-	if f := r.find("carrier-path-refused", ""); len(f) != 1 || f[0].Severity != "error" || r.ExitStatus != 2 {
+	if f := r.Find("carrier-path-refused", ""); len(f) != 1 || f[0].Severity != "error" || r.ExitStatus != 2 {
 		t.Errorf("--carrier-source fentry:\n%s", r)
 	}
 }
@@ -253,21 +225,21 @@ func TestDoctorBpffs(t *testing.T) {
 		t.Fatalf("/sys/fs/bpf is a bpffs under ip netns exec: this test cannot build the unmounted case")
 	}
 	r := ns.doctor(t)
-	f := r.find("bpffs-not-mounted", "/sys/fs/bpf")
+	f := r.Find("bpffs-not-mounted", "/sys/fs/bpf")
 	if len(f) != 1 || f[0].Severity != "warning" || !strings.Contains(f[0].Fix, "mount -t bpf bpf /sys/fs/bpf") {
 		t.Fatalf("want a bpffs-not-mounted warning:\n%s", r)
 	}
 
 	r = doctorCmd(t, "ip", "netns", "exec", string(ns), "unshare", "-m", "--propagation", "private", "sh", "-c",
 		`mount -t bpf bpf /sys/fs/bpf && exec "$0" doctor --json --log.level error`, binary(t))
-	if f := r.find("bpffs-not-mounted", ""); len(f) != 0 {
+	if f := r.Find("bpffs-not-mounted", ""); len(f) != 0 {
 		t.Errorf("with a bpffs at /sys/fs/bpf in a private mount namespace:\n%s", r)
 	}
-	if r := ns.doctor(t, "--bpffs-dir", pinDir(t)); len(r.find("bpffs-not-mounted", "")) != 0 {
+	if r := ns.doctor(t, "--bpffs-dir", pinDir(t)); len(r.Find("bpffs-not-mounted", "")) != 0 {
 		t.Errorf("--bpffs-dir on a bpffs:\n%s", r)
 	}
 	r = ns.doctor(t, "--bpffs-dir", filepath.Join(t.TempDir(), "linkbeat"))
-	if f := r.find("bpffs-not-mounted", ""); len(f) != 1 || f[0].Severity != "error" || r.ExitStatus != 2 {
+	if f := r.Find("bpffs-not-mounted", ""); len(f) != 1 || f[0].Severity != "error" || r.ExitStatus != 2 {
 		t.Errorf("--bpffs-dir outside /sys/fs/bpf on no bpffs:\n%s", r)
 	}
 	if after := strings.TrimSpace(run(t, "stat", "-f", "-c", "%T", "/sys/fs/bpf")); after != hostFS {
@@ -295,12 +267,12 @@ func TestDoctorDelayInIfupdownFile(t *testing.T) {
 		}
 	}
 	r := ns.doctor(t, "--bpffs-dir", pinDir(t), "--etc-dir", etc)
-	f := r.find("bond-delay-rounded", "bond0")
+	f := r.Find("bond-delay-rounded", "bond0")
 	if len(f) != 1 || f[0].Severity != "warning" || !strings.Contains(f[0].Summary, "updelay 150 ms is not a multiple of miimon 100 ms") ||
 		!strings.Contains(f[0].Why, filepath.Join(etc, "network/interfaces.d/bond0")+":5") {
 		t.Fatalf("want bond-delay-rounded for bond0's updelay:\n%s", r)
 	}
-	if len(r.find("bond-delay-rounded", "")) != 1 {
+	if len(r.Find("bond-delay-rounded", "")) != 1 {
 		t.Errorf("downdelay 200 is a multiple of 100:\n%s", r)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// Bad config input (issue 9, fault 8), through the real binary: `config
+// Bad config input, through the real binary: `config
 // check` and `run --config` refuse each with exit 1 and an error naming the
 // file and the line. (A refused reload keeps the old config: reload_test.go.)
 func TestBadConfigInput(t *testing.T) {

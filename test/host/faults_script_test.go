@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Action scripts that misbehave (issue 9, fault 7), and what a script may
+// Action scripts that misbehave, and what a script may
 // hold (least privilege): each misbehaviour is bounded, logged, counted,
 // and leaves the other interfaces' routes and scripts alone.
 

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Start-up conditions (issue 9, fault 6): the daemon started before its
+// Start-up conditions: the daemon started before its
 // interfaces exist, without bpffs, without tracefs, without BTF, and as a
 // user without capabilities.
 

@@ -18,7 +18,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 )
 
-// The fault suite (issue 9): a flap storm and a netlink overflow here, the
+// The fault suite: a flap storm and a netlink overflow here, the
 // interface lifecycle in faults_lifecycle_test.go, SIGKILLs during
 // failovers in faults_kill_test.go. Random choices are seeded; the seed is
 // logged, and LINKBEAT_FAULT_SEED replays a run.

@@ -3,38 +3,24 @@
 package host
 
 import (
-	"runtime"
-
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	vnetns "github.com/vishvananda/netns"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // binary is bin/linkbeat, built by `make test-host`.
 func binary(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("LINKBEAT_BIN")
-	if bin == "" {
-		bin = "../../bin/linkbeat"
-	}
-	abs, err := filepath.Abs(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(abs); err != nil {
-		t.Fatalf("linkbeat binary missing (%v): run `make build`, or `make test-host`", err)
-	}
-	return abs
+	bin, err := testkit.Binary("test-host")
+	return testkit.Must(t, bin, err)
 }
 
 func requireRoot(t *testing.T) {
@@ -68,11 +54,11 @@ func newNetns(t *testing.T) netns {
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := testkit.Run(name, args...)
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 func (ns netns) ip(t *testing.T, args ...string) string {
@@ -100,26 +86,9 @@ func (ns netns) ifindex(t *testing.T, dev string) int {
 type daemon struct {
 	cmd    *exec.Cmd
 	lines  chan string
-	stderr *syncBuffer
+	stderr *testkit.Buffer
 	cancel context.CancelFunc
 	done   chan struct{}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // start runs `linkbeat args...` in ns and waits until it logs ready.
@@ -137,7 +106,7 @@ func (ns netns) startWith(t *testing.T, pre []string, bin string, args ...string
 	cmd := exec.CommandContext(ctx, "ip", argv...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 5 * time.Second
-	d := &daemon{cmd: cmd, lines: make(chan string, 256), stderr: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
+	d := &daemon{cmd: cmd, lines: make(chan string, 256), stderr: &testkit.Buffer{}, cancel: cancel, done: make(chan struct{})}
 	cmd.Stderr = d.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -160,16 +129,8 @@ func (ns netns) startWith(t *testing.T, pre []string, bin string, args ...string
 			t.Logf("linkbeat stderr:\n%s", d.stderr.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(d.stderr.String(), "msg=ready") {
-		select {
-		case <-d.done:
-			t.Fatalf("linkbeat exited before ready:\n%s", d.stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("linkbeat not ready after 20s:\n%s", d.stderr.String())
-		}
+	if err := testkit.WaitLog(context.Background(), "linkbeat", d.stderr.String, d.done, testkit.Ready, 20*time.Second, 20*time.Millisecond); err != nil {
+		t.Fatal(err)
 	}
 	return d
 }
@@ -180,15 +141,7 @@ func (d *daemon) stop() {
 }
 
 // event is one line of `monitor --json`.
-type event struct {
-	TimeNS    int64  `json:"time_ns"`
-	Ifindex   int    `json:"ifindex"`
-	Ifname    string `json:"ifname"`
-	Carrier   string `json:"carrier"`
-	Source    string `json:"source"`
-	UpCount   uint32 `json:"up_count"`
-	DownCount uint32 `json:"down_count"`
-}
+type event = testkit.MonitorEvent
 
 // next returns the next event of ifname, failing after timeout.
 func (d *daemon) next(t *testing.T, ifname string, timeout time.Duration) event {
@@ -235,34 +188,16 @@ func execQuiet(name string, args ...string) error {
 // belong to ns.
 func (ns netns) do(t *testing.T, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
+	if err := testkit.Within(string(ns), fn); err != nil {
 		t.Fatal(err)
 	}
-	defer orig.Close()
-	target, err := vnetns.GetFromName(string(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := vnetns.Set(target); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := vnetns.Set(orig); err != nil {
-			panic(err) // this thread must not go back to the pool in ns
-		}
-	}()
-	fn()
 }
 
 // vethPair creates a veth pair inside ns with both ends up: setting the
 // peer down then drops a's carrier, like a pulled cable.
 func (ns netns) vethPair(t *testing.T, a, peer string) {
 	t.Helper()
-	ns.ip(t, "link", "add", a, "type", "veth", "peer", "name", peer)
-	ns.ip(t, "link", "set", a, "up")
-	ns.ip(t, "link", "set", peer, "up")
+	if err := testkit.VethPair(string(ns), a, peer); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -28,11 +29,8 @@ const defaultMetrics = "127.0.0.1:9089"
 
 func promtool(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool missing: it comes with Debian's prometheus package; run scripts/install-deps.sh (make test-host does)")
-	}
-	return p
+	p, err := testkit.Promtool("test-host")
+	return testkit.Must(t, p, err)
 }
 
 // TestPromtoolChecksLiveScrape scrapes a daemon that has seen a carrier
@@ -96,7 +94,7 @@ scrape_configs:
 	const promAddr = "127.0.0.1:9090"
 	prom := exec.Command("ip", "netns", "exec", string(ns), bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+promAddr)
-	var logs syncBuffer
+	var logs testkit.Buffer
 	prom.Stdout, prom.Stderr = &logs, &logs
 	if err := prom.Start(); err != nil {
 		t.Fatal(err)

@@ -102,8 +102,8 @@ func rtManaged(l string) bool {
 	return !strings.Contains(l, "table local") && !strings.Contains(l, " fe80::/64 ") && !strings.HasPrefix(l, "multicast")
 }
 
-// TestRoutesAppendTwinsAndGroupDoubleFailure is issue 16's report, run as
-// a user would, against the daemon: an `ip route append` twin is withdrawn
+// TestRoutesAppendTwinsAndGroupDoubleFailure runs a double failure as a
+// user would, against the daemon: an `ip route append` twin is withdrawn
 // while its link is down, and after eth1 down, eth2 down, eth1 up, eth2 up
 // the twin is back in its place and the group is 10/11 again.
 func TestRoutesAppendTwinsAndGroupDoubleFailure(t *testing.T) {

@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/routes"
-	vnetns "github.com/vishvananda/netns"
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // BenchmarkRoutesScale measures withdrawal and restore of n /32 routes via
-// x plus n/2 ECMP /32 routes over x and y (issue 18's setup), against the
+// x plus n/2 ECMP /32 routes over x and y, against the
 // kernel's own floor: `ip -batch` deleting the same routes and replacing
 // the ECMP ones by their live hop. It reports times, their ratio to the
 // floor, the state file's size and the heap the manager holds per route.
@@ -182,8 +182,7 @@ func scaleIfindex(b *testing.B, ns, dev string) int {
 func scaleCarrier(b *testing.B, ns, dev string, up bool) {
 	b.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		out, _ := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+dev+"/carrier").Output()
-		if (strings.TrimSpace(string(out)) == "1") == up {
+		if got, _ := testkit.Carrier(ns, dev); got == up {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -195,24 +194,9 @@ func scaleCarrier(b *testing.B, ns, dev string, up bool) {
 // scaleKernel opens the routes Kernel on a thread inside ns.
 func scaleKernel(b *testing.B, ns string) routes.Kernel {
 	b.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
+	var k routes.Kernel
+	if err := testkit.Within(ns, func() { k = routes.NewKernel() }); err != nil {
 		b.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := vnetns.GetFromName(ns)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer target.Close()
-	if err := vnetns.Set(target); err != nil {
-		b.Fatal(err)
-	}
-	k := routes.NewKernel()
-	if err := vnetns.Set(orig); err != nil {
-		panic(err) // this thread must not go back to the pool in ns
 	}
 	return k
 }

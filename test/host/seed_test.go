@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // seedTopo is seed 000's server: eth1 with 5.5.5.5/24 and a static route
@@ -42,8 +44,11 @@ func seedSetup(t *testing.T) seedTopo {
 
 func carrierOf(t *testing.T, ns netns, dev string) bool {
 	t.Helper()
-	out := strings.TrimSpace(ns.exec(t, "cat", "/sys/class/net/"+dev+"/carrier"))
-	return out == "1"
+	up, err := testkit.Carrier(string(ns), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// The exporter is a side part of a failover daemon (issue 16, item 3): an
+// The exporter is a side part of a failover daemon: an
 // address it cannot listen on must not stop failover. These tests start
 // the real daemon in a netns where the bind fails, check that routes are
 // still withdrawn and restored, that the failure is shown, and that the

@@ -10,42 +10,19 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	vnetns "github.com/vishvananda/netns"
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // dial connects from inside ns: the socket is made on a thread switched
-// into ns, which is thrown away afterwards (the goroutine exits locked).
+// into ns, which is thrown away afterwards.
 func (ns netns) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		target, err := vnetns.GetFromName(string(ns))
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer target.Close()
-		if err := vnetns.Set(target); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+	return testkit.Dialer(string(ns), &net.Dialer{})(ctx, network, addr)
 }
 
 // client is an HTTP client whose connections start inside ns.
@@ -89,16 +66,11 @@ func (ns netns) scrape(t *testing.T, addr string) string {
 // name and labels as printed, e.g. `x_total{a="b"}`.
 func sample(t *testing.T, exposition, series string) (float64, bool) {
 	t.Helper()
-	for _, line := range strings.Split(exposition, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				t.Fatalf("series %s: value %q: %v", series, rest, err)
-			}
-			return v, true
-		}
+	v, ok, err := testkit.Sample(exposition, series)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return 0, false
+	return v, ok
 }
 
 // promQuery runs an instant query against a Prometheus inside ns and

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // settle bounds how long the daemon may take to catch up with the last
@@ -43,7 +44,7 @@ func (s *soak) checkEndState(t *testing.T) {
 // kernel's links now (nil when it matches), and each link's carrier.
 func (s *soak) endStateDiff(t *testing.T) (final []string, _ error) {
 	t.Helper()
-	metrics := parseMetrics(s.scrape(t))
+	metrics := testkit.ParseMetrics(s.scrape(t))
 	routes, err := s.routes()
 	if err != nil {
 		return nil, err
@@ -51,7 +52,7 @@ func (s *soak) endStateDiff(t *testing.T) (final []string, _ error) {
 	var errs []error
 	for i := range links {
 		dev := name(i)
-		up, err := s.carrier(dev)
+		up, err := testkit.Carrier(s.srv, dev)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -80,15 +81,6 @@ func (s *soak) endStateDiff(t *testing.T) (final []string, _ error) {
 	return final, errors.Join(errs...)
 }
 
-// carrier reads a link's carrier from sysfs inside the server netns.
-func (s *soak) carrier(dev string) (bool, error) {
-	out, err := exec.Command("ip", "netns", "exec", s.srv, "cat", "/sys/class/net/"+dev+"/carrier").CombinedOutput()
-	if err != nil {
-		return false, fmt.Errorf("%s: read carrier: %v: %s", dev, err, out)
-	}
-	return strings.TrimSpace(string(out)) == "1", nil
-}
-
 type kernelRoute struct {
 	Dst     string   `json:"dst"`
 	Gateway string   `json:"gateway"`
@@ -111,25 +103,4 @@ func (s *soak) routes() (map[string]kernelRoute, error) {
 		m[r.Dst] = r
 	}
 	return m, nil
-}
-
-// parseMetrics maps each sample of the text exposition ("name{labels}")
-// to its value as written.
-func parseMetrics(body string) map[string]string {
-	m := map[string]string{}
-	for _, l := range strings.Split(body, "\n") {
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if i < 0 {
-			continue
-		}
-		v := l[i+1:]
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			v = strconv.FormatFloat(f, 'f', -1, 64)
-		}
-		m[l[:i]] = v
-	}
-	return m
 }

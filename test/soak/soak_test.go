@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +27,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	vnetns "github.com/vishvananda/netns"
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 var (
@@ -135,16 +134,9 @@ func batch(t *testing.T, ns string, cmds ...string) {
 }
 
 func setup(t *testing.T) *soak {
-	bin := os.Getenv("LINKBEAT_BIN")
-	if bin == "" {
-		bin = "../../bin/linkbeat"
-	}
-	bin, err := filepath.Abs(bin)
+	bin, err := testkit.Binary("soak")
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("linkbeat binary missing (%v): run `make build`, or `make soak`", err)
 	}
 	if _, err := exec.LookPath("bpftool"); err != nil {
 		t.Fatal("bpftool missing: run scripts/install-deps.sh (make soak does)")
@@ -152,10 +144,10 @@ func setup(t *testing.T) *soak {
 	s := &soak{bin: bin, dir: t.TempDir(), state: t.TempDir(), began: time.Now()}
 	s.srv, s.sw = fmt.Sprintf("lbsoak-%d-srv", os.Getpid()), fmt.Sprintf("lbsoak-%d-sw", os.Getpid())
 	for _, ns := range []string{s.srv, s.sw} {
-		run(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { try("ip", "netns", "del", ns) })
-		run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		if err := testkit.AddNetns(ns, true); err != nil {
+			t.Fatal(err)
+		}
 	}
 	mnt := t.TempDir()
 	run(t, "mount", "-t", "bpf", "bpf", mnt)
@@ -189,8 +181,8 @@ func (s *soak) addLink(t *testing.T, i int) {
 // adding it here would put a route on a dead link behind the daemon's back.
 func (s *soak) addRoute(i int) {
 	carrier := func() bool {
-		out, _ := exec.Command("ip", "netns", "exec", s.srv, "cat", "/sys/class/net/"+name(i)+"/carrier").Output()
-		return strings.TrimSpace(string(out)) == "1"
+		up, _ := testkit.Carrier(s.srv, name(i))
+		return up
 	}
 	for k := 0; !carrier(); k++ {
 		if k == 50 {
@@ -200,8 +192,9 @@ func (s *soak) addRoute(i int) {
 	}
 	// The kernel refuses the route while linkbeat, still handling the
 	// carrier loss of the rename, has the gateway's connected route
-	// withdrawn for a moment; an admin would try again, and so does this.
-	for range 50 {
+	// withdrawn for a moment; an admin would try again, and so does this,
+	// for as long as a loaded machine may make that moment last.
+	for range 500 {
 		if exec.Command("ip", "-n", s.srv, "route", "replace", fmt.Sprintf("203.0.%d.0/24", 110+i), "via", fmt.Sprintf("10.%d.0.2", 60+i), "dev", name(i)).Run() == nil || !carrier() {
 			return
 		}
@@ -233,31 +226,15 @@ func (s *soak) start(t *testing.T) {
 			s.mu.Lock()
 			cmd, done := s.cmd, s.done
 			s.mu.Unlock()
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
+			testkit.Stop(cmd.Process, done, syscall.SIGTERM, 10*time.Second)
 			if t.Failed() {
 				t.Logf("last daemon log (tail):\n%s", s.tail())
 			}
 		})
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		b, _ := os.ReadFile(s.logPath)
-		if strings.Contains(string(b), "msg=ready") {
-			return
-		}
-		select {
-		case <-done:
-			t.Fatalf("linkbeat exited before ready:\n%s", b)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("linkbeat not ready after 30s:\n%s", b)
-		}
+	log := func() string { b, _ := os.ReadFile(s.logPath); return string(b) }
+	if err := testkit.WaitLog(context.Background(), "linkbeat", log, done, testkit.Ready, 30*time.Second, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -482,50 +459,31 @@ func (s *soak) goroutines(t *testing.T) int {
 // scrape reads the daemon's metrics from inside its netns.
 func (s *soak) scrape(t *testing.T) string {
 	t.Helper()
-	type result struct {
-		body string
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		ns, err := vnetns.GetFromName(s.srv)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer ns.Close()
-		if err := vnetns.Set(ns); err != nil {
-			ch <- result{err: err}
-			return
-		}
+	var body []byte
+	err := testkit.InNamed(s.srv, func() error {
 		c, err := net.DialTimeout("tcp", metricsAddr, 5*time.Second)
 		if err != nil {
-			ch <- result{err: err}
-			return
+			return err
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		req, _ := http.NewRequest(http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
 		req.Close = true
 		if err := req.Write(c); err != nil {
-			ch <- result{err: err}
-			return
+			return err
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), req)
 		if err != nil {
-			ch <- result{err: err}
-			return
+			return err
 		}
 		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		ch <- result{string(b), err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("scrape: %v", r.err)
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
 	}
-	return r.body
+	return string(body)
 }
 
 // report prints the samples and fails on growth after warm-up: within the

@@ -22,9 +22,9 @@ import (
 // Environment (besides TestVM's LINKBEAT_VM_KERNELS, LINKBEAT_VM_RUN,
 // LINKBEAT_VM_TIMEOUT and LINKBEAT_BIN):
 //
-//	LINKBEAT_VM_BENCH=full|quick   run (otherwise skipped): full is the
-//	                               trial counts issue 7 asks for, quick a few
-//	                               trials to keep the code working
+//	LINKBEAT_VM_BENCH=full|quick   run (otherwise skipped): full is
+//	                               enough trials for the published figures,
+//	                               quick a few trials to keep the code working
 //	LINKBEAT_BENCH_OUT=dir         where the results go (default
 //	                               bench/results; relative to the checkout)
 func TestVMBench(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/linkbeat/linkbeat/test/bench"
+	"github.com/linkbeat/linkbeat/test/testkit"
 )
 
 // iperfRun is one iperf3 test's figures.
@@ -38,7 +39,7 @@ type iperfJSON struct {
 func iperf(ctx context.Context, a, b *namespace, secs int, udp64 bool) (iperfRun, error) {
 	var r iperfRun
 	srv := exec.CommandContext(ctx, "ip", "netns", "exec", b.name, "iperf3", "-s", "-1", "-p", "5201")
-	var srvOut lockedBuffer
+	var srvOut testkit.Buffer
 	srv.Stdout, srv.Stderr = &srvOut, &srvOut
 	if err := srv.Start(); err != nil {
 		return r, fmt.Errorf("iperf3 server: %w", err)

@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 )
@@ -47,11 +47,13 @@ func (s *namespaces) veth(a *namespace, dev string, b *namespace, peer string) e
 func (s *namespaces) add() (*namespace, error) {
 	s.n++
 	name := fmt.Sprintf("%s-%d", s.prefix, s.n)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
-	}
-	ns := &namespace{name: name}
+	ns := &namespace{name: name, h: vnetns.None()}
 	s.all = append(s.all, ns)
+	// IPv4 only: IPv6 autoconfiguration would change the tables behind
+	// the measurement's back.
+	if err := testkit.AddNetns(name, true); err != nil {
+		return nil, err
+	}
 	h, err := vnetns.GetFromName(name)
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", name, err)
@@ -60,12 +62,7 @@ func (s *namespaces) add() (*namespace, error) {
 	if ns.nl, err = netlink.NewHandleAt(h); err != nil {
 		return nil, fmt.Errorf("netlink handle in %s: %w", name, err)
 	}
-	// IPv4 only: IPv6 autoconfiguration would change the tables behind
-	// the measurement's back.
-	if _, err := ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
-		return nil, err
-	}
-	return ns, ns.ip("link", "set", "lo", "up")
+	return ns, nil
 }
 
 // closeAll removes every namespace created since the last closeAll.
@@ -83,11 +80,8 @@ func (s *namespaces) closeAll() {
 }
 
 func (ns *namespace) ip(args ...string) error {
-	out, err := exec.Command("ip", append([]string{"-n", ns.name}, args...)...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip -n %s %s: %w: %s", ns.name, strings.Join(args, " "), err, out)
-	}
-	return nil
+	_, err := testkit.IP(ns.name, args...)
+	return err
 }
 
 // ipAll runs several ip commands, stopping at the first error.
@@ -101,41 +95,17 @@ func (ns *namespace) ipAll(cmds ...[]string) error {
 }
 
 func (ns *namespace) run(name string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.name, name}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s in %s: %w: %s", name, ns.name, err, out)
-	}
-	return string(out), nil
+	return testkit.Exec(ns.name, name, args...)
 }
 
-// do runs f on an OS thread inside ns. The thread is never unlocked, so
-// it ends with the goroutine instead of going back to the pool in ns.
-func (ns *namespace) do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := vnetns.Set(ns.h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", ns.name, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
+// do runs f on an OS thread inside ns, which ends with f.
+func (ns *namespace) do(f func() error) error { return testkit.InNetns(ns.h, f) }
 
 // httpClient is a client whose connections are made inside ns, for the
 // daemon's metrics endpoint on its loopback.
 func (ns *namespace) httpClient() *http.Client {
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := ns.do(func() error {
-				var err error
-				c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
+		DialContext:         testkit.Dialer(ns.name, &net.Dialer{Timeout: 5 * time.Second}),
 		MaxIdleConnsPerHost: 100,
 	}
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}

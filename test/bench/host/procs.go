@@ -12,13 +12,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // env is what every scenario needs from the command line.
@@ -28,36 +26,18 @@ type env struct {
 	quick    bool
 }
 
-// lockedBuffer collects a process's stderr while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a process the benchmark started in a namespace.
 type proc struct {
 	name    string
 	cmd     *exec.Cmd
-	stderr  *lockedBuffer
+	stderr  *testkit.Buffer
 	done    chan struct{}
 	cleanup func()
 }
 
 func startProc(name string, cleanup func(), argv ...string) (*proc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
-	p := &proc{name: name, cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{}), cleanup: cleanup}
+	p := &proc{name: name, cmd: cmd, stderr: &testkit.Buffer{}, done: make(chan struct{}), cleanup: cleanup}
 	cmd.Stdout = io.Discard
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
@@ -71,17 +51,7 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 // stop ends the process with sig, then SIGKILL after 5 s.
 func (p *proc) stop(sig os.Signal) {
-	select {
-	case <-p.done:
-	default:
-		p.cmd.Process.Signal(sig)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
+	testkit.Stop(p.cmd.Process, p.done, sig, 5*time.Second)
 	if p.cleanup != nil {
 		p.cleanup()
 		p.cleanup = nil
@@ -90,20 +60,7 @@ func (p *proc) stop(sig os.Signal) {
 
 // waitLog waits until the process's stderr contains s.
 func (p *proc) waitLog(ctx context.Context, s string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.stderr.String(), s) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited before %q: %s", p.name, s, p.stderr.String())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no %q after %v: %s", p.name, s, timeout, p.stderr.String())
-		}
-	}
-	return nil
+	return testkit.WaitLog(ctx, p.name, p.stderr.String, p.done, s, timeout, 10*time.Millisecond)
 }
 
 // daemon is `linkbeat run` in a namespace, with its defaults except for
@@ -151,7 +108,7 @@ func startLinkbeat(ctx context.Context, e *env, ns *namespace, extra ...string) 
 		return nil, err
 	}
 	d := &daemon{proc: p, ns: ns, pinDir: pinDir, mnt: mnt, state: state, bin: e.linkbeat, client: ns.httpClient()}
-	if err := p.waitLog(ctx, "msg=ready", 20*time.Second); err != nil {
+	if err := p.waitLog(ctx, testkit.Ready, 20*time.Second); err != nil {
 		d.stop()
 		return nil, err
 	}
@@ -203,12 +160,7 @@ func (d *daemon) scrape(ctx context.Context) (map[string]*dto.MetricFamily, erro
 		return nil, err
 	}
 	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mf, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parse metrics: %w", err)
-	}
-	return mf, nil
+	return testkit.Families(resp.Body)
 }
 
 // fetch reads a whole scrape without parsing it: the load is the
@@ -229,15 +181,8 @@ func (d *daemon) fetch(ctx context.Context) error {
 // metricSum adds up every series of a counter or gauge whose labels
 // include match.
 func metricSum(mf map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
-	f := mf[name]
-	if f == nil {
-		return 0
-	}
 	var sum float64
-	for _, m := range f.GetMetric() {
-		if !labelsMatch(m, match) {
-			continue
-		}
+	for _, m := range testkit.Series(mf, name, match) {
 		switch {
 		case m.Counter != nil:
 			sum += m.GetCounter().GetValue()
@@ -246,21 +191,6 @@ func metricSum(mf map[string]*dto.MetricFamily, name string, match map[string]st
 		}
 	}
 	return sum
-}
-
-func labelsMatch(m *dto.Metric, match map[string]string) bool {
-	for k, v := range match {
-		found := false
-		for _, l := range m.GetLabel() {
-			if l.GetName() == k && l.GetValue() == v {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // histogram is a cumulative histogram summed over all series.

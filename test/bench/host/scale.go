@@ -166,7 +166,7 @@ func scaleRun(ctx context.Context, log *slog.Logger, e *env, nss *namespaces, n 
 }
 
 // scaleScenario measures withdrawal and restore of many routes on one
-// dead link against the kernel's own ip -batch doing the same (issue 18).
+// dead link against the kernel's own ip -batch doing the same.
 func scaleScenario(ctx context.Context, log *slog.Logger, e *env, nss *namespaces) ([]bench.Scenario, error) {
 	sizes, trials := []int{1000, 10000, 100000}, 3
 	if e.quick {

@@ -295,7 +295,8 @@ func snapMetrics(ctx context.Context, d *daemon) (metricsSnap, error) {
 }
 
 // scrapeScenario measures event handling latency during a flap storm
-// with and without 50 parallel scrapes a second (fault suite item 9).
+// with and without 50 parallel scrapes a second: scrapes must not slow
+// the reaction.
 func scrapeScenario(ctx context.Context, log *slog.Logger, e *env, nss *namespaces) ([]bench.Scenario, error) {
 	const scrapers = 50
 	const stormPeriod = 10 * time.Millisecond // 100 toggles/s per link, as the fault suite's storm

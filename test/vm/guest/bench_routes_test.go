@@ -129,8 +129,9 @@ func addBurstRoutes(t *testing.T, nics []string) {
 	}
 }
 
-// TestBenchRouteBurst is issue 18's VM scenario: three virtio NICs, each
-// with its own routes, are cut in a burst; linkbeat `run` withdraws their
+// TestBenchRouteBurst measures route withdrawal during a burst of carrier
+// losses: three virtio NICs, each with its own routes, are cut in a
+// burst; linkbeat `run` withdraws their
 // routes, once on fentry and once forced to netlink. The time runs from
 // the driver's netif_carrier_off (a fentry `linkbeat monitor` beside it)
 // to the route notice that leaves the NIC without routes. linkwatch sends a

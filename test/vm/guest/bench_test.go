@@ -17,8 +17,8 @@ import (
 	"github.com/linkbeat/linkbeat/test/vm/guest/vmctl"
 )
 
-// The VM benchmarks of issue 7: scenario 1 (bond outage: miimon alone,
-// linkbeat with fentry, linkbeat with netlink) and scenario 3 (detection
+// The VM benchmarks: the bond outage (miimon alone, linkbeat with
+// fentry, linkbeat with netlink) and the detection
 // during a burst of carrier changes: fentry against netlink). They run
 // only under the host's TestVMBench (`make bench-vm`, `make
 // bench-vm-quick`), which sets -linkbeat.bench, and send their figures to
@@ -58,7 +58,7 @@ const linkwatchQuiet = 1200 * time.Millisecond
 
 const tcgNote = "QEMU TCG guest (2 vCPUs on a shared 2-core host), roughly 10-30x slower than native: compare contenders only as ratios within this run"
 
-// TestBenchBondOutage is issue 7's scenario 1. An active-backup bond of
+// TestBenchBondOutage measures the bond outage. An active-backup bond of
 // eth0 and eth1 (virtio, miimon 100) carries a 1000 packets/s UDP stream
 // with sequence numbers to the peer on the hub (bondnet_test.go); QMP cuts
 // the active slave; the outage is the largest receive gap at the peer.
@@ -228,8 +228,8 @@ func (r *bondRun) requireCarrierSource(t *testing.T, want string) {
 // burstNICs are cut one after another in a burst (eth2 is left alone).
 var burstNICs = []string{"eth0", "eth1", "eth3"}
 
-// TestBenchBurstDetection is issue 7's scenario 3. Three virtio NICs are
-// cut in quick succession (one QMP request each, back to back) after the
+// TestBenchBurstDetection measures detection during a burst. Three
+// virtio NICs are cut in quick succession (one QMP request each, back to back) after the
 // links were quiet for 1.2 s. Two monitors run side by side, one on fentry
 // and one forced to netlink; for each change the delay is taken from the
 // driver's netif_carrier_off call (the fentry event's time_ns) to the

@@ -13,8 +13,8 @@ import (
 	"github.com/linkbeat/linkbeat/test/vm/guest/vmctl"
 )
 
-// Bond failover tests (issue 5, "Tests in the VM, on both kernels", items
-// 1-5): see bondnet_test.go for the testbed. Timings are logged, never
+// Bond failover tests, on each kernel the VM runs: see bondnet_test.go for
+// the testbed. Timings are logged, never
 // asserted: under TCG everything runs 10-30x slower than native. What is
 // asserted is behaviour: who switched, to which slave, and that the stream
 // came back.
@@ -201,7 +201,7 @@ func bondKmsgOrder(msgs []string, bond, from, to string) (switchedFirst, ok bool
 	return active < down, true
 }
 
-// TestBondFailover is item 1: QMP cuts the active slave of an
+// TestBondFailover: QMP cuts the active slave of an
 // active-backup bond (miimon=100; eth0 first, then whichever is active)
 // while a 1000 packets/s stream runs to the peer. First with the bonding
 // driver alone, then with `linkbeat run`, in the same boot; the outages
@@ -291,7 +291,7 @@ func checkLinkbeatSwitched(t *testing.T, lb *bondRun, logMark int, bond string, 
 	return f
 }
 
-// TestBondPrimaryReselect is item 2: with linkbeat running, the primary is
+// TestBondPrimaryReselect: with linkbeat running, the primary is
 // cut (linkbeat fails over, reason carrier) and comes back; the active
 // slave must end where Documentation/networking/bonding.rst puts it:
 //
@@ -378,7 +378,7 @@ func TestBondPrimaryReselect(t *testing.T) {
 	}
 }
 
-// TestBondBothDown is item 3: both slaves of the active-backup bond are cut
+// TestBondBothDown: both slaves of the active-backup bond are cut
 // in one QMP batch (linkbeat running), then only eth1 comes back. The bond
 // must make eth1 active and the stream must resume through it (eth1's
 // transmit counter grows by what arrives; eth0 is still cut). With
@@ -461,7 +461,7 @@ func TestBondBothDown(t *testing.T) {
 	n.restoreSlave(t, "eth0")
 }
 
-// TestBondNoMiimon is item 4: an active-backup bond with miimon=0 and no
+// TestBondNoMiimon: an active-backup bond with miimon=0 and no
 // ARP monitor never fails over by itself (checked first: the active slave
 // stays on the cut eth0 and nothing sent after the cut arrives). With
 // linkbeat running, the same cut makes eth1 active, linkbeat reports the
@@ -498,7 +498,7 @@ func TestBondNoMiimon(t *testing.T) {
 	n.restoreSlave(t, "eth0")
 }
 
-// TestBondDownDelay is item 5: active-backup, miimon=100, downdelay=200,
+// TestBondDownDelay: active-backup, miimon=100, downdelay=200,
 // linkbeat running. A carrier blip of 50 ms on the active slave (cut and
 // restored by the host, so shorter than any guest round trip) must cause
 // no switch, by linkbeat or the bond. A real cut, right after a miimon

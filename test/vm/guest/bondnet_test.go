@@ -24,7 +24,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -33,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	"github.com/linkbeat/linkbeat/test/vm/guest/vmctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -395,37 +395,15 @@ func newPeer(t *testing.T, name, nic string, addr netip.Prefix) *peerNS {
 	}
 	setLinks(t, true, netdevOf(nic))
 	netns.DeleteNamed(name)
-	ch := make(chan netns.NsHandle)
-	errc := make(chan error)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name) // also switches this thread
-		if err != nil {
-			errc <- fmt.Errorf("create netns %s: %w", name, err)
-			return
-		}
-		// /proc/sys/net follows the opening thread's netns. The NIC
-		// takes "default" when it arrives, so IPv6 stays off on it.
+	// /proc/sys/net follows the opening thread's netns. The NIC takes
+	// "default" when it arrives, so IPv6 stays off on it.
+	ns, err := testkit.NewNamed(name, func() error {
 		for _, k := range []string{"all", "default"} {
 			os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644)
 		}
-		if err := netns.Set(orig); err != nil {
-			errc <- err
-			return // the thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		ch <- ns
-	}()
-	var ns netns.NsHandle
-	select {
-	case ns = <-ch:
-	case err := <-errc:
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	p := &peerNS{t: t, Name: name, NIC: nic, Addr: addr, ns: ns}
@@ -470,30 +448,7 @@ func (p *peerNS) Handle() *netlink.Handle { return p.h }
 
 // Do runs fn on an OS thread switched into the peer netns: sockets made
 // there stay in the peer netns after fn returns.
-func (p *peerNS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(p.ns); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err)
-			return // never hand a thread in the wrong netns back
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func (p *peerNS) Do(fn func() error) error { return testkit.InNetns(p.ns, fn) }
 
 // bondNet is the whole testbed: a bond with bondAddr and a peer netns
 // holding eth2 with peerAddr, with static neighbour entries both ways so

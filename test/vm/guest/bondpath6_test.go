@@ -21,7 +21,7 @@ import (
 	"github.com/linkbeat/linkbeat/test/dropper"
 )
 
-// IPv6 path health (issue 19): ns_targets, neighbour solicitations per
+// IPv6 path health: ns_targets, neighbour solicitations per
 // slave and the NAs counted on each slave's TC ingress. The testbed is
 // bondpath_test.go's, with IPv6 turned on for the bond and the peer.
 

@@ -18,7 +18,7 @@ import (
 	"github.com/linkbeat/linkbeat/test/dropper"
 )
 
-// ARP path health (issue 5, "Tests in the VM", item 6): see bondnet_test.go
+// ARP path health: see bondnet_test.go
 // for the testbed and internal/pathmon for the monitor.
 
 const (
@@ -128,7 +128,7 @@ func (d *arpDrop) Remove() error {
 	return d.p.Do(func() error { return h.Close(false) })
 }
 
-// TestBondPath is item 6, ARP path health: an active-backup bond over eth0
+// TestBondPath checks ARP path health: an active-backup bond over eth0
 // and eth1 (miimon 100), linkbeat running with the peer as the bond's ARP
 // target (interval 100ms, missed_max 3). Both paths go alive. Then the
 // peer drops the ARP frames sent from eth0's probe address (TC ingress in

@@ -11,8 +11,8 @@ import (
 // raceCuts is how many times TestBondMiimonRace cuts the active slave.
 const raceCuts = 6
 
-// TestBondMiimonRace is issue 9's VM fault item 10: a failover while the
-// bonding driver itself is switching. With miimon=1 the bond looks at its
+// TestBondMiimonRace checks a failover while the bonding driver itself
+// is switching. With miimon=1 the bond looks at its
 // slaves every millisecond, so it and linkbeat react to the same cut at
 // about the same time; whoever wins, the bond must switch once, to the
 // slave both choose (the first live one in the bond's order: eth0, eth1,

@@ -18,7 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Item 7 of issue 5: what linkbeat reports for the bonding modes it does not
+// What linkbeat reports for the bonding modes it does not
 // switch (802.3ad, balance-alb) and for STP bridge ports, compared with the
 // kernel's own view read from sysfs at the same moment. The report checked
 // is `linkbeat status --json` (bonds[].slaves[], links[]); `linkbeat links

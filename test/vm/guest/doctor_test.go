@@ -13,30 +13,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-type doctorFinding struct {
-	ID       string `json:"id"`
-	Severity string `json:"severity"`
-	Subject  string `json:"subject"`
-	Summary  string `json:"summary"`
-	Why      string `json:"why"`
-	Fix      string `json:"fix"`
-}
-
+// doctorReport is `linkbeat doctor --json` with its text, for failures.
 type doctorReport struct {
-	Findings   []doctorFinding `json:"findings"`
-	ExitStatus int             `json:"exit_status"`
-	raw        string
+	testkit.DoctorReport
+	raw string
 }
 
 // runDoctor runs `linkbeat doctor --json args...`; its exit status must be
@@ -56,7 +47,7 @@ func runDoctor(t *testing.T, args ...string) doctorReport {
 		t.Fatal(err)
 	}
 	r := doctorReport{raw: stdout.String()}
-	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+	if err := json.Unmarshal(stdout.Bytes(), &r.DoctorReport); err != nil {
 		t.Fatalf("doctor %v: exit %d, not a report: %v\n%s\n%s", args, code, err, stdout.String(), stderr.String())
 	}
 	if code != r.ExitStatus {
@@ -66,9 +57,9 @@ func runDoctor(t *testing.T, args ...string) doctorReport {
 }
 
 // want fails unless exactly one finding id about subject has severity.
-func (r doctorReport) want(t *testing.T, id, subject, severity string) doctorFinding {
+func (r doctorReport) want(t *testing.T, id, subject, severity string) testkit.DoctorFinding {
 	t.Helper()
-	var got []doctorFinding
+	var got []testkit.DoctorFinding
 	for _, f := range r.Findings {
 		if f.ID == id && strings.HasPrefix(f.Subject, subject) {
 			got = append(got, f)
@@ -217,28 +208,8 @@ func TestDoctorLACPNoPartner(t *testing.T) {
 func lacpPeer(t *testing.T, bonds map[string][]string) {
 	t.Helper()
 	netns.DeleteNamed("lacp")
-	errc := make(chan error, 1)
-	var ns netns.NsHandle
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if ns, err = netns.NewNamed("lacp"); err != nil {
-			errc <- err
-			return
-		}
-		if err := netns.Set(orig); err != nil {
-			errc <- err
-			return // the thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+	ns, err := testkit.NewNamed("lacp", nil)
+	if err != nil {
 		t.Fatalf("netns lacp: %v", err)
 	}
 	t.Cleanup(func() { netns.DeleteNamed("lacp"); ns.Close() })

@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The bond fast path (issue 14): the carrier program marks the dead
+// The bond fast path: the carrier program marks the dead
 // active slave and picks its replacement in the driver's call; TC moves
 // the dead slave's frames out of the replacement and the replacement's
 // frames into the bond until the bond has switched.

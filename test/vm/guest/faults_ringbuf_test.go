@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestFaultRingbufOverflow (issue 9, fault 2): with the carrier ring buffer
+// TestFaultRingbufOverflow: with the carrier ring buffer
 // shrunk to one page (--debug.ringbuf-size, about 64 events) and 48 veth
 // pairs whose ends change carrier in one request each (ip link set group
 // ... down: 96 fentry events under one lock, faster than any reader), the

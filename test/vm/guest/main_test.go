@@ -24,6 +24,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	"github.com/linkbeat/linkbeat/test/vm/guest/vmctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -221,7 +222,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 			d.stderr = append(d.stderr, fmt.Sprintf("+%s %s", time.Now().Format("15:04:05.000"), line))
 			d.mu.Unlock()
 			// Readiness contract: a slog line with msg=ready on stderr.
-			if strings.Contains(line, "msg=ready") {
+			if strings.Contains(line, testkit.Ready) {
 				once.Do(func() { close(d.ready) })
 			}
 		}
@@ -256,20 +257,10 @@ func (d *daemon) WaitReady(timeout time.Duration) {
 
 // Stop sends SIGTERM and waits; it returns the exit error (nil for status 0).
 func (d *daemon) Stop() error {
-	select {
-	case <-d.exited:
-		return d.err
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-		return d.err
-	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
+	if testkit.Stop(d.cmd.Process, d.exited, syscall.SIGTERM, 30*time.Second) {
 		return fmt.Errorf("%s ignored SIGTERM for 30s and was killed", d.name)
 	}
+	return d.err
 }
 
 // outLine is a line of a daemon's stdout with the time it was read
@@ -281,15 +272,9 @@ type outLine struct {
 
 // monitorEvent is one line of `linkbeat monitor --json`.
 type monitorEvent struct {
-	TimeNS    int64  `json:"time_ns"`
-	Ifindex   int    `json:"ifindex"`
-	Ifname    string `json:"ifname"`
-	Carrier   string `json:"carrier"`
-	Source    string `json:"source"`
-	UpCount   uint64 `json:"up_count"`
-	DownCount uint64 `json:"down_count"`
-	raw       string
-	readAt    int64 // when the test read the line
+	testkit.MonitorEvent
+	raw    string
+	readAt int64 // when the test read the line
 }
 
 // nextEvent returns the next monitor event matching match, logging the

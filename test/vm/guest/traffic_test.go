@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
+	"github.com/linkbeat/linkbeat/test/testkit"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -186,43 +186,22 @@ func setupPeer(t *testing.T) *echoServer {
 		conn net.PacketConn
 		err  error
 	}
-	ch := make(chan result)
-	// Namespace switches are per thread: do them on a locked one.
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- result{err: fmt.Errorf("get current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		netns.DeleteNamed("peer") // leftover from an aborted run
-		ns, err := netns.NewNamed("peer")
-		if err != nil {
-			ch <- result{err: fmt.Errorf("create netns peer: %w", err)}
-			return
-		}
+	var r result
+	netns.DeleteNamed("peer") // leftover from an aborted run
+	r.ns, r.err = testkit.NewNamed("peer", func() error {
 		// /proc/sys/net is per netns of the opening thread. eth3 takes
 		// "default" when it arrives, so IPv6 stays off on it.
 		for _, k := range []string{"all", "default"} {
 			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644); err != nil {
-				err = fmt.Errorf("peer: disable ipv6: %w", err)
-				netns.Set(orig)
-				ch <- result{ns: ns, err: err}
-				return
+				return fmt.Errorf("peer: disable ipv6: %w", err)
 			}
 		}
-		conn, err := net.ListenPacket("udp4", ":9") // socket stays in peer
-		if err != nil {
-			err = fmt.Errorf("peer: udp echo listener: %w", err)
+		var err error
+		if r.conn, err = net.ListenPacket("udp4", ":9"); err != nil { // socket stays in peer
+			return fmt.Errorf("peer: udp echo listener: %w", err)
 		}
-		if serr := netns.Set(orig); serr != nil {
-			panic(serr) // never hand a thread in the wrong netns back
-		}
-		ch <- result{ns: ns, conn: conn, err: err}
-	}()
-	r := <-ch
+		return nil
+	})
 	if r.ns.IsOpen() {
 		t.Cleanup(func() {
 			// Move eth3 back so later tests find it; deleting the netns

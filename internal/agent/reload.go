@@ -1,17 +1,15 @@
-package main
+package agent
 
 import (
 	"context"
 	"log/slog"
 	"os"
-	"os/signal"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 // liveConfig is the config in force. A reload swaps it whole, so every
@@ -30,25 +28,16 @@ func (l *liveConfig) get() *config.Config { return l.p.Load() }
 // monitor, which ask at each decision.
 func (l *liveConfig) forBond(name string) config.BondSettings { return l.get().ForBond(name) }
 
-// hangups catches SIGHUP from the start of `run`, so that a reload asked
-// for while the programs load is not the default action (exit) but waits.
-func hangups() (<-chan os.Signal, func()) {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGHUP)
-	return c, func() { signal.Stop(c) }
-}
-
-// reloader applies a new config without stopping anything: the daemon's
+// reloader applies a new config without stopping anything: the source's
 // programs stay attached, events keep flowing, and only what changed is
 // touched.
 type reloader struct {
-	af         *actionFlags
+	load       func() (*config.Config, error)
+	file       string   // for the log line
 	flagIfaces []string // --interfaces, which the config's own list joins
 	live       *liveConfig
-	// setInterfaces changes the monitored set (daemon.SetInterfaces).
-	setInterfaces func(ctx context.Context, names []string) error
-	// send hands an input to the actions goroutine.
-	send func(actions.Input)
+	// apply hands the reload to the event source (source.Reload).
+	apply func(ctx context.Context, r source.Reload) error
 	// refreshPaths re-reads the bonds' path settings; pathsOn says whether
 	// the path monitor was opened at start.
 	refreshPaths func()
@@ -81,7 +70,7 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 // reload re-reads the config file and the flags. A config that does not
 // load is refused whole, and the running one stays in force.
 func (r *reloader) reload(ctx context.Context) bool {
-	next, err := r.af.load()
+	next, err := r.load()
 	if err != nil {
 		r.log.Error("config reload refused: the running config stays in force", "err", err)
 		r.observe(false, time.Now())
@@ -92,20 +81,23 @@ func (r *reloader) reload(ctx context.Context) bool {
 		r.log.Warn("config reload: path health was off at start (no bond had arp_targets or ns_targets); restart linkbeat to turn it on. The rest of the config is applied.")
 	}
 	r.live.p.Store(next)
+	// One route to the actions: the source releases the links that left
+	// the set, then passes the reload on behind them (Handler.Reload),
+	// which re-applies the route policy to links that are down now;
+	// delays, dampening and scripts apply from the next event.
+	rl := source.Reload{Notify: true}
 	if was, now := prev.Monitored(r.flagIfaces), next.Monitored(r.flagIfaces); !slices.Equal(was, now) {
-		if err := r.setInterfaces(ctx, now); err != nil {
-			// Only shutdown gets here.
-			r.log.Warn("config reload interrupted", "err", err)
-			return false
-		}
+		rl.Interfaces, rl.SetInterfaces = now, true
 	}
-	// Route policy for links that are down now; delays, dampening and
-	// scripts apply from the next event.
-	r.send(actions.Input{Reload: true})
+	if err := r.apply(ctx, rl); err != nil {
+		// Only shutdown gets here.
+		r.log.Warn("config reload interrupted", "err", err)
+		return false
+	}
 	if r.refreshPaths != nil {
 		r.refreshPaths()
 	}
 	r.observe(true, time.Now())
-	r.log.Info("config reloaded", "file", r.af.configFile)
+	r.log.Info("config reloaded", "file", r.file)
 	return true
 }

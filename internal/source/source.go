@@ -1,7 +1,8 @@
-// Package daemon wires linkbeat's pipeline: kernel sources (BPF ring buffer,
-// rtnetlink) into the carrier tracker, and the tracker's events out to a
-// sink. It owns the one goroutine that holds all mutable state.
-package daemon
+// Package source is where kernel events enter linkbeat: the BPF ring buffer
+// and rtnetlink feed the carrier tracker, which orders them, and the
+// ordered events go out to one Handler. It owns the one goroutine that
+// holds the link table and the tracker.
+package source
 
 import (
 	"context"
@@ -85,8 +86,8 @@ type linkWatcher interface {
 	Close()
 }
 
-// Daemon holds the loaded programs and the sockets.
-type Daemon struct {
+// Source holds the loaded programs and the sockets.
+type Source struct {
 	cfg      Config
 	log      *slog.Logger
 	features Features
@@ -95,16 +96,16 @@ type Daemon struct {
 	watcher  linkWatcher
 	dump     func() ([]registry.Link, error) // registry.Dump
 	wanted   map[string]bool
-	// interfaces carries SetInterfaces to Run's goroutine, which owns
-	// wanted once Run has started.
-	interfaces chan []string
+	// interfaces carries SetInterfaces and Reload to Run's goroutine,
+	// which owns wanted once Run has started.
+	interfaces chan Reload
 }
 
 // Open probes the host and loads what it allows. It fails only when
 // nothing useful can run (no privileges, or a forced path is refused);
 // every fallback is logged and recorded in Features.
-func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, interfaces: make(chan []string), dump: registry.Dump}
+func Open(cfg Config, log *slog.Logger) (*Source, error) {
+	d := &Source{cfg: cfg, log: log, interfaces: make(chan Reload), dump: registry.Dump}
 	d.setWanted(cfg.Interfaces)
 	f := &d.features
 	f.Kernel = probe.KernelRelease()
@@ -152,7 +153,7 @@ func Open(cfg Config, log *slog.Logger) (*Daemon, error) {
 	return d, nil
 }
 
-func (d *Daemon) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error {
+func (d *Source) openCarrier(kernelTypes *btf.Spec, btfCheck probe.Check) error {
 	f := &d.features
 	want := carrier.SourceNone
 	switch d.cfg.CarrierSource {
@@ -215,7 +216,7 @@ func explainRefusal(a carrier.Attempt) string {
 	return err.Error()
 }
 
-func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
+func (d *Source) openTraffic(kernelTypes *btf.Spec) error {
 	t, err := traffic.Open(traffic.Options{PinDir: d.cfg.PinDir, Mechanism: traffic.Mechanism(d.cfg.TC), KernelTypes: kernelTypes, NoKernelBTF: kernelTypes == nil, Log: d.log})
 	f := &d.features
 	if err != nil {
@@ -242,7 +243,7 @@ func (d *Daemon) openTraffic(kernelTypes *btf.Spec) error {
 }
 
 // fastPathCheck says whether the bond fast path can run, and how.
-func (d *Daemon) fastPathCheck() {
+func (d *Source) fastPathCheck() {
 	f := &d.features
 	c := probe.Check{Name: "fast_path"}
 	f.FastPath = "off"
@@ -268,14 +269,14 @@ func (d *Daemon) fastPathCheck() {
 
 // PinDir is the bpffs directory in use: the configured one, or "" when
 // it was not usable and nothing is pinned.
-func (d *Daemon) PinDir() string { return d.cfg.PinDir }
+func (d *Source) PinDir() string { return d.cfg.PinDir }
 
 // Features returns the probing result.
-func (d *Daemon) Features() Features { return d.features }
+func (d *Source) Features() Features { return d.features }
 
 // closeSources closes the netlink socket and the BPF carrier source, which
 // unblocks their readers. The traffic programs stay until Close.
-func (d *Daemon) closeSources() error {
+func (d *Source) closeSources() error {
 	var err error
 	if d.watcher != nil {
 		d.watcher.Close()
@@ -289,7 +290,7 @@ func (d *Daemon) closeSources() error {
 }
 
 // Close releases everything Open took.
-func (d *Daemon) Close() error {
+func (d *Source) Close() error {
 	errs := []error{d.closeSources()}
 	if d.traffic != nil && d.cfg.ReleaseOnExit {
 		errs = append(errs, d.traffic.Release())
@@ -299,19 +300,37 @@ func (d *Daemon) Close() error {
 	return errors.Join(errs...)
 }
 
-// SetInterfaces changes the monitored set while Run runs (a config
-// reload); empty means every interface but loopback. Unchanged links keep
-// their programs. It waits for Run's goroutine to take the change.
-func (d *Daemon) SetInterfaces(ctx context.Context, names []string) error {
+// Reload is a config reload as the source takes it.
+type Reload struct {
+	// Interfaces is the new monitored set, if SetInterfaces; empty means
+	// every interface but loopback.
+	Interfaces    []string
+	SetInterfaces bool
+	// Notify calls Handler.Reload once the set has changed: after the
+	// links that left it were reported released.
+	Notify bool
+}
+
+// SetInterfaces changes the monitored set while Run runs; empty means
+// every interface but loopback. Unchanged links keep their programs. It
+// waits for Run's goroutine to take the change.
+func (d *Source) SetInterfaces(ctx context.Context, names []string) error {
+	return d.Reload(ctx, Reload{Interfaces: names, SetInterfaces: true})
+}
+
+// Reload hands a config reload to Run's goroutine, so that the handler
+// hears of it in one stream with the links it releases. It waits for the
+// goroutine to take it.
+func (d *Source) Reload(ctx context.Context, r Reload) error {
 	select {
-	case d.interfaces <- names:
+	case d.interfaces <- r:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("set monitored interfaces: %w", ctx.Err())
+		return fmt.Errorf("reload: %w", ctx.Err())
 	}
 }
 
-func (d *Daemon) setWanted(names []string) {
+func (d *Source) setWanted(names []string) {
 	d.wanted = make(map[string]bool, len(names))
 	for _, n := range names {
 		d.wanted[n] = true
@@ -320,21 +339,42 @@ func (d *Daemon) setWanted(names []string) {
 
 // monitored decides by name: a listed interface, or a port of a listed
 // bond or bridge, so that listing bond0 watches its slaves too.
-func (d *Daemon) monitored(l registry.Link, master string) bool {
+func (d *Source) monitored(l registry.Link, master string) bool {
 	if len(d.wanted) == 0 {
 		return !l.Loopback
 	}
 	return d.wanted[l.Name] || (master != "" && d.wanted[master])
 }
 
+// Membership is the bond a link belongs to (or is), from the link table,
+// the one owner of membership: (bond, slave) for a bond slave, (bond,
+// active slave) for a bond, empty for other links.
+type Membership struct {
+	Bond, Slave string
+}
+
+// Event is a monitored link's carrier change after ordering, with its
+// bond.
+type Event struct {
+	carrier.Event
+	Membership
+}
+
+// LinkChange is a monitored link's first sight, removal or release, with
+// its bond.
+type LinkChange struct {
+	registry.Change
+	Membership
+}
+
 // Handler receives, in order and from the loop's goroutine, what the loop
 // learns about monitored interfaces. Its functions must not block.
 type Handler struct {
 	// Carrier gets each carrier change.
-	Carrier func(ctx context.Context, ev carrier.Event)
+	Carrier func(ctx context.Context, ev Event)
 	// Link, if set, gets a monitored link's first sight (Added, with its
 	// carrier) and its removal (Removed).
-	Link func(ctx context.Context, c registry.Change)
+	Link func(ctx context.Context, c LinkChange)
 	// Update, if set, gets every change netlink shows of any link,
 	// monitored or not, before Carrier hears of it: the bond manager's
 	// view of bonds and their slaves.
@@ -345,4 +385,7 @@ type Handler struct {
 	// Heartbeat, if set, is called every Config.Heartbeat: a loop that
 	// stops calling it is stuck.
 	Heartbeat func(ctx context.Context)
+	// Reload, if set, gets each Reload that asks for it, after the links
+	// its new monitored set released.
+	Reload func(ctx context.Context)
 }

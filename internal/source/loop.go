@@ -1,4 +1,4 @@
-package daemon
+package source
 
 import (
 	"context"
@@ -19,7 +19,7 @@ type netlinkBatch struct {
 
 // loop is the state owned by Run's goroutine.
 type loop struct {
-	d         *Daemon
+	d         *Source
 	h         Handler
 	table     *registry.Table
 	tracker   *carrier.Tracker
@@ -35,7 +35,7 @@ type loop struct {
 // Run streams events to sink until ctx ends. Where an event enters: the
 // BPF reader and the netlink reader below; where it is decided: the carrier
 // tracker; where it leaves: sink.
-func (d *Daemon) Run(ctx context.Context, h Handler) error {
+func (d *Source) Run(ctx context.Context, h Handler) error {
 	l := &loop{d: d, h: d.observe(h), table: registry.NewTable(), tracker: carrier.NewTracker()}
 
 	bpfEvents := make(chan carrier.Event, 1024)
@@ -115,8 +115,8 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 			l.checkDrops(ctx)
 		case <-beat:
 			h.Heartbeat(ctx)
-		case names := <-d.interfaces:
-			l.setInterfaces(ctx, names)
+		case r := <-d.interfaces:
+			l.reload(ctx, r)
 		}
 		if l.sawBPF && len(bpfEvents) == 0 {
 			l.sawBPF = false
@@ -126,7 +126,7 @@ func (d *Daemon) Run(ctx context.Context, h Handler) error {
 	}
 }
 
-func readBPF(ctx context.Context, bpf ring, d *Daemon, out chan<- carrier.Event) {
+func readBPF(ctx context.Context, bpf ring, d *Source, out chan<- carrier.Event) {
 	for {
 		ev, err := bpf.Read()
 		if err != nil {
@@ -144,7 +144,7 @@ func readBPF(ctx context.Context, bpf ring, d *Daemon, out chan<- carrier.Event)
 	}
 }
 
-func readNetlink(ctx context.Context, w linkWatcher, d *Daemon, out chan<- netlinkBatch) {
+func readNetlink(ctx context.Context, w linkWatcher, d *Source, out chan<- netlinkBatch) {
 	for {
 		updates, err := w.Receive()
 		if ctx.Err() != nil {
@@ -168,7 +168,7 @@ func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 	l.sawBPF = true
 	report, gap := l.tracker.Kernel(ev)
 	if report && l.monitoredIndex(ev.Ifindex, ev.Ifname) {
-		l.h.Carrier(ctx, ev)
+		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
 	}
 	if gap {
 		l.d.log.Warn("carrier counters jumped: events were lost", "ifname", ev.Ifname, "up_count", ev.UpCount, "down_count", ev.DownCount)
@@ -189,7 +189,7 @@ func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier
 		l.catchUp(ctx)
 	}
 	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotime.Now(), src); ok && l.monitored(u.Link) {
-		l.h.Carrier(ctx, ev)
+		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
 	}
 }
 
@@ -230,6 +230,17 @@ func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
 	}
 }
 
+// reload applies a config reload: the monitored set first, then the
+// handler hears of the reload, behind what the set's change reported.
+func (l *loop) reload(ctx context.Context, r Reload) {
+	if r.SetInterfaces {
+		l.setInterfaces(ctx, r.Interfaces)
+	}
+	if r.Notify && l.h.Reload != nil {
+		l.h.Reload(ctx)
+	}
+}
+
 // setInterfaces changes the monitored set: links that join are attached
 // and reported as added, with their carrier; links that leave are
 // detached and reported as released. Others are not touched.
@@ -256,8 +267,29 @@ func (l *loop) setInterfaces(ctx context.Context, names []string) {
 
 func (l *loop) tellLink(ctx context.Context, c registry.Change) {
 	if l.h.Link != nil {
-		l.h.Link(ctx, c)
+		l.h.Link(ctx, LinkChange{Change: c, Membership: l.membership(c.Link.Index)})
 	}
+}
+
+// membership reads a link's bond from the table as it is now.
+func (l *loop) membership(idx int) Membership {
+	link, ok := l.table.Get(idx)
+	if !ok {
+		return Membership{}
+	}
+	name := func(i int) string {
+		if o, ok := l.table.Get(i); ok && i != 0 {
+			return o.Name
+		}
+		return ""
+	}
+	switch {
+	case link.BondSlave != nil:
+		return Membership{Bond: name(link.MasterIndex), Slave: link.Name}
+	case link.Bond != nil:
+		return Membership{Bond: link.Name, Slave: name(link.Bond.ActiveSlave)}
+	}
+	return Membership{}
 }
 
 func (l *loop) attach(link registry.Link) {
@@ -316,7 +348,7 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 	src := carrier.SourceResync
 	for _, link := range dump {
 		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.monitored(link) {
-			l.h.Carrier(ctx, ev)
+			l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
 		}
 	}
 	l.d.observeResync(reason)

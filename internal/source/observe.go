@@ -1,4 +1,4 @@
-package daemon
+package source
 
 import (
 	"context"
@@ -29,13 +29,14 @@ type Observer interface {
 
 // observe wraps the handler so that the pinned link_state map and the
 // observer hear of every change the handler hears of, after it.
-func (d *Daemon) observe(h Handler) Handler {
+func (d *Source) observe(h Handler) Handler {
 	obs := d.cfg.Observer
 	carrierFn, linkFn := h.Carrier, h.Link
-	h.Carrier = func(ctx context.Context, ev carrier.Event) {
+	h.Carrier = func(ctx context.Context, e Event) {
 		if carrierFn != nil {
-			carrierFn(ctx, ev)
+			carrierFn(ctx, e)
 		}
+		ev := e.Event
 		if d.traffic != nil {
 			err := d.traffic.RecordChange(ev.Ifindex, traffic.LinkState{Carrier: ev.Up, ChangedNS: uint64(ev.Time), SeenNS: uint64(ev.Time),
 				UpCount: ev.UpCount, DownCount: ev.DownCount, Source: uint8(ev.Source)})
@@ -47,10 +48,11 @@ func (d *Daemon) observe(h Handler) Handler {
 			obs.Carrier(ev)
 		}
 	}
-	h.Link = func(ctx context.Context, c registry.Change) {
+	h.Link = func(ctx context.Context, lc LinkChange) {
 		if linkFn != nil {
-			linkFn(ctx, c)
+			linkFn(ctx, lc)
 		}
+		c := lc.Change
 		if d.traffic != nil && c.Kind == registry.Added {
 			err := d.traffic.RecordSight(c.Link.Index, traffic.LinkState{Carrier: c.Link.Carrier, SeenNS: uint64(monotime.Now()),
 				UpCount: c.Link.UpCount, DownCount: c.Link.DownCount})
@@ -67,7 +69,7 @@ func (d *Daemon) observe(h Handler) Handler {
 
 // observeRenamed moves a monitored link's series to its new name, or
 // drops them when the new name is not monitored.
-func (d *Daemon) observeRenamed(c registry.Change, monitored bool) {
+func (d *Source) observeRenamed(c registry.Change, monitored bool) {
 	if d.cfg.Observer == nil {
 		return
 	}
@@ -77,13 +79,13 @@ func (d *Daemon) observeRenamed(c registry.Change, monitored bool) {
 	}
 }
 
-func (d *Daemon) observeResync(reason string) {
+func (d *Source) observeResync(reason string) {
 	if d.cfg.Observer != nil {
 		d.cfg.Observer.Resync(reason)
 	}
 }
 
-func (d *Daemon) observeDrops(total uint64) {
+func (d *Source) observeDrops(total uint64) {
 	if d.cfg.Observer != nil {
 		d.cfg.Observer.RingbufDrops(total)
 	}
@@ -91,7 +93,7 @@ func (d *Daemon) observeDrops(total uint64) {
 
 // pruneTraffic drops what an earlier run left pinned for interfaces not
 // monitored now, once the start resync has attached the monitored ones.
-func (d *Daemon) pruneTraffic() {
+func (d *Source) pruneTraffic() {
 	if d.traffic == nil {
 		return
 	}
@@ -102,7 +104,7 @@ func (d *Daemon) pruneTraffic() {
 
 // TrafficMap is the counter map (nil when traffic counting is off), for
 // the metrics collector, which reads it from its own goroutine.
-func (d *Daemon) TrafficMap() *ebpf.Map {
+func (d *Source) TrafficMap() *ebpf.Map {
 	if d.traffic == nil {
 		return nil
 	}
@@ -111,7 +113,7 @@ func (d *Daemon) TrafficMap() *ebpf.Map {
 
 // ReplacedMaps names the pinned maps replaced at start because their
 // layout changed, each with the difference.
-func (d *Daemon) ReplacedMaps() map[string]string {
+func (d *Source) ReplacedMaps() map[string]string {
 	if d.traffic == nil {
 		return nil
 	}

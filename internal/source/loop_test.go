@@ -1,4 +1,4 @@
-package daemon
+package source
 
 import (
 	"context"
@@ -107,10 +107,16 @@ type recorder struct {
 	links   chan registry.Change
 	resyncs chan string
 	ready   chan struct{}
+	// reloads gets, at each Handler.Reload, how many link changes were
+	// reported and not yet read.
+	reloads chan int
+	// members gets each carrier event's and link change's membership.
+	members chan Membership
 }
 
 func newRecorder() *recorder {
-	return &recorder{carrier: make(chan carrier.Event, 64), links: make(chan registry.Change, 64), resyncs: make(chan string, 16), ready: make(chan struct{})}
+	return &recorder{carrier: make(chan carrier.Event, 64), links: make(chan registry.Change, 64), resyncs: make(chan string, 16), ready: make(chan struct{}),
+		reloads: make(chan int, 4), members: make(chan Membership, 256)}
 }
 
 func (r *recorder) Carrier(carrier.Event)     {}
@@ -120,9 +126,10 @@ func (r *recorder) RingbufDrops(total uint64) {}
 
 func (r *recorder) handler() Handler {
 	return Handler{
-		Carrier: func(_ context.Context, ev carrier.Event) { r.carrier <- ev },
-		Link:    func(_ context.Context, c registry.Change) { r.links <- c },
+		Carrier: func(_ context.Context, ev Event) { r.members <- ev.Membership; r.carrier <- ev.Event },
+		Link:    func(_ context.Context, c LinkChange) { r.members <- c.Membership; r.links <- c.Change },
 		Ready:   func(context.Context) { close(r.ready) },
+		Reload:  func(context.Context) { r.reloads <- len(r.links) },
 	}
 }
 
@@ -131,7 +138,7 @@ func link(idx int, name string, up bool, upCount, downCount uint32) registry.Lin
 }
 
 type source struct {
-	d    *Daemon
+	d    *Source
 	ring *fakeRing
 	nl   *fakeWatcher
 	dump *fakeDump
@@ -146,7 +153,7 @@ func startSource(t *testing.T, interfaces []string, links ...registry.Link) *sou
 	s := &source{ring: newFakeRing(), nl: newFakeWatcher(), dump: &fakeDump{}, rec: newRecorder(), done: make(chan error, 1)}
 	s.dump.set(links...)
 	cfg := Config{Interfaces: interfaces, Observer: s.rec}
-	s.d = &Daemon{cfg: cfg, log: slog.New(slog.DiscardHandler), interfaces: make(chan []string),
+	s.d = &Source{cfg: cfg, log: slog.New(slog.DiscardHandler), interfaces: make(chan Reload),
 		bpf: s.ring, watcher: s.nl, dump: s.dump.dump}
 	s.d.setWanted(interfaces)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -271,4 +278,53 @@ func TestSourceSetInterfaces(t *testing.T) {
 		t.Fatalf("reported %+v, want eth2 up from netlink only", got)
 	}
 	none(t, s.rec.carrier, "eth1's change after it left the set")
+}
+
+// A reload reaches the handler in one stream with the links its new set
+// released, after them; one that does not ask to be told is not.
+func TestSourceReloadAfterReleased(t *testing.T) {
+	s := startSource(t, []string{"eth1"}, link(2, "eth1", true, 1, 0), link(3, "eth2", false, 0, 1))
+	recv(t, s.rec.links, "link added")
+	if err := s.d.Reload(context.Background(), Reload{Interfaces: []string{"eth2"}, SetInterfaces: true, Notify: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := recv(t, s.rec.reloads, "reload"); n != 2 {
+		t.Fatalf("%d link changes before the reload, want 2 (eth1 released, eth2 added)", n)
+	}
+	if err := s.d.SetInterfaces(context.Background(), []string{"eth2"}); err != nil {
+		t.Fatal(err)
+	}
+	none(t, s.rec.reloads, "reload not asked for")
+	if err := s.d.Reload(context.Background(), Reload{Notify: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := recv(t, s.rec.reloads, "reload"); n != 2 {
+		t.Fatalf("%d link changes before the second reload, want the same 2 (the set did not change)", n)
+	}
+}
+
+// Each event carries its link's bond as the link table has it now: the
+// slave's bond and name, the bond's name and active slave, and nothing
+// for a link in no bond.
+func TestSourceEventsCarryMembership(t *testing.T) {
+	bond := registry.Link{Index: 10, Name: "bond0", Kind: "bond", Carrier: true, Bond: &registry.Bond{ActiveSlave: 11}}
+	slave := link(11, "eth1", true, 1, 0)
+	slave.MasterIndex, slave.BondSlave = 10, &registry.BondSlave{}
+	s := startSource(t, nil, bond, slave, link(12, "eth2", true, 1, 0))
+	got := map[string]Membership{}
+	for range 3 {
+		c := recv(t, s.rec.links, "link added")
+		got[c.Link.Name] = recv(t, s.rec.members, "membership")
+	}
+	want := map[string]Membership{"bond0": {Bond: "bond0", Slave: "eth1"}, "eth1": {Bond: "bond0", Slave: "eth1"}, "eth2": {}}
+	for name, m := range want {
+		if got[name] != m {
+			t.Errorf("%s added with %+v, want %+v", name, got[name], m)
+		}
+	}
+	s.ring.deliver(s.ring.queue(carrier.Event{Ifindex: 11, Ifname: "eth1", Up: false, UpCount: 1, DownCount: 1, Source: carrier.SourceFentry}))
+	if m := recv(t, s.rec.members, "membership"); m != (Membership{Bond: "bond0", Slave: "eth1"}) {
+		t.Fatalf("carrier event of eth1 with %+v, want bond0/eth1", m)
+	}
+	recv(t, s.rec.carrier, "carrier event")
 }

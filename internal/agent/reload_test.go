@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/config"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 func TestReloaderAppliesOrKeeps(t *testing.T) {
@@ -21,21 +22,26 @@ func TestReloaderAppliesOrKeeps(t *testing.T) {
 		}
 	}
 	write("interfaces: {eth0: {}}\n")
-	af := &actionFlags{configFile: path, upDelayMS: -1, downDelayMS: -1}
-	first, err := af.load()
+	load := func() (*config.Config, error) { return config.Load(path) }
+	first, err := load()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var (
 		sets    [][]string
-		inputs  []actions.Input
+		reloads []source.Reload
 		results []bool
 	)
-	r := &reloader{af: af, live: newLiveConfig(first),
-		setInterfaces: func(_ context.Context, names []string) error { sets = append(sets, names); return nil },
-		send:          func(x actions.Input) { inputs = append(inputs, x) },
-		observe:       func(ok bool, _ time.Time) { results = append(results, ok) },
-		log:           slog.New(slog.NewTextHandler(io.Discard, nil))}
+	r := &reloader{load: load, file: path, live: newLiveConfig(first),
+		apply: func(_ context.Context, rl source.Reload) error {
+			if rl.SetInterfaces {
+				sets = append(sets, rl.Interfaces)
+			}
+			reloads = append(reloads, rl)
+			return nil
+		},
+		observe: func(ok bool, _ time.Time) { results = append(results, ok) },
+		log:     slog.New(slog.NewTextHandler(io.Discard, nil))}
 
 	// Same interfaces, new delay: no change of the monitored set.
 	write("interfaces: {eth0: {down_delay: 50ms}}\n")
@@ -53,7 +59,7 @@ func TestReloaderAppliesOrKeeps(t *testing.T) {
 	if r.reload(context.Background()) || r.live.get() != inForce {
 		t.Fatal("a broken config replaced the running one")
 	}
-	if !slices.Equal(results, []bool{true, true, false}) || len(inputs) != 2 || !inputs[0].Reload {
-		t.Fatalf("results %v, inputs %v", results, inputs)
+	if !slices.Equal(results, []bool{true, true, false}) || len(reloads) != 2 || !reloads[0].Notify || !reloads[1].Notify {
+		t.Fatalf("results %v, reloads %v", results, reloads)
 	}
 }

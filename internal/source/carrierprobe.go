@@ -1,4 +1,4 @@
-package daemon
+package source
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ import (
 // error is Open's: missing privileges, or a forced source refused; the
 // Features returned hold the checks made up to that point.
 func ProbeCarrier(cfg Config, log *slog.Logger) (Features, error) {
-	d := &Daemon{cfg: cfg, log: log}
+	d := &Source{cfg: cfg, log: log}
 	f := &d.features
 	f.Kernel = probe.KernelRelease()
 	priv := probe.Privileges()
@@ -43,7 +43,7 @@ func ProbeCarrier(cfg Config, log *slog.Logger) (Features, error) {
 // interface but loopback when cfg lists none; else a listed interface, or
 // a port of a listed bond or bridge).
 func Monitors(cfg Config, l registry.Link, master string) bool {
-	d := &Daemon{}
+	d := &Source{}
 	d.setWanted(cfg.Interfaces)
 	return d.monitored(l, master)
 }

@@ -1,0 +1,148 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/routes"
+	"github.com/linkbeat/linkbeat/internal/source"
+)
+
+// handler is where the event source's ordered stream is handed to the
+// actors. Its functions run on the event loop's goroutine and never block.
+func (p *pipeline) handler() source.Handler {
+	return source.Handler{
+		// Bonds first: their switch is the one a millisecond matters to.
+		Carrier: func(_ context.Context, ev source.Event) {
+			if p.fp != nil {
+				p.fp.Carrier(ev.Event)
+			}
+			p.bonds.Carrier(ev.Event)
+			p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
+		},
+		Ready:     p.ready(),
+		Heartbeat: p.heartbeat(),
+		Update: func(_ context.Context, c registry.Change) {
+			if c.Kind == registry.Updated && c.Link.Carrier && !c.Old.Carrier {
+				p.enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, Kind: actions.CarrierBack})
+			}
+			p.bonds.Link(c)
+			p.paths.link(c)
+		},
+		Link: p.link,
+		// After the Released inputs of the links the reload took out.
+		Reload: func(context.Context) { p.enqueue(actions.Input{Kind: actions.Reload}) },
+	}
+}
+
+// link takes a monitored link's first sight, its removal, and its leaving
+// the monitored set.
+func (p *pipeline) link(_ context.Context, c source.LinkChange) {
+	x := actions.Input{Kind: actions.Initial, Bond: c.Bond, Slave: c.Slave,
+		Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}}
+	switch {
+	case c.Released:
+		// A rename moves its record to the new name (routes.renamed).
+		x.Kind = actions.Released
+		delete(p.live, c.Link.Index)
+	case c.Kind == registry.Removed:
+		x.Kind = actions.Removed
+		delete(p.live, c.Link.Index)
+	default:
+		p.live[c.Link.Index] = c.Link.Name
+	}
+	p.enqueue(x)
+}
+
+// ready tells Hooks.Ready once the start-up inputs are carried out: it
+// crosses the action queue behind them.
+func (p *pipeline) ready() func(context.Context) {
+	hook := p.a.cfg.Hooks.Ready
+	if hook == nil {
+		return nil
+	}
+	return func(context.Context) {
+		n, f := len(p.live), p.a.src.Features()
+		if !p.barrier(func() { hook(n, f) }) {
+			// Never withhold it: systemd would fail the start.
+			p.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
+			hook(n, f)
+		}
+	}
+}
+
+// actor is one goroutine that must answer liveness ticks: ping queues f
+// for it to call, or says its queue is full.
+type actor struct {
+	name string
+	ping func(f func()) bool
+}
+
+// heartbeat is the liveness tick. Each actor (the action goroutine, the
+// bond manager, the path monitor if it runs) answers it behind the inputs
+// queued before it; Hooks.Alive is called once all have answered, so a
+// stuck loop or any stuck actor stops the answers.
+func (p *pipeline) heartbeat() func(context.Context) {
+	hook := p.a.cfg.Hooks.Alive
+	if hook == nil {
+		return nil
+	}
+	return func(context.Context) {
+		actors := []actor{{"action", p.barrier}, {"bond manager", p.bonds.Ping}}
+		if p.paths.running() {
+			actors = append(actors, actor{"path monitor", p.paths.ping})
+		}
+		var left atomic.Int32
+		left.Store(int32(len(actors)))
+		answer := func() {
+			if left.Add(-1) == 0 {
+				hook()
+			}
+		}
+		for _, a := range actors {
+			if !a.ping(answer) {
+				// Never blocks: this tick stays unanswered.
+				p.log.Warn(a.name + " queue full: liveness tick skipped")
+			}
+		}
+	}
+}
+
+// barrier queues f behind every input queued so far; false if the queue
+// is full.
+func (p *pipeline) barrier(f func()) bool {
+	select {
+	case p.in <- actions.Input{Kind: actions.Barrier, Barrier: f}:
+		return true
+	default:
+		return false
+	}
+}
+
+// releaseUnmonitored hands back what an earlier run withdrew from links
+// this run does not monitor (a reload or a rename took them out of the
+// set): nothing else would ever restore it.
+func releaseUnmonitored(rm *routes.Manager, scfg source.Config, enqueue func(actions.Input), log *slog.Logger) {
+	held := rm.WithdrawnLinks()
+	if len(held) == 0 {
+		return
+	}
+	dump, err := registry.Dump()
+	if err != nil {
+		log.Warn("cannot list links to release withdrawn routes of unmonitored ones", "err", err)
+		return
+	}
+	names := map[int]string{}
+	for _, l := range dump {
+		names[l.Index] = l.Name
+	}
+	for _, l := range dump {
+		if _, ok := held[l.Index]; ok && !source.Monitors(scfg, l, names[l.MasterIndex]) {
+			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Kind: actions.Released})
+		}
+	}
+}

@@ -1,0 +1,129 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/linkbeat/linkbeat/internal/actions"
+	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/fastpath"
+	"github.com/linkbeat/linkbeat/internal/monotime"
+	"github.com/linkbeat/linkbeat/internal/script"
+)
+
+// pipeline is what runs between New and the end of Run.
+type pipeline struct {
+	a       *Agent
+	log     *slog.Logger
+	in      chan actions.Input
+	act     *actions.Actions
+	scripts *script.Runner
+	bonds   *bond.Manager
+	fp      *fastpath.Manager // nil: the fast path is off
+	paths   *paths
+	// live are the monitored links, by ifindex: the quit-time scripts'
+	// links. Only the event loop's goroutine touches it.
+	live map[int]string
+
+	wg        sync.WaitGroup
+	stopBonds context.CancelFunc
+}
+
+// build makes the actors and starts their goroutines.
+func (a *Agent) build(ctx context.Context) (*pipeline, error) {
+	m := a.cfg.Metrics
+	p := &pipeline{a: a, log: a.log, in: make(chan actions.Input, 4096), live: map[int]string{}}
+	// Scripts outlive ctx's cancellation only for the quit-time run.
+	p.scripts = script.NewRunner(context.WithoutCancel(ctx), a.log, m.ScriptResult)
+	p.act = actions.New(a.log, a.live.get, m.Routes(a.routes), p.scripts, monotime.Now)
+	p.act.Done = m.Reaction
+	bopts := bond.Options{Kernel: a.bk, Log: a.log, Observer: m, Settings: a.live.forBond,
+		StateDir: a.cfg.StateDir, Now: monotime.NowNS, Paths: a.pm != nil}
+	p.fp = startFastPath(a.fpObjs, a.src, a.cfg.StateDir, m, func(f bond.Failover) { p.bonds.FastFailover(f) }, a.log)
+	if p.fp != nil {
+		bopts.FastPath = p.fp
+	}
+	p.bonds = bond.NewManager(bopts)
+	bctx, stopBonds := context.WithCancel(ctx)
+	p.stopBonds = stopBonds
+	p.paths = startPaths(bctx, a.pm, a.live, p.bonds, a.log)
+	// The path syncer stops after the bonds, before the path monitor and
+	// the bond kernel handle are closed.
+	a.onClose(p.paths.stop)
+	a.onClose(stopBonds)
+	p.wg.Add(2)
+	go func() { defer p.wg.Done(); p.act.Run(ctx, p.in) }()
+	go func() { defer p.wg.Done(); p.bonds.Run(bctx) }()
+	if p.fp != nil {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.runFastPath(bctx) }()
+	}
+	return p, nil
+}
+
+// runFastPath runs the fast path until the bonds stop. Its exit clears
+// every redirect before the programs go, and then the pins go: the next
+// start makes fresh maps.
+func (p *pipeline) runFastPath(ctx context.Context) {
+	p.fp.Run(ctx)
+	if pin := p.a.src.PinDir(); pin != "" {
+		if err := p.a.fpObjs.Unpin(pin); err != nil {
+			p.log.Warn("removing the fast path's pins", "err", err)
+		}
+	}
+}
+
+// run feeds the event source's stream to the actors until ctx ends, then
+// stops them in order.
+func (p *pipeline) run(ctx context.Context) error {
+	a := p.a
+	releaseUnmonitored(a.routes, a.scfg, p.enqueue, p.log)
+	rctx, stopReloads := context.WithCancel(ctx)
+	rl := &reloader{load: a.cfg.Load, file: a.cfg.ConfigFile, flagIfaces: a.cfg.Source.Interfaces, live: a.live,
+		apply: a.src.Reload, refreshPaths: p.paths.refresh, pathsOn: a.pm != nil,
+		observe: a.cfg.Metrics.ConfigReload, log: p.log, reloading: a.cfg.Hooks.Reloading, reloaded: a.cfg.Hooks.Reloaded}
+	reloadsDone := make(chan struct{})
+	go func() { defer close(reloadsDone); rl.run(rctx, a.cfg.Reloads) }()
+	err := a.src.Run(ctx, p.handler())
+	if a.cfg.Hooks.Stopping != nil {
+		a.cfg.Hooks.Stopping()
+	}
+	// Run also returns on a start-up error, with ctx still live: closing
+	// the queue and cancelling the bonds is what stops them then.
+	stopReloads()
+	<-reloadsDone // it sends to in
+	close(p.in)
+	p.stopBonds()
+	p.wg.Wait()
+	p.exitScripts()
+	p.scripts.Wait()
+	return err
+}
+
+// exitScripts runs the down script of each link treated as up, as
+// ifplugd does when it quits (unless told not to).
+func (p *pipeline) exitScripts() {
+	cfg := p.a.live.get()
+	if !cfg.RunScriptOnExit() {
+		return
+	}
+	for idx, name := range p.live {
+		s := cfg.For(name)
+		if up, known := p.act.Effective(idx); s.Script != "" && known && up {
+			p.scripts.Run(script.Job{Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Capabilities: s.ScriptCaps, Ifname: name, Up: false,
+				Env: script.Env(idx, "exit", 0, "", "")}, "up")
+		}
+	}
+}
+
+// enqueue hands an input to the actions. It never blocks the event loop:
+// a full queue means the actors are stuck, and the resync on the next
+// change repairs it.
+func (p *pipeline) enqueue(x actions.Input) {
+	select {
+	case p.in <- x:
+	default:
+		p.log.Error("action queue full: event dropped", "kind", x.Kind, "ifname", x.Event.Ifname)
+	}
+}
