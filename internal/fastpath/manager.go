@@ -21,12 +21,14 @@ import (
 // DefaultTTL bounds a redirect the daemon no longer refreshes.
 const DefaultTTL = time.Second
 
-// Hook names and clsact priorities: after the counters (1) and the ARP
-// path monitor (2).
+// Hook names and clsact priority: after the counters (1) and the path
+// monitor's ARP (2) and NA (3) counters, so a probe's answer is counted
+// before the redirect takes the frame. clsact refuses two filters of one
+// priority with different protocols.
 const (
 	hookEgress   = "lb_fastpath_egress"
 	hookIngress  = "lb_fastpath_ingress"
-	hookPriority = 3
+	hookPriority = 4
 )
 
 // Options configure a Manager.
