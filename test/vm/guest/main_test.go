@@ -60,8 +60,8 @@ func TestMain(m *testing.M) {
 
 // holdHotPathKeys turns on, for the whole boot, the static keys that
 // linkbeat's programs switch on the transmit path: the net_dev_xmit and
-// net_dev_xmit_timeout tracepoints (a no-op raw tracepoint program on
-// each) and the TC ingress/egress keys (a clsact qdisc on a dummy link no
+// net_dev_xmit_timeout tracepoints (a no-op raw tracepoint program twice
+// on each) and the TC ingress/egress keys (a clsact qdisc on a dummy link no
 // test touches). Turning a key on or off live-patches dev_hard_start_xmit
 // and __dev_queue_xmit; under multi-threaded TCG the other vCPU can run a
 // stale translation of the patched text, which once ended a 6.12 guest
@@ -86,13 +86,20 @@ func holdHotPathKeys() (release func(), err error) {
 			netlink.LinkDel(l)
 		}
 	}
+	// Two probes on each tracepoint, not one: a tracepoint's call site is
+	// a static call, re-patched on every change between one probe and two
+	// (the lone probe is called directly, two go through the iterator).
+	// With two held, linkbeat's own probe moves it between two and three,
+	// which patches nothing.
 	for _, tp := range []string{"net_dev_xmit", "net_dev_xmit_timeout"} {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
-		if err != nil {
-			release()
-			return nil, fmt.Errorf("hold tracepoint %s on: %w", tp, err)
+		for range 2 {
+			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+			if err != nil {
+				release()
+				return nil, fmt.Errorf("hold tracepoint %s on: %w", tp, err)
+			}
+			links = append(links, l)
 		}
-		links = append(links, l)
 	}
 	if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "keyhold0"}}); err != nil {
 		release()
