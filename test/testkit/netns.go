@@ -64,17 +64,30 @@ func VethPair(ns, a, peer string) error {
 }
 
 // InNetns runs fn on a fresh OS thread switched into h: sockets and
-// devices fn makes belong to h. The thread is never unlocked, so it ends
-// with its goroutine instead of going back to the pool in h.
+// devices fn makes belong to h. The thread goes back to its netns before
+// it is unlocked; if that fails it stays locked, and so ends with its
+// goroutine. It must not simply be left locked in h: when it is the main
+// thread, Go cannot end it and keeps it, and /proc/self/net (the main
+// thread's netns) would then show h for good.
 func InNetns(h vnetns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		orig, err := vnetns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("current netns: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := vnetns.Set(h); err != nil {
 			errc <- fmt.Errorf("enter netns: %w", err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if vnetns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }

@@ -69,19 +69,17 @@ func TestMain(m *testing.M) {
 // running. Held on, the keys never change while tests run. (Real CPUs
 // are not affected: text_poke_bp is correct there.)
 func holdHotPathKeys() (release func(), err error) {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "lbtest_key_hold", Type: ebpf.RawTracepoint, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load the key-holding program: %w", err)
-	}
+	// Two programs: 6.1 refuses one program twice on a tracepoint (the
+	// probe's data is the program there, the link on 6.12).
+	var progs []*ebpf.Program
 	var links []link.Link
 	release = func() {
 		for _, l := range links {
 			l.Close()
 		}
-		prog.Close()
+		for _, p := range progs {
+			p.Close()
+		}
 		if l, err := netlink.LinkByName("keyhold0"); err == nil {
 			netlink.LinkDel(l)
 		}
@@ -91,8 +89,19 @@ func holdHotPathKeys() (release func(), err error) {
 	// (the lone probe is called directly, two go through the iterator).
 	// With two held, linkbeat's own probe moves it between two and three,
 	// which patches nothing.
+	for range 2 {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Name: "lbtest_key_hold", Type: ebpf.RawTracepoint, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		})
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("load the key-holding program: %w", err)
+		}
+		progs = append(progs, prog)
+	}
 	for _, tp := range []string{"net_dev_xmit", "net_dev_xmit_timeout"} {
-		for range 2 {
+		for _, prog := range progs {
 			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
 			if err != nil {
 				release()
