@@ -7,6 +7,8 @@ import (
 	"net/netip"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/linkbeat/linkbeat/internal/netframe"
 )
 
 // Frames that tell the peers the bond's addresses now sit behind the
@@ -82,7 +84,7 @@ func unsolicitedNA(mac net.HardwareAddr, a netip.Addr) []byte {
 	icmp[24], icmp[25] = 2, 1 // target link-layer address, 8 bytes
 	copy(icmp[26:], mac)
 	dst := allNodes.As16()
-	binary.BigEndian.PutUint16(icmp[2:], icmpv6Checksum(t, dst, icmp))
+	binary.BigEndian.PutUint16(icmp[2:], netframe.ICMPv6Checksum(t, dst, icmp))
 
 	ip := make([]byte, 40)
 	ip[0] = 0x60
@@ -92,29 +94,6 @@ func unsolicitedNA(mac net.HardwareAddr, a netip.Addr) []byte {
 	copy(ip[24:], dst[:])
 	b := ethHeader(allNodesM, mac, ethPIPv6)
 	return append(append(b, ip...), icmp...)
-}
-
-func icmpv6Checksum(src, dst [16]byte, msg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(b[i:]))
-		}
-		if len(b)%2 == 1 {
-			sum += uint32(b[len(b)-1]) << 8
-		}
-	}
-	add(src[:])
-	add(dst[:])
-	var l [8]byte
-	binary.BigEndian.PutUint32(l[0:], uint32(len(msg)))
-	l[7] = 58
-	add(l[:])
-	add(msg)
-	for sum>>16 != 0 {
-		sum = (sum & 0xffff) + sum>>16
-	}
-	return ^uint16(sum)
 }
 
 // sendFrames writes the frames out of one interface.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/netframe"
 )
 
 func view() bond.FastView {
@@ -98,7 +99,7 @@ func TestAnnouncements(t *testing.T) {
 	copy(src[:], ip[8:24])
 	copy(dst[:], ip[24:40])
 	// A message with its checksum in place sums to 0 (ones' complement).
-	if c := icmpv6Checksum(src, dst, icmp); c != 0 {
+	if c := netframe.ICMPv6Checksum(src, dst, icmp); c != 0 {
 		t.Errorf("NA checksum does not verify: %#x", c)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+
+	"github.com/linkbeat/linkbeat/internal/netframe"
 )
 
 const (
@@ -70,31 +72,6 @@ func nsFrame(src net.HardwareAddr, target netip.Addr) []byte {
 	copy(ns[8:24], t[:])
 	ns[24], ns[25] = 1, 1 // source link-layer address, 8 bytes
 	copy(ns[26:32], src)
-	binary.BigEndian.PutUint16(ns[2:4], icmpv6Checksum(saddr, dst, ns))
+	binary.BigEndian.PutUint16(ns[2:4], netframe.ICMPv6Checksum(saddr, dst, ns))
 	return f
-}
-
-// icmpv6Checksum is RFC 4443 2.3's: over the pseudo-header (RFC 8200
-// 8.1) and the message.
-func icmpv6Checksum(src, dst [16]byte, msg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(b[i:]))
-		}
-		if len(b)%2 == 1 {
-			sum += uint32(b[len(b)-1]) << 8
-		}
-	}
-	add(src[:])
-	add(dst[:])
-	var pseudo [8]byte
-	binary.BigEndian.PutUint32(pseudo[0:4], uint32(len(msg)))
-	pseudo[7] = 58
-	add(pseudo[:])
-	add(msg)
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

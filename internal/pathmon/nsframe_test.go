@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/linkbeat/linkbeat/internal/netframe"
 )
 
 // TestNSFrame checks the solicitation byte by byte where RFC 4861 says
@@ -47,7 +49,7 @@ func TestNSFrame(t *testing.T) {
 		t.Errorf("source link-layer option % x", ns[24:32])
 	}
 	// A correct checksum makes the sum over everything, itself included, 0.
-	if c := icmpv6Checksum(src.As16(), dst.As16(), ns); c != 0 {
+	if c := netframe.ICMPv6Checksum(src.As16(), dst.As16(), ns); c != 0 {
 		t.Errorf("checksum does not verify: residue %#04x", c)
 	}
 }
@@ -56,7 +58,7 @@ func TestNSFrame(t *testing.T) {
 // pseudo-header and the message 0x8000 0x0000 sum to 0x8000 + 4 (length) + 58 (next header).
 func TestICMPv6Checksum(t *testing.T) {
 	var zero [16]byte
-	if c := icmpv6Checksum(zero, zero, []byte{0x80, 0, 0, 0}); c != ^uint16(0x8000+4+58) {
+	if c := netframe.ICMPv6Checksum(zero, zero, []byte{0x80, 0, 0, 0}); c != ^uint16(0x8000+4+58) {
 		t.Errorf("checksum %#04x, want %#04x", c, ^uint16(0x8000+4+58))
 	}
 }
