@@ -156,10 +156,15 @@ func (m *Manager) Status() []BondStatus {
 func (m *Manager) Run(ctx context.Context) {
 	m.o.Objects.clear()
 	defer m.shutdown()
-	poll := time.NewTicker(m.o.TTL / 4)
+	// Timers run only while there is something to follow: no wakeups
+	// while no redirect is pending and no bond is live.
+	poll := time.NewTimer(time.Hour)
+	poll.Stop()
 	defer poll.Stop()
-	addrs := time.NewTicker(10 * time.Second)
+	addrs := time.NewTimer(time.Hour)
+	addrs.Stop()
 	defer addrs.Stop()
+	addrsArmed := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,6 +181,7 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-poll.C:
 			m.follow()
 		case <-addrs.C:
+			addrsArmed = false
 			for _, b := range m.bonds {
 				if b.live {
 					m.readAddrs(b)
@@ -185,10 +191,17 @@ func (m *Manager) Run(ctx context.Context) {
 		// While a redirect waits for its first frame, look more often:
 		// the record's time comes from the kernel, only its report
 		// waits, so this need not compete with the bond's switch.
-		if m.waitingFirst() {
+		switch {
+		case m.waitingFirst():
 			poll.Reset(20 * time.Millisecond)
-		} else {
+		case m.anyPending():
 			poll.Reset(m.o.TTL / 4)
+		default:
+			poll.Stop()
+		}
+		if !addrsArmed && m.anyLive() {
+			addrs.Reset(10 * time.Second)
+			addrsArmed = true
 		}
 	}
 }

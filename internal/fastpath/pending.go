@@ -147,6 +147,28 @@ func (m *Manager) follow() {
 	}
 }
 
+// anyPending says whether a redirect is in force, which follow refreshes
+// and watches for its end.
+func (m *Manager) anyPending() bool {
+	for _, b := range m.bonds {
+		if b.pending != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// anyLive says whether a bond has the fast path on, whose addresses are
+// read again now and then for the announcements.
+func (m *Manager) anyLive() bool {
+	for _, b := range m.bonds {
+		if b.live {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *Manager) waitingFirst() bool {
 	for _, b := range m.bonds {
 		if b.pending != nil && !b.pending.recorded {
