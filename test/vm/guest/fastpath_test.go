@@ -28,11 +28,17 @@ import (
 // the dead slave's frames out of the replacement and the replacement's
 // frames into the bond until the bond has switched.
 
-// fastPathMaxLost is the most packets of the 1000 packets/s stream a cut
-// may lose with the fast path. miimon alone loses about 45 per cut here,
-// linkbeat's user-space switch alone 2 to 12; the fast path's prototype
-// lost at most 1.
-const fastPathMaxLost = 2
+// fastPathMaxLost bounds the packets of the 1000 packets/s streams that
+// a cut may lose after the driver's carrier call with the fast path: at
+// most this many in any one cut, and the median cut at most
+// fastPathMedianLost. With the redirect broken a cut loses 5 to 23 after
+// the call (miimon alone about 45); working, almost every cut loses 0,
+// but under TCG the first redirect once came 4.4 ms after the call and a
+// cut lost 3, so one cut's bound alone would make the test flaky.
+const (
+	fastPathMaxLost    = 4
+	fastPathMedianLost = 1
+)
 
 const (
 	tcpPort  = 9102
@@ -375,7 +381,7 @@ func isFastFailoverEnd(bond string) func(logRecord) bool {
 // TestBondFastPath: active-backup with miimon=100 and `linkbeat run`; QMP
 // cuts the active slave several times while a 1000 packets/s UDP stream
 // runs to the peer and a TCP connection carries data both ways. Each cut
-// must lose at most fastPathMaxLost packets, linkbeat must log the fast
+// must stay within fastPathMaxLost and fastPathMedianLost, linkbeat must log the fast
 // failover (by fastpath, with the driver-to-first-redirect time), IPv6
 // must work both ways right after the cut with the neighbour entries
 // flushed, and the TCP connection must survive every cut, with data
@@ -430,6 +436,7 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string, runArgs ...s
 
 	const cuts = 6
 	var lost []uint64
+	var afters []uint64 // lost after the driver's call, both streams, every cut
 	redirected := 0
 	for i := 0; i < cuts; i++ {
 		time.Sleep(linkwatchQuiet)
@@ -463,11 +470,13 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string, runArgs ...s
 		if want := map[bool]string{true: "netlink", false: "fentry"}[netlinkOnly]; rec["source"] != "" && rec["source"] != want {
 			t.Errorf("fast path record %v: source %s, want %s", rec, rec["source"], want)
 		}
+		afters = append(afters, after)
 		if after > fastPathMaxLost && !netlinkOnly {
 			t.Errorf("cut %d lost %d packets sent after the driver's carrier call, want at most %d with the fast path", i+1, after, fastPathMaxLost)
 		}
 		rbefore, rafter := rs.lostAround(rmark, deadNs)
 		t.Logf("cut %d, peer to bond: %s; %d lost before the driver's carrier call, %d after it", i+1, rs.Outage(rmark), rbefore, rafter)
+		afters = append(afters, rafter)
 		if rafter > fastPathMaxLost && !netlinkOnly {
 			t.Errorf("cut %d: the peer's stream to the bond lost %d packets sent after the driver's carrier call, want at most %d with the fast path", i+1, rafter, fastPathMaxLost)
 		}
@@ -479,6 +488,10 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string, runArgs ...s
 	t.Logf("lost packets per cut: %v, fast failovers that redirected frames: %d of %d (kernel %s)", lost, redirected, cuts, kernelRelease())
 	if redirected == 0 {
 		t.Errorf("the fast path redirected no frame in %d cuts", cuts)
+	}
+	slices.Sort(afters)
+	if m := afters[len(afters)/2]; m > fastPathMedianLost && !netlinkOnly {
+		t.Errorf("median packets lost after the driver's carrier call over both streams' cuts: %d (%v), want at most %d with the fast path", m, afters, fastPathMedianLost)
 	}
 	// Packets sent before the driver's carrier call are lost to the
 	// testbed's QMP-to-driver delay, which grows with the host's load:
