@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/linkbeat/linkbeat/internal/tc"
-	"github.com/linkbeat/linkbeat/internal/traffic"
 	"github.com/linkbeat/linkbeat/test/dropper"
 )
 
@@ -69,29 +68,7 @@ func (p *peerNS) dropNATo(t *testing.T, dst net.HardwareAddr) *arpDrop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &arpDrop{p: p, prog: prog}
-	pl, err := p.Handle().LinkByName(p.NIC)
-	if err != nil {
-		prog.Close()
-		t.Fatalf("%s: %s: %v", p.Name, p.NIC, err)
-	}
-	err = p.Do(func() error {
-		d.mech = traffic.ProbeMechanism(prog)
-		var err error
-		d.hook, err = tc.AttachHook(d.mech, pl.Attrs().Index, p.NIC,
-			tc.Hook{Program: prog, Egress: true, Name: "lbtest-dropna", Priority: 1, Protocol: unix.ETH_P_IPV6})
-		return err
-	})
-	if err != nil {
-		prog.Close()
-		t.Fatalf("attach the NA drop to %s in %s: %v", p.NIC, p.Name, err)
-	}
-	t.Cleanup(func() {
-		if err := d.Remove(); err != nil {
-			t.Errorf("remove the NA drop: %v", err)
-		}
-		d.prog.Close()
-	})
+	d := p.attachDrop(t, prog, "NA", tc.Hook{Program: prog, Egress: true, Name: "lbtest-dropna", Priority: 1, Protocol: unix.ETH_P_IPV6})
 	t.Logf("%s in %s drops the NAs it sends to %s (%s egress)", p.NIC, p.Name, dst, d.mech)
 	return d
 }

@@ -91,6 +91,16 @@ func (p *peerNS) dropARPFrom(t *testing.T, sha net.HardwareAddr) *arpDrop {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := p.attachDrop(t, prog, "ARP", tc.Hook{Program: prog, Name: "lbtest-drop", Priority: 1, Protocol: unix.ETH_P_ARP})
+	t.Logf("%s in %s drops ARP from %s at its ingress (%s)", p.NIC, p.Name, sha, d.mech)
+	return d
+}
+
+// attachDrop attaches a drop program (hook h) to the peer NIC from a
+// thread in the peer netns, and removes it when the test ends; what names
+// the frames in messages.
+func (p *peerNS) attachDrop(t *testing.T, prog *ebpf.Program, what string, h tc.Hook) *arpDrop {
+	t.Helper()
 	d := &arpDrop{p: p, prog: prog}
 	pl, err := p.Handle().LinkByName(p.NIC)
 	if err != nil {
@@ -100,21 +110,19 @@ func (p *peerNS) dropARPFrom(t *testing.T, sha net.HardwareAddr) *arpDrop {
 	err = p.Do(func() error {
 		d.mech = traffic.ProbeMechanism(prog)
 		var err error
-		d.hook, err = tc.AttachHook(d.mech, pl.Attrs().Index, p.NIC,
-			tc.Hook{Program: prog, Name: "lbtest-drop", Priority: 1, Protocol: unix.ETH_P_ARP})
+		d.hook, err = tc.AttachHook(d.mech, pl.Attrs().Index, p.NIC, h)
 		return err
 	})
 	if err != nil {
 		prog.Close()
-		t.Fatalf("attach the ARP drop to %s in %s: %v", p.NIC, p.Name, err)
+		t.Fatalf("attach the %s drop to %s in %s: %v", what, p.NIC, p.Name, err)
 	}
 	t.Cleanup(func() {
 		if err := d.Remove(); err != nil {
-			t.Errorf("remove the ARP drop: %v", err)
+			t.Errorf("remove the %s drop: %v", what, err)
 		}
 		d.prog.Close()
 	})
-	t.Logf("%s in %s drops ARP from %s at its ingress (%s)", p.NIC, p.Name, sha, d.mech)
 	return d
 }
 
