@@ -13,26 +13,24 @@ import (
 
 // LinkUp restores what LinkDown withdrew from this link, if it has carrier.
 func (m *Manager) LinkUp(ifindex int, ifname string) (Result, error) {
-	start := time.Now()
-	m.cache.forgetFlushed(ifindex)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.renamed(ifindex, ifname)
-	res, err := m.restore(linkID(ifname, ifindex), false)
-	res.Duration = time.Since(start)
-	return res, err
+	return m.restoreLink(ifindex, ifname, false)
 }
 
 // Release puts a link's withdrawn routes back whatever its carrier: the
 // link is no longer monitored, and an unmonitored link keeps its routes as
 // the kernel would. Nothing withdrawn may outlive linkbeat's interest in it.
 func (m *Manager) Release(ifindex int, ifname string) (Result, error) {
+	return m.restoreLink(ifindex, ifname, true)
+}
+
+// restoreLink restores a link's record; force ignores its carrier.
+func (m *Manager) restoreLink(ifindex int, ifname string, force bool) (Result, error) {
 	start := time.Now()
 	m.cache.forgetFlushed(ifindex)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.renamed(ifindex, ifname)
-	res, err := m.restore(linkID(ifname, ifindex), true)
+	res, err := m.restore(linkID(ifname, ifindex), force)
 	res.Duration = time.Since(start)
 	return res, err
 }
