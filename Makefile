@@ -67,9 +67,10 @@ fuzz:
 test-unit: deps
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./internal/... ./cmd/...
 
-# Privileged tests in throwaway network namespaces on this host.
+# Privileged tests in throwaway network namespaces on this host, and the
+# shared test tools' own tests (the drop programs need root to load).
 test-host: deps build
-	cd test && LINKBEAT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 $(GO) test -race -v -count=1 -timeout 10m ./host/...
+	cd test && LINKBEAT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 $(GO) test -race -v -count=1 -timeout 10m ./host/... ./dropper/... ./testkit/...
 
 include test/vm/vm.mk
 
