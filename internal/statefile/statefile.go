@@ -4,9 +4,11 @@
 package statefile
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -27,9 +29,6 @@ type Options struct {
 // Write replaces dir/name with v as JSON (indented unless Compact): a
 // temporary file renamed over the old one.
 func Write(dir, name string, v any, o Options) error {
-	if err := os.MkdirAll(dir, o.DirPerm); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
 	var b []byte
 	var err error
 	if o.Compact {
@@ -40,13 +39,31 @@ func Write(dir, name string, v any, o Options) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
+	return WriteFunc(dir, name, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	}, o)
+}
+
+// WriteFunc replaces dir/name as Write does, with what encode writes: a
+// large file can be written piece by piece instead of from one buffer
+// holding all of it (and json.Marshal's copy of that).
+func WriteFunc(dir, name string, encode func(io.Writer) error, o Options) error {
+	if err := os.MkdirAll(dir, o.DirPerm); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
 	f, err := os.CreateTemp(dir, name+".tmp*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(b); err != nil {
+	w := bufio.NewWriterSize(f, 64<<10)
+	if err := encode(w); err != nil {
+		f.Close()
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	if err := w.Flush(); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", name, err)
 	}
