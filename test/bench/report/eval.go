@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math"
@@ -56,18 +57,19 @@ func evaluate(s *bench.Scenario, g bench.Goal) goalResult {
 	}
 	r.Measured = v
 	r.Bound = g.Value
-	if g.Factor != 0 {
-		a := s.Contender(s.Anchor)
+	if g.Factor != 0 || g.Plus != 0 {
+		of := cmp.Or(g.Of, s.Anchor)
+		a := s.Contender(of)
 		if a == nil {
-			r.Why = fmt.Sprintf("anchor %q not measured", s.Anchor)
+			r.Why = fmt.Sprintf("reference %q not measured", of)
 			return r
 		}
 		av, ok := stat(a, g.Stat)
 		if !ok {
-			r.Why = fmt.Sprintf("anchor %s has no %s", s.Anchor, g.Stat)
+			r.Why = fmt.Sprintf("reference %s has no %s", of, g.Stat)
 			return r
 		}
-		r.Bound = g.Factor * av
+		r.Bound = cmp.Or(g.Factor, 1)*av + g.Plus
 	}
 	switch g.Op {
 	case "<=":

@@ -101,6 +101,15 @@ func TestEvaluateGoals(t *testing.T) {
 			t.Errorf("goal %+v was judged: %+v", g, r)
 		}
 	}
+	// Relative to another contender than the anchor, plus an offset.
+	plus := bench.Goal{Contender: "linkbeat", Stat: "p50", Op: "<=", Of: "ifplugd 0.28", Plus: 0.5}
+	if r := evaluate(s, plus); r.Why != "" || r.Bound != 500.5 || !r.Met {
+		t.Errorf("p50 <= ifplugd's p50 + 0.5: %+v, want bound 500.5, met", r)
+	}
+	plus.Of = "nobody"
+	if r := evaluate(s, plus); r.Why == "" || r.Met {
+		t.Errorf("a goal relative to a missing contender was judged: %+v", r)
+	}
 	noAnchor := *s
 	noAnchor.Anchor = "missing"
 	if r := evaluate(&noAnchor, s.Goals[0]); r.Why == "" || r.Met {
