@@ -8,8 +8,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // leanKernel serves a dump and accepts every change without keeping
@@ -68,55 +66,62 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
-// TestHeldMemory reports the heap the manager holds per route, with the
-// cache filled and with a link's routes withdrawn, at the bench's
-// route-scale-10k size. LINKBEAT_HEAPPROFILE=file writes a heap profile
-// taken while the routes are withdrawn.
-func TestHeldMemory(t *testing.T) {
-	if os.Getenv("LINKBEAT_HEAPPROFILE") != "" {
+// BenchmarkHeldMemory reports the heap the manager holds per route at
+// the bench's route-scale sizes: the cache after the dump
+// (cache-B/route), what LinkDown allocates (withdraw-alloc-B/route) and
+// what the record of the withdrawn routes adds (record-B/route). The
+// daemon's RSS is test/bench's route-scale scenario. LINKBEAT_HEAPPROFILE
+// =file writes a heap profile taken with the routes withdrawn.
+// Run: go test -run '^$' -bench HeldMemory -benchtime 1x ./internal/routes/
+func BenchmarkHeldMemory(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("%dk+%dk", n/1000, n/2000), func(b *testing.B) {
+			for b.Loop() {
+				heldMemory(b, n)
+			}
+		})
+	}
+}
+
+func heldMemory(b *testing.B, n int) {
+	if f := os.Getenv("LINKBEAT_HEAPPROFILE"); f != "" {
 		runtime.MemProfileRate = 1
 	}
-	if testing.Short() {
-		t.Skip("measures 15k routes")
-	}
-	const n = 10000
 	base := heapInUse()
 	k := &leanKernel{routes: scaleRoutes(n), down: map[int]bool{}}
-	m, err := New(Config{StateDir: t.TempDir()}, k)
+	m, err := New(Config{StateDir: b.TempDir()}, k)
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := m.Start(ctx); err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	k.routes = nil
 	routes := float64(n + n/2)
 	filled := heapInUse()
-	t.Logf("cache: %.0f B/route", (float64(filled)-float64(base))/routes)
 	k.down[2] = true
-	var before runtime.MemStats
+	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	res, err := m.LinkDown(2, "sc0")
-	if err != nil || res.Withdrawn != n+n/2 {
-		t.Fatalf("LinkDown: %+v %v", res, err)
-	}
-	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
-	t.Logf("LinkDown allocated %.0f B/route", float64(after.TotalAlloc-before.TotalAlloc)/routes)
+	if err != nil || res.Withdrawn != n+n/2 {
+		b.Fatalf("LinkDown: %+v %v; want %d withdrawn", res, err, n+n/2)
+	}
 	down := heapInUse()
-	t.Logf("withdrawn: %.0f B/route more", (float64(down)-float64(filled))/routes)
+	b.ReportMetric((float64(filled)-float64(base))/routes, "cache-B/route")
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/routes, "withdraw-alloc-B/route")
+	b.ReportMetric((float64(down)-float64(filled))/routes, "record-B/route")
 	if f := os.Getenv("LINKBEAT_HEAPPROFILE"); f != "" {
 		w, err := os.Create(f)
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		defer w.Close()
 		if err := pprof.WriteHeapProfile(w); err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 	}
 	runtime.KeepAlive(m)
-	_ = unix.AF_INET
 }
