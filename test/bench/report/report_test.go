@@ -149,6 +149,40 @@ func TestLoadRunsKeepsThisRun(t *testing.T) {
 	}
 }
 
+// A run of some scenarios (-only) replaces those of an earlier run of the
+// same kernel and leaves the others, each shown with its own run.
+func TestLoadRunsMergesPartialRuns(t *testing.T) {
+	dir := t.TempDir()
+	write := func(date string, ids ...string) {
+		r := &bench.Run{Date: date, Where: "host", Kernel: "6.18", Commit: date}
+		for _, id := range ids {
+			r.Scenarios = append(r.Scenarios, bench.Scenario{ID: id})
+		}
+		if _, err := r.Write(filepath.Join(dir, strings.ReplaceAll(date, ":", ""))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("2026-11-21T09:00:00Z", "a", "b", "c")
+	write("2026-11-22T09:00:00Z", "b")
+	write("2026-11-23T09:00:00Z", "c", "d")
+	paths, _ := filepath.Glob(filepath.Join(dir, "*"))
+	runs, err := loadRuns(paths, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range runs {
+		for _, s := range r.Scenarios {
+			got = append(got, r.Commit[:10]+":"+s.ID)
+		}
+	}
+	slices.Sort(got)
+	want := []string{"2026-11-21:a", "2026-11-22:b", "2026-11-23:c", "2026-11-23:d"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("scenarios kept: %v, want %v", got, want)
+	}
+}
+
 func TestCheck(t *testing.T) {
 	runs := fixtures(t)
 	ids := map[string][]string{"host": {"route-failover-seed-veth", "idle-cost"}, "vm": {"bond-outage"}}
