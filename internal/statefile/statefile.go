@@ -49,33 +49,46 @@ func Write(dir, name string, v any, o Options) error {
 // large file can be written piece by piece instead of from one buffer
 // holding all of it (and json.Marshal's copy of that).
 func WriteFunc(dir, name string, encode func(io.Writer) error, o Options) error {
-	if err := os.MkdirAll(dir, o.DirPerm); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
+	// The directory is made when it is missing, not checked before every
+	// write: the route record is written on the reaction path, where each
+	// system call counts.
 	f, err := os.CreateTemp(dir, name+".tmp*")
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, o.DirPerm); err != nil {
+			return fmt.Errorf("create state dir: %w", err)
+		}
+		f, err = os.CreateTemp(dir, name+".tmp*")
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	w := bufio.NewWriterSize(f, 64<<10)
+	done := false
+	defer func() {
+		if !done {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	// Small: most records are a few routes, and a large buffer costs more
+	// to allocate than the writes it saves.
+	w := bufio.NewWriterSize(f, 8<<10)
 	if err := encode(w); err != nil {
-		f.Close()
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
 	if err := w.Flush(); err != nil {
-		f.Close()
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	if o.Durable {
 		if err := f.Sync(); err != nil {
-			f.Close()
 			return fmt.Errorf("sync %s: %w", name, err)
 		}
 	}
-	if err := f.Chmod(o.FilePerm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", name, err)
+	// CreateTemp made the file 0600.
+	if o.FilePerm != 0o600 {
+		if err := f.Chmod(o.FilePerm); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
@@ -83,6 +96,7 @@ func WriteFunc(dir, name string, encode func(io.Writer) error, o Options) error 
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("replace %s: %w", name, err)
 	}
+	done = true
 	if !o.Durable {
 		return nil
 	}
