@@ -149,6 +149,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case monCmd.FullCommand():
 		enc := json.NewEncoder(stdout)
 		return runDaemon(ctx, monFlags.config(), log, source.Handler{Carrier: func(_ context.Context, ev source.Event) {
+			if !ev.Monitored {
+				return
+			}
 			if *monJSON {
 				_ = enc.Encode(ev.Event)
 				return

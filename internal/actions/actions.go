@@ -32,7 +32,8 @@ type Scripts interface {
 type Kind uint8
 
 const (
-	// Carrier is a carrier change, ordered by the tracker.
+	// Carrier is a monitored link's carrier change, ordered by the
+	// event source.
 	Carrier Kind = iota
 	// Initial is the carrier of a link seen for the first time, or
 	// monitored again.
@@ -43,14 +44,15 @@ const (
 	Released
 	// Reload is a config reload; it carries no event.
 	Reload
-	// CarrierBack is any link's carrier returning (netlink): a released
-	// link whose nexthop objects had to wait for carrier gets them back.
-	CarrierBack
+	// Unmonitored is the carrier change of a link outside the monitored
+	// set, ordered by the event source: a released link whose nexthop
+	// objects had to wait for carrier gets them back.
+	Unmonitored
 	// Barrier carries only its Barrier function.
 	Barrier
 )
 
-var kindNames = [...]string{"carrier", "initial", "removed", "released", "reload", "carrier_back", "barrier"}
+var kindNames = [...]string{"carrier", "initial", "removed", "released", "reload", "unmonitored", "barrier"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -129,11 +131,16 @@ func (a *Actions) Handle(x Input) {
 	case Reload:
 		a.reapply()
 		return
-	case CarrierBack:
-		if name, ok := a.waiting[x.Event.Ifindex]; ok {
+	case Carrier, Unmonitored:
+		// Any link that waits for its carrier gets its routes back on
+		// the carrier's return (reapply can leave a monitored one
+		// waiting too); the policy watches only monitored links.
+		if name, ok := a.waiting[x.Event.Ifindex]; ok && x.Event.Up {
 			a.release(x.Event.Ifindex, name, "carrier back")
 		}
-		return
+		if x.Kind == Unmonitored {
+			return
+		}
 	}
 	if x.Bond != "" {
 		a.bonds[x.Event.Ifindex] = [2]string{x.Bond, x.Slave}

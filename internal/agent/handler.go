@@ -16,27 +16,38 @@ import (
 // actors. Its functions run on the event loop's goroutine and never block.
 func (p *pipeline) handler() source.Handler {
 	return source.Handler{
-		// Bonds first: their switch is the one a millisecond matters to.
-		Carrier: func(_ context.Context, ev source.Event) {
-			if p.fp != nil {
-				p.fp.Carrier(ev.Event)
-			}
-			p.bonds.Carrier(ev.Event)
-			p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
+		Carrier: p.carrier,
+		// The source calls it before Carrier: the bond switch is the one
+		// a millisecond matters to.
+		Bond: func(_ context.Context, ev source.LinkEvent) {
+			p.bonds.Link(ev)
+			p.paths.link(ev)
 		},
+		Link:      p.link,
 		Ready:     p.ready(),
 		Heartbeat: p.heartbeat(),
-		Update: func(_ context.Context, c registry.Change) {
-			if c.Kind == registry.Updated && c.Link.Carrier && !c.Old.Carrier {
-				p.enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, Kind: actions.CarrierBack})
-			}
-			p.bonds.Link(c)
-			p.paths.link(c)
-		},
-		Link: p.link,
 		// After the Released inputs of the links the reload took out.
-		Reload: func(context.Context) { p.enqueue(actions.Input{Kind: actions.Reload}) },
+		Reload: func(_ context.Context, bonds []source.BondMembers) {
+			p.enqueue(actions.Input{Kind: actions.Reload})
+			p.paths.refresh(bonds)
+		},
 	}
+}
+
+// carrier takes each ordered carrier change. A link outside the monitored
+// set matters only when its carrier returns: a released link may wait for
+// it (actions.Unmonitored).
+func (p *pipeline) carrier(_ context.Context, ev source.Event) {
+	if !ev.Monitored {
+		if ev.Up {
+			p.enqueue(actions.Input{Kind: actions.Unmonitored, Event: ev.Event})
+		}
+		return
+	}
+	if p.fp != nil {
+		p.fp.Carrier(ev.Event)
+	}
+	p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
 }
 
 // link takes a monitored link's first sight, its removal, and its leaving

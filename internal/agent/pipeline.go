@@ -81,7 +81,7 @@ func (p *pipeline) run(ctx context.Context) error {
 	releaseUnmonitored(a.routes, a.scfg, p.enqueue, p.log)
 	rctx, stopReloads := context.WithCancel(ctx)
 	rl := &reloader{load: a.cfg.Load, file: a.cfg.ConfigFile, flagIfaces: a.cfg.Source.Interfaces, live: a.live,
-		apply: a.src.Reload, refreshPaths: p.paths.refresh, pathsOn: a.pm != nil,
+		apply: a.src.Reload, pathsOn: a.pm != nil,
 		observe: a.cfg.Metrics.ConfigReload, log: p.log, reloading: a.cfg.Hooks.Reloading, reloaded: a.cfg.Hooks.Reloaded}
 	reloadsDone := make(chan struct{})
 	go func() { defer close(reloadsDone); rl.run(rctx, a.cfg.Reloads) }()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/carrier"
@@ -167,8 +168,8 @@ func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 	l.handledSeq = max(l.handledSeq, ev.Seq)
 	l.sawBPF = true
 	report, gap := l.tracker.Kernel(ev)
-	if report && l.monitoredIndex(ev.Ifindex, ev.Ifname) {
-		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
+	if report {
+		l.report(ctx, nil, []carrier.Event{ev})
 	}
 	if gap {
 		l.d.log.Warn("carrier counters jumped: events were lost", "ifname", ev.Ifname, "up_count", ev.UpCount, "down_count", ev.DownCount)
@@ -179,26 +180,126 @@ func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 }
 
 func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier.Source) {
-	for _, c := range l.table.Apply(u) {
+	changes := l.table.Apply(u)
+	for _, c := range changes {
 		l.linkChanged(ctx, c)
 	}
-	if u.Deleted || u.Bridge {
+	var evs []carrier.Event
+	if !u.Deleted && !u.Bridge {
+		if up, known := l.tracker.Carrier(u.Link.Index); known && up != u.Link.Carrier {
+			l.catchUp(ctx)
+		}
+		if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotime.Now(), src); ok {
+			evs = append(evs, ev)
+		}
+	}
+	l.report(ctx, changes, evs)
+}
+
+// report hands out what one step learnt, once the tracker has ordered it:
+// the bonds' side first (each change of a bond or slave, with the
+// carrier the tracker holds), then each carrier change.
+func (l *loop) report(ctx context.Context, changes []registry.Change, evs []carrier.Event) {
+	if l.h.Bond != nil {
+		l.tellBonds(ctx, changes, evs)
+	}
+	for _, ev := range evs {
+		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex), Monitored: l.monitoredIndex(ev.Ifindex, ev.Ifname)})
+	}
+}
+
+// tellBonds gives the bond side one LinkEvent per bond or slave a step
+// touched: a change of the link, a carrier change, or both.
+func (l *loop) tellBonds(ctx context.Context, changes []registry.Change, evs []carrier.Event) {
+	carrierNs := func(idx int) int64 {
+		for _, ev := range evs {
+			if ev.Ifindex == idx {
+				return int64(ev.Time)
+			}
+		}
+		return 0
+	}
+	for _, c := range changes {
+		l.tellBond(ctx, c, carrierNs(c.Link.Index))
+	}
+	for _, ev := range evs {
+		if slices.ContainsFunc(changes, func(c registry.Change) bool { return c.Link.Index == ev.Ifindex }) {
+			continue
+		}
+		if link, ok := l.table.Get(ev.Ifindex); ok {
+			l.tellBond(ctx, registry.Change{Kind: registry.Updated, Link: link, Old: link}, int64(ev.Time))
+		}
+	}
+}
+
+// tellBond hands a bond or slave's change to Handler.Bond, its carrier
+// replaced by the tracker's: the one ordering of carrier.
+func (l *loop) tellBond(ctx context.Context, c registry.Change, carrierNs int64) {
+	if !bondish(c.Link) && !(c.Kind == registry.Updated && bondish(c.Old)) {
 		return
 	}
-	if up, known := l.tracker.Carrier(u.Link.Index); known && up != u.Link.Carrier {
-		l.catchUp(ctx)
+	if st, ok := l.tracker.State(c.Link.Index); ok && c.Kind != registry.Removed {
+		c.Link.Carrier, c.Link.UpCount, c.Link.DownCount = st.Carrier, st.UpCount, st.DownCount
 	}
-	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotime.Now(), src); ok && l.monitored(u.Link) {
-		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
+	l.h.Bond(ctx, LinkEvent{Change: c, Membership: l.membership(c.Link.Index), CarrierNs: carrierNs, Bonds: BondsTouched(l.table, c)})
+}
+
+func bondish(l registry.Link) bool { return l.Bond != nil || l.BondSlave != nil }
+
+// BondsTouched lists the bonds whose membership a change of table t may
+// alter (the link's bond, the bond it was in, the link itself if it is or
+// was a bond), each with its slaves as t holds them after the change.
+func BondsTouched(t *registry.Table, c registry.Change) []BondMembers {
+	var idx []int
+	add := func(i int) {
+		if i != 0 && !slices.Contains(idx, i) {
+			idx = append(idx, i)
+		}
 	}
+	if c.Link.BondSlave != nil {
+		add(c.Link.MasterIndex)
+	}
+	if c.Old.BondSlave != nil {
+		add(c.Old.MasterIndex)
+	}
+	if c.Link.Bond != nil || c.Old.Bond != nil {
+		add(c.Link.Index)
+	}
+	out := make([]BondMembers, 0, len(idx))
+	for _, i := range idx {
+		out = append(out, bondMembers(t, i))
+	}
+	return out
+}
+
+// bondMembers reads a bond and its slaves from the table.
+func bondMembers(t *registry.Table, idx int) BondMembers {
+	b := BondMembers{Index: idx}
+	if link, ok := t.Get(idx); ok && link.Bond != nil {
+		b.Name = link.Name
+	}
+	for _, s := range t.Slaves(idx) {
+		if s.BondSlave != nil {
+			b.Slaves = append(b.Slaves, Member{Index: s.Index, Name: s.Name})
+		}
+	}
+	return b
+}
+
+// Bonds is every bond in table t, with its slaves.
+func Bonds(t *registry.Table) []BondMembers {
+	var out []BondMembers
+	for _, link := range t.Links() {
+		if link.Bond != nil {
+			out = append(out, bondMembers(t, link.Index))
+		}
+	}
+	return out
 }
 
 // linkChanged keeps the TC attachments and the tracker in step with the
 // interfaces: new ones, deleted ones, renamed ones.
 func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
-	if l.h.Update != nil {
-		l.h.Update(ctx, c)
-	}
 	log := l.d.log.With("ifname", c.Link.Name, "ifindex", c.Link.Index)
 	now, was := l.monitored(c.Link), c.Kind == registry.Updated && l.monitored(c.Old)
 	switch c.Kind {
@@ -237,7 +338,7 @@ func (l *loop) reload(ctx context.Context, r Reload) {
 		l.setInterfaces(ctx, r.Interfaces)
 	}
 	if r.Notify && l.h.Reload != nil {
-		l.h.Reload(ctx)
+		l.h.Reload(ctx, Bonds(l.table))
 	}
 }
 
@@ -341,16 +442,18 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 	if err != nil {
 		return fmt.Errorf("resync (%s): %w", reason, err)
 	}
-	for _, c := range l.table.Replace(dump) {
+	changes := l.table.Replace(dump)
+	for _, c := range changes {
 		l.linkChanged(ctx, c)
 	}
 	now := monotime.Now()
-	src := carrier.SourceResync
+	var evs []carrier.Event
 	for _, link := range dump {
-		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.monitored(link) {
-			l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
+		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, carrier.SourceResync); ok {
+			evs = append(evs, ev)
 		}
 	}
+	l.report(ctx, changes, evs)
 	l.d.observeResync(reason)
 	if reason != "start" {
 		l.d.log.Info("resynced from netlink dump", "reason", reason, "links", len(dump))

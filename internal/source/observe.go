@@ -15,7 +15,7 @@ import (
 // from the loop's goroutine, on the event path: they must not block.
 type Observer interface {
 	// Carrier gets each carrier change of a monitored link, after the
-	// handler got it.
+	// handler got it; the others' are not its business.
 	Carrier(ev carrier.Event)
 	// Link gets a monitored link's first sight and its removal.
 	Link(c registry.Change)
@@ -35,6 +35,9 @@ func (d *Source) observe(h Handler) Handler {
 	h.Carrier = func(ctx context.Context, e Event) {
 		if carrierFn != nil {
 			carrierFn(ctx, e)
+		}
+		if !e.Monitored {
+			return
 		}
 		ev := e.Event
 		if d.traffic != nil {
