@@ -34,6 +34,8 @@ func (f fakeRoutes) LinkUp(i int, _ string) (routes.Result, error) {
 
 func (f fakeRoutes) Forget(int) error { return nil }
 
+func (f fakeRoutes) Withdrawn() map[string]int { return nil }
+
 func (f fakeRoutes) Release(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes release", i})
 	if f.noCarrier {
@@ -60,7 +62,7 @@ func newActions(t *testing.T, doc string) (*Actions, *[]call) {
 	}
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return c },
-		fakeRoutes{calls: &calls}, fakeScripts{&calls}, func() time.Duration { return 0 })
+		fakeRoutes{calls: &calls}, fakeScripts{&calls}, func() time.Duration { return 0 }, nil)
 	return a, &calls
 }
 
@@ -123,7 +125,7 @@ func TestReloadReappliesRoutePolicyToDownLinks(t *testing.T) {
 	cur := parse("interfaces: {eth1: {routes: keep}}\n")
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return cur },
-		fakeRoutes{calls: &calls}, nil, func() time.Duration { return 0 })
+		fakeRoutes{calls: &calls}, nil, func() time.Duration { return 0 }, nil)
 	a.Handle(Input{Event: ev(false), Kind: Initial})
 	if len(calls) != 0 {
 		t.Fatalf("routes: keep acted: %v", calls)
@@ -152,7 +154,7 @@ func TestReloadReappliesRoutePolicyToDownLinks(t *testing.T) {
 func TestReleasedLinkWaitsForCarrier(t *testing.T) {
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return &config.Config{} },
-		fakeRoutes{calls: &calls, noCarrier: true}, nil, func() time.Duration { return 0 })
+		fakeRoutes{calls: &calls, noCarrier: true}, nil, func() time.Duration { return 0 }, nil)
 	a.Handle(Input{Event: ev(false), Kind: Initial})
 	a.Handle(Input{Event: ev(false), Kind: Released})
 	a.Handle(Input{Event: ev(false), Kind: Unmonitored})

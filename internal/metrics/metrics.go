@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 
+	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/carrier"
@@ -271,7 +272,7 @@ func (m *Metrics) Resync(reason string) { m.resyncs.with(reason).Inc() }
 func (m *Metrics) RingbufDrops(total uint64) { m.ringDrops.Store(total) }
 
 // Reaction records the time from the kernel event to the route change
-// being done (actions.Actions.Done). Decisions without a kernel event
+// being done (actions.Observer). Decisions without a kernel event
 // (a link's first sight) have no latency and are not recorded.
 func (m *Metrics) Reaction(d policy.Decision, latency time.Duration) {
 	if latency <= 0 || d.Event.Time == 0 {
@@ -329,61 +330,19 @@ func (m *Metrics) SetWithdrawn(w map[string]int) {
 	m.withdrawn.Store(&cur)
 }
 
-// RouteActor is the route actor as actions.Routes needs it, plus the
-// count of what it holds withdrawn (routes.Manager).
-type RouteActor interface {
-	LinkDown(ifindex int, ifname string) (routes.Result, error)
-	LinkUp(ifindex int, ifname string) (routes.Result, error)
-	Release(ifindex int, ifname string) (routes.Result, error)
-	Forget(ifindex int) error
-	Withdrawn() map[string]int
+// RouteChange counts what a route change did and follows the
+// withdrawn-now snapshot (actions.Observer).
+func (m *Metrics) RouteChange(op, ifname string, res routes.Result, withdrawn map[string]int) {
+	switch op {
+	case actions.OpDown:
+		m.withdrawals.with(ifname).Add(float64(res.Withdrawn))
+	case actions.OpUp, actions.OpRelease:
+		m.restores.with(ifname).Add(float64(res.Restored))
+	}
+	m.SetWithdrawn(withdrawn)
 }
 
-// Routes wraps the route actor so that its changes are counted and the
-// withdrawn-now snapshot follows them.
-func (m *Metrics) Routes(r RouteActor) *Routes {
-	m.SetWithdrawn(r.Withdrawn())
-	return &Routes{m: m, r: r}
-}
-
-// Routes is a counting route actor.
-type Routes struct {
-	m *Metrics
-	r RouteActor
-}
-
-// LinkDown withdraws and counts.
-func (x *Routes) LinkDown(ifindex int, ifname string) (routes.Result, error) {
-	res, err := x.r.LinkDown(ifindex, ifname)
-	x.m.withdrawals.with(ifname).Add(float64(res.Withdrawn))
-	x.m.SetWithdrawn(x.r.Withdrawn())
-	return res, err
-}
-
-// LinkUp restores and counts.
-func (x *Routes) LinkUp(ifindex int, ifname string) (routes.Result, error) {
-	res, err := x.r.LinkUp(ifindex, ifname)
-	x.m.restores.with(ifname).Add(float64(res.Restored))
-	x.m.SetWithdrawn(x.r.Withdrawn())
-	return res, err
-}
-
-// Release restores whatever the link had withdrawn, carrier or not, and
-// counts it.
-func (x *Routes) Release(ifindex int, ifname string) (routes.Result, error) {
-	res, err := x.r.Release(ifindex, ifname)
-	x.m.restores.with(ifname).Add(float64(res.Restored))
-	x.m.SetWithdrawn(x.r.Withdrawn())
-	return res, err
-}
-
-// Forget drops a gone link's withdrawn routes; its withdrawn-now series
-// goes to 0.
-func (x *Routes) Forget(ifindex int) error {
-	err := x.r.Forget(ifindex)
-	x.m.SetWithdrawn(x.r.Withdrawn())
-	return err
-}
+var _ actions.Observer = (*Metrics)(nil)
 
 // cache hands out a vector's children from a sync.Map, so that the event
 // path reaches an existing child without the vector's lock, which a scrape
