@@ -33,15 +33,34 @@ type loop struct {
 	sawBPF bool
 }
 
-// Run streams events to sink until ctx ends. Where an event enters: the
-// BPF reader and the netlink reader below; where it is decided: the carrier
-// tracker; where it leaves: sink.
+// Run streams events to the handler until ctx ends. Where an event
+// enters: the BPF reader and the netlink reader below; where it is
+// ordered: the carrier tracker; where it leaves: the handler.
 func (d *Source) Run(ctx context.Context, h Handler) error {
 	l := &loop{d: d, h: d.observe(h), table: registry.NewTable(), tracker: carrier.NewTracker()}
+	nlBatches, stopReaders := l.startReaders(ctx)
+	defer stopReaders()
+	if err := l.start(ctx); err != nil {
+		return err
+	}
+	// Only a watchdog needs a timer: otherwise the loop sleeps until an event.
+	var beat <-chan time.Time
+	if d.cfg.Heartbeat > 0 && h.Heartbeat != nil {
+		t := time.NewTicker(d.cfg.Heartbeat)
+		defer t.Stop()
+		beat = t.C
+	}
+	l.serve(ctx, nlBatches, beat)
+	return nil
+}
 
+// startReaders starts the BPF and netlink readers; stop closes their
+// sources and waits for them, so nothing outlives Run.
+func (l *loop) startReaders(ctx context.Context) (nlBatches <-chan netlinkBatch, stop func()) {
+	d := l.d
 	bpfEvents := make(chan carrier.Event, 1024)
 	l.bpfEvents = bpfEvents
-	nlBatches := make(chan netlinkBatch, 64)
+	batches := make(chan netlinkBatch, 64)
 	readersDone := make(chan struct{}, 2)
 	bpf, watcher := d.bpf, d.watcher
 	if bpf != nil {
@@ -49,14 +68,17 @@ func (d *Source) Run(ctx context.Context, h Handler) error {
 	} else {
 		readersDone <- struct{}{}
 	}
-	go func() { readNetlink(ctx, watcher, d, nlBatches); readersDone <- struct{}{} }()
-	defer func() {
-		// Unblock the readers, then wait for them, so nothing outlives Run.
+	go func() { readNetlink(ctx, watcher, d, batches); readersDone <- struct{}{} }()
+	return batches, func() {
 		d.closeSources()
 		<-readersDone
 		<-readersDone
-	}()
+	}
+}
 
+// start makes the first resync and tells the handler it is ready.
+func (l *loop) start(ctx context.Context) error {
+	d := l.d
 	// The subscription is open since Open, so nothing is lost between
 	// this dump and the first notice.
 	if err := l.resync(ctx, "start"); err != nil {
@@ -70,22 +92,19 @@ func (d *Source) Run(ctx context.Context, h Handler) error {
 		}
 	}
 	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
-	if h.Ready != nil {
-		h.Ready(ctx)
+	if l.h.Ready != nil {
+		l.h.Ready(ctx)
 	}
-	// Only a watchdog needs a timer: otherwise the loop sleeps until an event.
-	var beat <-chan time.Time
-	if d.cfg.Heartbeat > 0 && h.Heartbeat != nil {
-		t := time.NewTicker(d.cfg.Heartbeat)
-		defer t.Stop()
-		beat = t.C
-	}
+	return nil
+}
 
+// serve is the event loop: one event at a time, until ctx ends.
+func (l *loop) serve(ctx context.Context, nlBatches <-chan netlinkBatch, beat <-chan time.Time) {
 	// The drop counter is read when a burst of BPF events has been
 	// drained, and once more a little later (a drop is counted just after
 	// the reservation that failed, so it can land after the drain): no
 	// timer runs while the links are quiet.
-	settle := d.cfg.DropSettle
+	settle := l.d.cfg.DropSettle
 	if settle == 0 {
 		settle = 250 * time.Millisecond
 	}
@@ -95,35 +114,41 @@ func (d *Source) Run(ctx context.Context, h Handler) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case ev := <-bpfEvents:
+			return
+		case ev := <-l.bpfEvents:
 			l.kernelEvent(ctx, ev)
 		case b := <-nlBatches:
-			if errors.Is(b.err, registry.ErrOverflow) {
-				d.log.Warn("netlink notices lost, resyncing", "err", b.err)
-				if err := l.resync(ctx, "netlink_overflow"); err != nil {
-					d.log.Error("resync failed", "err", err)
-				}
-				continue
-			}
-			if b.err != nil {
-				d.log.Warn("bad netlink message", "err", b.err)
-			}
-			for _, u := range b.updates {
-				l.netlinkUpdate(ctx, u, carrier.SourceNetlink)
-			}
+			l.netlinkBatch(ctx, b)
 		case <-recheck.C:
 			l.checkDrops(ctx)
 		case <-beat:
-			h.Heartbeat(ctx)
-		case r := <-d.interfaces:
+			l.h.Heartbeat(ctx)
+		case r := <-l.d.interfaces:
 			l.reload(ctx, r)
 		}
-		if l.sawBPF && len(bpfEvents) == 0 {
+		if l.sawBPF && len(l.bpfEvents) == 0 {
 			l.sawBPF = false
 			l.checkDrops(ctx)
 			recheck.Reset(settle)
 		}
+	}
+}
+
+// netlinkBatch takes what one netlink read returned; lost notices mean a
+// resync.
+func (l *loop) netlinkBatch(ctx context.Context, b netlinkBatch) {
+	if errors.Is(b.err, registry.ErrOverflow) {
+		l.d.log.Warn("netlink notices lost, resyncing", "err", b.err)
+		if err := l.resync(ctx, "netlink_overflow"); err != nil {
+			l.d.log.Error("resync failed", "err", err)
+		}
+		return
+	}
+	if b.err != nil {
+		l.d.log.Warn("bad netlink message", "err", b.err)
+	}
+	for _, u := range b.updates {
+		l.netlinkUpdate(ctx, u, carrier.SourceNetlink)
 	}
 }
 
