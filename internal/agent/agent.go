@@ -72,7 +72,6 @@ type Agent struct {
 	live    *liveConfig
 	first   *config.Config
 	src     *source.Source
-	scfg    source.Config // as opened: the monitored set at start
 	routes  *routes.Manager
 	bk      *bond.NetlinkKernel
 	pm      *pathmon.Monitor
@@ -111,8 +110,6 @@ func (a *Agent) open() (err error) {
 	if a.src, err = source.Open(scfg, a.log); err != nil {
 		return err
 	}
-	scfg.PinDir = a.src.PinDir()
-	a.scfg = scfg
 	a.onClose(func() { _ = a.src.Close() })
 	if cfg.Telemetry != nil {
 		// No scrape may read the maps the source's Close closes.

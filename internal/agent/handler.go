@@ -2,13 +2,11 @@ package agent
 
 import (
 	"context"
-	"log/slog"
 	"sync/atomic"
 
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/registry"
-	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/source"
 )
 
@@ -24,7 +22,7 @@ func (p *pipeline) handler() source.Handler {
 			p.paths.link(ev)
 		},
 		Link:      p.link,
-		Ready:     p.ready(),
+		Ready:     p.ready,
 		Heartbeat: p.heartbeat(),
 		// After the Released inputs of the links the reload took out.
 		Reload: func(_ context.Context, bonds []source.BondMembers) {
@@ -69,20 +67,20 @@ func (p *pipeline) link(_ context.Context, c source.LinkChange) {
 	p.enqueue(x)
 }
 
-// ready tells Hooks.Ready once the start-up inputs are carried out: it
-// crosses the action queue behind them.
-func (p *pipeline) ready() func(context.Context) {
+// ready hands back what an earlier run withdrew from links this run does
+// not monitor, then tells Hooks.Ready once the start-up inputs are carried
+// out: it crosses the action queue behind them.
+func (p *pipeline) ready(_ context.Context, unmonitored []registry.Link) {
+	p.releaseUnmonitored(unmonitored)
 	hook := p.a.cfg.Hooks.Ready
 	if hook == nil {
-		return nil
+		return
 	}
-	return func(context.Context) {
-		n, f := len(p.live), p.a.src.Features()
-		if !p.barrier(func() { hook(n, f) }) {
-			// Never withhold it: systemd would fail the start.
-			p.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
-			hook(n, f)
-		}
+	n, f := len(p.live), p.a.src.Features()
+	if !p.barrier(func() { hook(n, f) }) {
+		// Never withhold it: systemd would fail the start.
+		p.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
+		hook(n, f)
 	}
 }
 
@@ -136,24 +134,12 @@ func (p *pipeline) barrier(f func()) bool {
 
 // releaseUnmonitored hands back what an earlier run withdrew from links
 // this run does not monitor (a reload or a rename took them out of the
-// set): nothing else would ever restore it.
-func releaseUnmonitored(rm *routes.Manager, scfg source.Config, enqueue func(actions.Input), log *slog.Logger) {
-	held := rm.WithdrawnLinks()
-	if len(held) == 0 {
-		return
-	}
-	dump, err := registry.Dump()
-	if err != nil {
-		log.Warn("cannot list links to release withdrawn routes of unmonitored ones", "err", err)
-		return
-	}
-	names := map[int]string{}
-	for _, l := range dump {
-		names[l.Index] = l.Name
-	}
-	for _, l := range dump {
-		if _, ok := held[l.Index]; ok && !source.Monitors(scfg, l, names[l.MasterIndex]) {
-			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Kind: actions.Released})
+// set): nothing else would ever restore it. held is what the routes held
+// withdrawn before the actions started.
+func (p *pipeline) releaseUnmonitored(unmonitored []registry.Link) {
+	for _, l := range unmonitored {
+		if _, ok := p.held[l.Index]; ok {
+			p.enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Kind: actions.Released})
 		}
 	}
 }

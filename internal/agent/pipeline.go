@@ -25,6 +25,8 @@ type pipeline struct {
 	// live are the monitored links, by ifindex: the quit-time scripts'
 	// links. Only the event loop's goroutine touches it.
 	live map[int]string
+	// held are the links an earlier run left routes withdrawn on.
+	held map[int]string
 
 	wg        sync.WaitGroup
 	stopBonds context.CancelFunc
@@ -81,7 +83,9 @@ func (p *pipeline) runFastPath(ctx context.Context) {
 // stops them in order.
 func (p *pipeline) run(ctx context.Context) error {
 	a := p.a
-	releaseUnmonitored(a.routes, a.scfg, p.enqueue, p.log)
+	// Before the actions change anything: what an earlier run left
+	// withdrawn (see releaseUnmonitored).
+	p.held = a.routes.WithdrawnLinks()
 	rctx, stopReloads := context.WithCancel(ctx)
 	rl := &reloader{load: a.cfg.Load, file: a.cfg.ConfigFile, flagIfaces: a.cfg.Source.Interfaces, live: a.live,
 		apply: a.src.Reload, pathsOn: a.pm != nil,

@@ -93,7 +93,13 @@ func (l *loop) start(ctx context.Context) error {
 	}
 	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
 	if l.h.Ready != nil {
-		l.h.Ready(ctx)
+		var out []registry.Link
+		for _, link := range l.table.Links() {
+			if !l.monitored(link) {
+				out = append(out, link)
+			}
+		}
+		l.h.Ready(ctx, out)
 	}
 	return nil
 }

@@ -140,7 +140,7 @@ func (r *recorder) handler() Handler {
 		},
 		Link:   func(_ context.Context, c LinkChange) { r.members <- c.Membership; r.links <- c.Change },
 		Bond:   func(_ context.Context, ev LinkEvent) { r.bonds <- ev },
-		Ready:  func(context.Context) { close(r.ready) },
+		Ready:  func(context.Context, []registry.Link) { close(r.ready) },
 		Reload: func(context.Context, []BondMembers) { r.reloads <- len(r.links) },
 	}
 }

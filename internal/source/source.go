@@ -419,7 +419,9 @@ type Handler struct {
 	Bond func(ctx context.Context, ev LinkEvent)
 	// Ready, if set, is called once, after the start-up resync: the
 	// programs are attached and every monitored link has been reported.
-	Ready func(ctx context.Context)
+	// It gets the links outside the monitored set, whose routes an
+	// earlier run may have left withdrawn.
+	Ready func(ctx context.Context, unmonitored []registry.Link)
 	// Heartbeat, if set, is called every Config.Heartbeat: a loop that
 	// stops calling it is stuck.
 	Heartbeat func(ctx context.Context)
