@@ -50,7 +50,7 @@ func (p *pipeline) carrier(_ context.Context, ev source.Event) {
 
 // link takes a monitored link's first sight, its removal, and its leaving
 // the monitored set.
-func (p *pipeline) link(_ context.Context, c source.LinkChange) {
+func (p *pipeline) link(_ context.Context, c source.LinkEvent) {
 	x := actions.Input{Kind: actions.Initial, Bond: c.Bond, Slave: c.Slave,
 		Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}}
 	switch {

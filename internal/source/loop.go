@@ -263,16 +263,22 @@ func (l *loop) tellBonds(ctx context.Context, changes []registry.Change, evs []c
 	}
 }
 
-// tellBond hands a bond or slave's change to Handler.Bond, its carrier
-// replaced by the tracker's: the one ordering of carrier.
+// tellBond hands a bond or slave's change to Handler.Bond, with the
+// tracker's carrier: the one ordering of carrier.
 func (l *loop) tellBond(ctx context.Context, c registry.Change, carrierNs int64) {
 	if !bondish(c.Link) && !(c.Kind == registry.Updated && bondish(c.Old)) {
 		return
 	}
+	l.h.Bond(ctx, LinkEvent{Change: l.ordered(c), Membership: l.membership(c.Link.Index), CarrierNs: carrierNs, Bonds: BondsTouched(l.table, c)})
+}
+
+// ordered gives a change the carrier the tracker holds, when it knows the
+// link: a BPF event may be newer than the table's last notice.
+func (l *loop) ordered(c registry.Change) registry.Change {
 	if st, ok := l.tracker.State(c.Link.Index); ok && c.Kind != registry.Removed {
 		c.Link.Carrier, c.Link.UpCount, c.Link.DownCount = st.Carrier, st.UpCount, st.DownCount
 	}
-	l.h.Bond(ctx, LinkEvent{Change: c, Membership: l.membership(c.Link.Index), CarrierNs: carrierNs, Bonds: BondsTouched(l.table, c)})
+	return c
 }
 
 func bondish(l registry.Link) bool { return l.Bond != nil || l.BondSlave != nil }
@@ -399,7 +405,7 @@ func (l *loop) setInterfaces(ctx context.Context, names []string) {
 
 func (l *loop) tellLink(ctx context.Context, c registry.Change) {
 	if l.h.Link != nil {
-		l.h.Link(ctx, LinkChange{Change: c, Membership: l.membership(c.Link.Index)})
+		l.h.Link(ctx, LinkEvent{Change: l.ordered(c), Membership: l.membership(c.Link.Index)})
 	}
 }
 

@@ -138,7 +138,7 @@ func (r *recorder) handler() Handler {
 			r.members <- ev.Membership
 			r.carrier <- ev.Event
 		},
-		Link:   func(_ context.Context, c LinkChange) { r.members <- c.Membership; r.links <- c.Change },
+		Link:   func(_ context.Context, c LinkEvent) { r.members <- c.Membership; r.links <- c.Change },
 		Bond:   func(_ context.Context, ev LinkEvent) { r.bonds <- ev },
 		Ready:  func(context.Context, []registry.Link) { close(r.ready) },
 		Reload: func(context.Context, []BondMembers) { r.reloads <- len(r.links) },
@@ -378,4 +378,26 @@ func TestSourceOrdersUnmonitoredBondSlaves(t *testing.T) {
 	if len(ev.Bonds) != 1 || ev.Bonds[0].Index != 10 || len(ev.Bonds[0].Slaves) != 0 || ev.Membership != (Membership{}) {
 		t.Fatalf("released: %+v, want bond0 without slaves", ev)
 	}
+}
+
+// A link that joins the set is reported with the carrier the tracker
+// ordered, not the table's: here the driver's event of eth2's loss came
+// while it was outside the set and before netlink's notice, which must
+// not report it up afterwards either.
+func TestSourceJoinsWithOrderedCarrier(t *testing.T) {
+	s := startSource(t, []string{"eth1"}, link(2, "eth1", true, 1, 0), link(3, "eth2", true, 1, 0))
+	recv(t, s.rec.links, "eth1 added")
+	s.ring.deliver(s.ring.queue(carrier.Event{Ifindex: 3, Ifname: "eth2", Up: false, UpCount: 1, DownCount: 1, Source: carrier.SourceFentry}))
+	if got := recv(t, s.rec.unmonitored, "eth2's loss, unmonitored"); got.Up {
+		t.Fatalf("got %+v, want eth2 down", got)
+	}
+	if err := s.d.SetInterfaces(context.Background(), []string{"eth1", "eth2"}); err != nil {
+		t.Fatal(err)
+	}
+	if c := recv(t, s.rec.links, "eth2 added"); c.Link.Name != "eth2" || c.Link.Carrier {
+		t.Fatalf("got %+v, want eth2 added without carrier", c)
+	}
+	s.nl.batches <- []registry.Update{{Link: link(3, "eth2", true, 1, 0)}} // read late, from before the loss
+	s.nl.batches <- []registry.Update{{Link: link(3, "eth2", false, 1, 1)}}
+	none(t, s.rec.carrier, "a carrier report for eth2's stale or repeated notice")
 }

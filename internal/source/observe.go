@@ -51,7 +51,7 @@ func (d *Source) observe(h Handler) Handler {
 			obs.Carrier(ev)
 		}
 	}
-	h.Link = func(ctx context.Context, lc LinkChange) {
+	h.Link = func(ctx context.Context, lc LinkEvent) {
 		if linkFn != nil {
 			linkFn(ctx, lc)
 		}

@@ -363,17 +363,12 @@ type Event struct {
 	Monitored bool
 }
 
-// LinkChange is a monitored link's first sight, removal or release, with
-// its bond.
-type LinkChange struct {
-	registry.Change
-	Membership
-}
-
-// LinkEvent is a bond or a bond slave, monitored or not, after ordering:
-// the link as the table holds it, with its carrier as the tracker ordered
-// it (so a notice read late never brings back an older carrier), and the
-// bonds whose membership the change touches.
+// LinkEvent is a link change after ordering: the link as the table holds
+// it, with its carrier as the tracker ordered it (so a notice read late
+// never brings back an older carrier), its bond, and the bonds whose
+// membership the change touches. Handler.Link gets a monitored link's
+// first sight, removal or release; Handler.Bond each change of a bond or
+// bond slave.
 type LinkEvent struct {
 	// Kind is Added, Updated or Removed; an ordered carrier change of a
 	// link already known is Updated. Link.Carrier and its counters are
@@ -412,7 +407,7 @@ type Handler struct {
 	Carrier func(ctx context.Context, ev Event)
 	// Link, if set, gets a monitored link's first sight (Added, with its
 	// carrier) and its removal (Removed).
-	Link func(ctx context.Context, c LinkChange)
+	Link func(ctx context.Context, c LinkEvent)
 	// Bond, if set, gets each change of a bond or bond slave, monitored
 	// or not, once ordered; for a carrier change, before Carrier: the
 	// bond switch is the one a millisecond matters to.
