@@ -32,18 +32,20 @@ func (p *pipeline) handler() source.Handler {
 	}
 }
 
-// carrier takes each ordered carrier change. A link outside the monitored
-// set matters only when its carrier returns: a released link may wait for
-// it (actions.Unmonitored).
+// carrier takes each ordered carrier change. The fast path hears every
+// link's: a bond's slaves are often left out of the monitored set (the
+// routes are on the bond), and it ignores links that are no slave. For the
+// actions, a link outside the monitored set matters only when its carrier
+// returns: a released link may wait for it (actions.Unmonitored).
 func (p *pipeline) carrier(_ context.Context, ev source.Event) {
+	if p.fp != nil {
+		p.fp.Carrier(ev.Event)
+	}
 	if !ev.Monitored {
 		if ev.Up {
 			p.enqueue(actions.Input{Kind: actions.Unmonitored, Event: ev.Event})
 		}
 		return
-	}
-	if p.fp != nil {
-		p.fp.Carrier(ev.Event)
 	}
 	p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
 }
