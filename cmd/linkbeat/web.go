@@ -150,9 +150,10 @@ func (t *telemetry) started(d *source.Source, pinDir, stateDir string, notify fu
 func (t *telemetry) serve() {
 	mux := http.NewServeMux()
 	reg := t.metrics.Registry()
-	mux.Handle(t.flags.telemetryPath, promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(t.metrics.Gatherer(), promhttp.HandlerOpts{
+	// Inside the instrumentation, so that every request is counted.
+	mux.Handle(t.flags.telemetryPath, promhttp.InstrumentMetricHandler(reg, metrics.ShareResponses(promhttp.HandlerFor(t.metrics.Gatherer(), promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelError), Registry: reg, ErrorHandling: promhttp.ContinueOnError,
-	})))
+	}))))
 	if t.health != nil {
 		mux.Handle(healthPath, t.health)
 	}
