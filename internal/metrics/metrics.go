@@ -138,7 +138,8 @@ func New(opts Options) *Metrics {
 	m.registerReloads(opts.Now())
 	m.registerWeb()
 	m.reg.MustRegister(newExporter(m, opts))
-	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(collectors.NewGoCollector(), &cachedCollector{
+		c: collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), now: opts.Now, maxAge: processMaxAge})
 	// linkbeat_build_info as every Prometheus exporter has it; the version
 	// label is the one the Makefile stamps into buildinfo, not common/version's.
 	m.reg.MustRegister(versioncollector.NewCollector(namespace, versioncollector.WithExtraConstLabels(
