@@ -1,6 +1,8 @@
 package routes
 
 import (
+	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -32,4 +34,36 @@ func BenchmarkSaveOnReactionPath(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRecordOnTmpfs is state.save as LinkDown calls it, in a state
+// directory on tmpfs (/dev/shm) as deployed on /run; encode alone beside it.
+// Run: go test -run '^$' -bench RecordOnTmpfs ./internal/routes/
+func BenchmarkRecordOnTmpfs(b *testing.B) {
+	st := &state{Version: stateVersion, Links: map[string]*linkState{
+		linkID("eth0", 2): {Ifname: "eth0", Ifindex: 2, Since: time.Now().UTC(), Routes: []*routeEntry{
+			{Route: route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))},
+			{Route: route4("198.51.100.0/24", hop(2, "10.1.0.254", 1))},
+			{Route: route4("0.0.0.0/0", hop(2, "10.1.0.254", 1), hop(3, "10.2.0.254", 2)), Removed: []Hop{hop(2, "10.1.0.254", 1)}, Merge: true},
+		}},
+	}}
+	b.Run("save", func(b *testing.B) {
+		dir, err := os.MkdirTemp("/dev/shm", "lbbench")
+		if err != nil {
+			b.Skip("no /dev/shm")
+		}
+		defer os.RemoveAll(dir)
+		for b.Loop() {
+			if err := st.save(dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encode", func(b *testing.B) {
+		for b.Loop() {
+			if err := st.encode(io.Discard); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
