@@ -303,3 +303,8 @@ func (a *Actions) route(op string, ifindex int, ifname string) (routes.Result, e
 
 // Effective says how a link is treated now.
 func (a *Actions) Effective(ifindex int) (up, known bool) { return a.policy.Effective(ifindex) }
+
+// Up lists the last event of each link treated as up now, by ifindex:
+// the monitored links whose quit-time script is due. Call it only once
+// Run has returned (or from the goroutine that calls Handle).
+func (a *Actions) Up() []carrier.Event { return a.policy.Up() }

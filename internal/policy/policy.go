@@ -187,10 +187,15 @@ func (p *Policy) NextDeadline() (time.Time, bool) {
 }
 
 // Down lists the last event of each link treated as down now, by ifindex.
-func (p *Policy) Down() []carrier.Event {
+func (p *Policy) Down() []carrier.Event { return p.treated(false) }
+
+// Up lists the last event of each link treated as up now, by ifindex.
+func (p *Policy) Up() []carrier.Event { return p.treated(true) }
+
+func (p *Policy) treated(up bool) []carrier.Event {
 	var out []carrier.Event
 	for _, idx := range slices.Sorted(maps.Keys(p.links)) {
-		if l := p.links[idx]; l.known && !l.effective {
+		if l := p.links[idx]; l.known && l.effective == up {
 			out = append(out, l.last)
 		}
 	}
