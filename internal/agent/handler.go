@@ -59,26 +59,23 @@ func (p *pipeline) link(_ context.Context, c source.LinkEvent) {
 	case c.Released:
 		// A rename moves its record to the new name (routes.renamed).
 		x.Kind = actions.Released
-		delete(p.live, c.Link.Index)
 	case c.Kind == registry.Removed:
 		x.Kind = actions.Removed
-		delete(p.live, c.Link.Index)
-	default:
-		p.live[c.Link.Index] = c.Link.Name
 	}
 	p.enqueue(x)
 }
 
 // ready hands back what an earlier run withdrew from links this run does
-// not monitor, then tells Hooks.Ready once the start-up inputs are carried
-// out: it crosses the action queue behind them.
-func (p *pipeline) ready(_ context.Context, unmonitored []registry.Link) {
-	p.releaseUnmonitored(unmonitored)
+// not monitor, then tells Hooks.Ready, with how many links the source
+// monitors, once the start-up inputs are carried out: it crosses the
+// action queue behind them.
+func (p *pipeline) ready(_ context.Context, s source.Startup) {
+	p.releaseUnmonitored(s.Unmonitored)
 	hook := p.a.cfg.Hooks.Ready
 	if hook == nil {
 		return
 	}
-	n, f := len(p.live), p.a.src.Features()
+	n, f := len(s.Monitored), p.a.src.Features()
 	if !p.barrier(func() { hook(n, f) }) {
 		// Never withhold it: systemd would fail the start.
 		p.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
