@@ -131,7 +131,7 @@ func (st *state) encode(w io.Writer) error {
 		ew.write(head[:len(head)-1]) // without its closing brace
 		if len(ls.Routes) > 0 {
 			ew.write([]byte(`,"routes":`))
-			encodeList(ew, ls.Routes)
+			encodeRoutes(ew, ls.Routes)
 		}
 		if len(ls.Nexthops) > 0 {
 			ew.write([]byte(`,"nexthops":`))
@@ -157,6 +157,22 @@ func encodeList[E any](ew *errWriter, l []E) {
 			ew.write([]byte{','})
 		}
 		ew.marshal(e)
+	}
+	ew.write([]byte{']'})
+}
+
+// encodeRoutes writes the route entries with appendRouteEntry, through
+// one buffer reused entry to entry.
+func encodeRoutes(ew *errWriter, l []*routeEntry) {
+	ew.write([]byte{'['})
+	var b []byte
+	for i, e := range l {
+		b = b[:0]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendRouteEntry(b, e)
+		ew.write(b)
 	}
 	ew.write([]byte{']'})
 }
