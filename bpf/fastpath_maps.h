@@ -24,8 +24,8 @@ struct {
 	__type(value, struct fp_redirect);
 } fp_redirects SEC(".maps");
 
-/* Carrier-off: when the bond's active slave dies (any slave, in tlb and
- * alb, which send through every slave), pick the first candidate
+/* Carrier-off: when the bond's active slave dies (any slave, in tlb, alb
+ * and the hash modes, which send through every slave), pick the first candidate
  * other than it that has carrier and mark the redirect, in the driver's
  * call. Carrier-on: the slave is live again; a redirect away from it ends. */
 static __always_inline void fp_carrier(__u32 ifindex, bool up, __u64 now, __u32 source)

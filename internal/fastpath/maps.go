@@ -33,7 +33,8 @@ const SourceNetlink = 3
 // fp_bond.flags (linkbeat.h).
 const (
 	FlagIngress = 1 // hand the replacement's frames to the bond (active-backup)
-	FlagAny     = 2 // any slave's loss counts (tlb, alb)
+	FlagAny     = 2 // any slave's loss counts (tlb, alb, hash modes)
+	FlagHash    = 4 // spread a dead slave's frames over the live candidates by flow (hash modes)
 )
 
 // Redirect is one pending fast failover, as the kernel holds it.
@@ -212,6 +213,14 @@ func (o *Objects) refresh(bondIdx int, want Redirect, nowNs int64, ttl time.Dura
 	}
 	r.ExpiresNs = uint64(nowNs) + uint64(ttl)
 	_ = o.FpRedirects.Update(uint32(bondIdx), r, ebpf.UpdateExist)
+}
+
+// endExpired deletes a bond's redirect if it is still the expired one
+// want: a fresh mark the carrier program made meanwhile stays.
+func (o *Objects) endExpired(bondIdx int, want Redirect) {
+	if r, ok := o.Redirect(bondIdx); ok && r.DeadNs == want.DeadNs && r.Dead == want.Dead {
+		o.endRedirect(bondIdx)
+	}
 }
 
 // endRedirect deletes a bond's pending redirect.
