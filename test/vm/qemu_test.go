@@ -38,6 +38,12 @@ type vmConfig struct {
 	Initramfs string
 	LogDir    string // console.log, guest.out land here and are kept
 	Shell     bool   // interactive: console on the caller's stdio
+	// Cables wires the NICs as two cables, net0-net2 on one hub and
+	// net1-net3 on another, instead of all four on one hub: a bond over
+	// eth0 and eth1 against a partner bond over eth2 and eth3 (802.3ad)
+	// needs each port to see one partner port. Only the guest tests named
+	// *Cables* run on it (see cablesSplit).
+	Cables bool
 	Timeout   time.Duration
 	// BootTimeout ends the run early when the guest has produced nothing
 	// by then: the kernel hung while booting (seen rarely with 6.1 under
@@ -100,6 +106,9 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 	if cfg.Shell {
 		cmdline += " linkbeat.shell=1"
 	}
+	if cfg.Cables {
+		cmdline += " " + vmctl.CablesCmdline
+	}
 	args := []string{
 		// KVM guests hang on this machine (platform.md). Multi-threaded
 		// TCG: the guest's TestMain holds the transmit path's static keys
@@ -129,10 +138,15 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 	} else {
 		args = append(args, "-serial", "stdio")
 	}
-	// All NICs on one hub: frames from one guest NIC reach the others.
+	// All NICs on one hub: frames from one guest NIC reach the others;
+	// with Cables, two hubs: net0-net2 and net1-net3.
 	for i, id := range netdevs {
+		hub := 0
+		if cfg.Cables {
+			hub = i % 2
+		}
 		args = append(args,
-			"-netdev", "hubport,id="+id+",hubid=0",
+			"-netdev", fmt.Sprintf("hubport,id=%s,hubid=%d", id, hub),
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,speed=%d,duplex=full", id, nicMAC(i), nicSpeed[i]))
 	}
 
