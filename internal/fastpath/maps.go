@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -179,6 +180,9 @@ func (o *Objects) Mark(dead int, nowNs int64) error {
 	}
 	var b gen.FastpathFpBond
 	if err := o.FpBonds.Lookup(uint32(bondIdx), &b); err != nil || (b.Flags&FlagAny == 0 && b.Active != uint32(dead)) {
+		return nil
+	}
+	if b.Flags&FlagHash != 0 && !slices.Contains(b.Cand[:min(int(b.N), MaxSlaves)], uint32(dead)) {
 		return nil
 	}
 	for _, c := range b.Cand[:min(int(b.N), MaxSlaves)] {

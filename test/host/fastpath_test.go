@@ -382,3 +382,25 @@ func TestFastPathLACPNeverRedirected(t *testing.T) {
 		t.Errorf("LACPDU on the dead active slave: verdict %d, want %d", got, tcNext)
 	}
 }
+
+// TestFastPathMarkHash: in a hash mode the netlink-only mark, like the
+// carrier program, counts only a slave the bond sends on (a candidate):
+// another aggregator's port carries nothing to redirect.
+func TestFastPathMarkHash(t *testing.T) {
+	f := newFPBed(t)
+	if err := f.o.SetBond(f.bond, 0, []uint32{uint32(f.a), uint32(f.b)}, time.Second, fastpath.FlagAny|fastpath.FlagHash); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.o.Mark(f.c, monoNow()); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := f.o.Redirect(f.bond); ok {
+		t.Fatalf("a port outside the transmit array marked a redirect: %+v", r)
+	}
+	if err := f.o.Mark(f.b, monoNow()); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := f.o.Redirect(f.bond); !ok || int(r.Dead) != f.b || int(r.To) != f.a {
+		t.Fatalf("a candidate's loss: redirect %+v (found %v), want from %d to %d", r, ok, f.b, f.a)
+	}
+}
