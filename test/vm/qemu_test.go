@@ -39,7 +39,8 @@ type vmConfig struct {
 	LogDir    string // console.log, guest.out land here and are kept
 	Shell     bool   // interactive: console on the caller's stdio
 	// Cables wires the NICs as two cables, net0-net2 on one hub and
-	// net1-net3 on another, instead of all four on one hub: a bond over
+	// net1-net3 on another, instead of all four on one hub, all of one
+	// speed (1000): a bond over
 	// eth0 and eth1 against a partner bond over eth2 and eth3 (802.3ad)
 	// needs each port to see one partner port. Only the guest tests named
 	// *Cables* run on it (see cablesSplit).
@@ -141,13 +142,14 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 	// All NICs on one hub: frames from one guest NIC reach the others;
 	// with Cables, two hubs: net0-net2 and net1-net3.
 	for i, id := range netdevs {
-		hub := 0
+		hub, speed := 0, nicSpeed[i]
 		if cfg.Cables {
-			hub = i % 2
+			// 802.3ad aggregates only ports of one speed.
+			hub, speed = i%2, nicSpeed[len(nicSpeed)-1]
 		}
 		args = append(args,
 			"-netdev", fmt.Sprintf("hubport,id=%s,hubid=%d", id, hub),
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,speed=%d,duplex=full", id, nicMAC(i), nicSpeed[i]))
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,speed=%d,duplex=full", id, nicMAC(i), speed))
 	}
 
 	console, err := os.Create(res.ConsoleLog)
