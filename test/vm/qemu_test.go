@@ -44,8 +44,8 @@ type vmConfig struct {
 	// eth0 and eth1 against a partner bond over eth2 and eth3 (802.3ad)
 	// needs each port to see one partner port. Only the guest tests named
 	// *Cables* run on it (see cablesSplit).
-	Cables bool
-	Timeout   time.Duration
+	Cables  bool
+	Timeout time.Duration
 	// BootTimeout ends the run early when the guest has produced nothing
 	// by then: the kernel hung while booting (seen rarely with 6.1 under
 	// TCG), which says nothing about linkbeat. 0 means no limit.
