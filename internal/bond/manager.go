@@ -60,9 +60,11 @@ type port struct {
 	Slave
 	master int
 	// agg and backup are the port's 802.3ad aggregator and the bond's
-	// backup flag, for the fast path's candidates only.
-	agg    int
-	backup bool
+	// backup flag, and noticed the carrier of its last netlink notice,
+	// for the fast path only.
+	agg     int
+	backup  bool
+	noticed bool
 }
 
 // NewManager makes a Manager; Run starts it.
@@ -241,7 +243,7 @@ func (m *Manager) link(c registry.Change) {
 	old := p.master
 	p.master = l.MasterIndex
 	p.Name, p.AdminUp, p.BondUp = l.Name, l.AdminUp, l.BondSlave.LinkUp()
-	p.agg, p.backup = int(l.BondSlave.AggregatorID), l.BondSlave.State == "backup"
+	p.agg, p.backup, p.noticed = int(l.BondSlave.AggregatorID), l.BondSlave.State == "backup", l.Carrier
 	p.applyCarrier(l.Carrier, uint64(l.UpCount)+uint64(l.DownCount), m.o.Now())
 	if !had || moved || c.Renamed() {
 		m.membership(l.MasterIndex)
@@ -367,7 +369,7 @@ func (m *Manager) tellFast(bondIdx int) {
 	for _, s := range b.Slaves {
 		fs := FastSlave{Index: s.Index, Name: s.Name, AdminUp: s.AdminUp, BondUp: s.BondUp, Carrier: s.Carrier}
 		if p, ok := m.ports[s.Index]; ok {
-			fs.Aggregator, fs.Backup = p.agg, p.backup
+			fs.Aggregator, fs.Backup, fs.NoticedCarrier = p.agg, p.backup, p.noticed
 		}
 		v.Slaves = append(v.Slaves, fs)
 	}

@@ -334,7 +334,7 @@ func TestManagerTellsTheFastPathAggregators(t *testing.T) {
 	f.m.evaluate(10)
 	v := fv.views[len(fv.views)-1]
 	if v.AdAggregator != 1 || len(v.Slaves) != 2 || v.Slaves[0].Aggregator != 1 || v.Slaves[0].Backup ||
-		v.Slaves[1].Aggregator != 2 || !v.Slaves[1].Backup {
+		v.Slaves[1].Aggregator != 2 || !v.Slaves[1].Backup || !v.Slaves[0].NoticedCarrier {
 		t.Fatalf("view %+v, want active aggregator 1, eth0 in it and eth1 a backup in aggregator 2", v)
 	}
 }

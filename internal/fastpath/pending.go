@@ -39,8 +39,11 @@ func (m *Manager) carrier(ev carrier.Event) {
 // sendsTo says whether the bond may still hand frames to a dead slave:
 // in active-backup while it is the active slave, in tlb and alb while the
 // bond has not marked it down (it rebalances then), in the hash modes
-// while it is in the bond's transmit array (marked down, it is rebuilt
-// without it: bond_update_slave_arr); never once carrier is back.
+// until linkwatch's notice of the carrier loss: the bond's NETDEV_CHANGE
+// notifier, which runs first, rebuilt its transmit array without the
+// slave (bond_update_slave_arr drops a slave without carrier,
+// bond_slave_can_tx), whatever speed the driver reports and long before
+// miimon marks it down; never once carrier is back.
 func (b *bondRun) sendsTo(dead int) bool {
 	for _, s := range b.view.Slaves {
 		if s.Index != dead {
@@ -50,7 +53,7 @@ func (b *bondRun) sendsTo(dead int) bool {
 			return false
 		}
 		if Flags(b.view)&FlagHash != 0 {
-			return s.BondUp && inTxArray(b.view, s)
+			return s.NoticedCarrier && s.BondUp && inTxArray(b.view, s)
 		}
 		if Flags(b.view)&FlagAny != 0 {
 			return s.BondUp
@@ -96,12 +99,11 @@ func (m *Manager) endIfSwitched(b *bondRun) {
 		b.pending = &pendingRun{r: r}
 	}
 	b.pending.r.FirstNs = r.FirstNs
-	if Flags(b.view)&FlagAny != 0 && !b.carrier(int(r.Dead)) {
+	if Flags(b.view)&FlagAny != 0 && Flags(b.view)&FlagHash == 0 && !b.carrier(int(r.Dead)) {
 		// tlb and alb rebalance just after the notice that marks the
-		// slave down, and balance-xor's miimon rebuilds its transmit
-		// array just after it: no longer refreshed, the redirect runs
-		// out by itself (the TTL; follow ends it) instead of racing
-		// the rebuild.
+		// slave down: no longer refreshed, the redirect runs out by
+		// itself (the TTL; follow ends it) instead of racing the
+		// rebalance. The hash modes rebuilt before the notice.
 		return
 	}
 	m.o.Objects.endRedirect(b.view.Index)

@@ -144,12 +144,20 @@ func TestCandidatesXor(t *testing.T) {
 
 func TestSendsToHash(t *testing.T) {
 	v := lacpView()
-	v.Slaves[0].Carrier = false
+	for i := range v.Slaves {
+		v.Slaves[i].NoticedCarrier = true
+	}
+	v.Slaves[0].Carrier = false // the driver's call; linkwatch has not run
 	b := &bondRun{view: v}
 	if !b.sendsTo(2) {
-		t.Errorf("802.3ad, eth0 without carrier but still up in the bond: want the bond still sending to it")
+		t.Errorf("802.3ad, eth0 without carrier, before linkwatch's notice: want the bond still sending to it")
 	}
-	b.view.Slaves[0].BondUp = false // link_fail: the transmit array is rebuilt without it
+	b.view.Slaves[0].NoticedCarrier = false // linkwatch's notice: the bond's notifier rebuilt the array first
+	if b.sendsTo(2) {
+		t.Errorf("802.3ad, linkwatch's notice of eth0's carrier loss read: want the bond no longer sending to it")
+	}
+	b.view.Slaves[0].NoticedCarrier = true
+	b.view.Slaves[0].BondUp = false // marked down: the transmit array is rebuilt without it
 	if b.sendsTo(2) {
 		t.Errorf("802.3ad, eth0 marked down in the bond: want the bond no longer sending to it")
 	}
