@@ -53,13 +53,24 @@ func requireCables(t *testing.T) {
 	}
 }
 
+// xorConfig is both ends' bond for balance-xor: miimon=100.
+func xorConfig() bondConfig {
+	return bondConfig{Mode: "balance-xor", Miimon: 100, Slaves: []string{"eth0", "eth1"}}
+}
+
 // newLACPNet builds the 802.3ad testbed and waits until both bonds have
 // both ports collecting and distributing in one aggregator.
 func newLACPNet(t *testing.T) *bondNet {
 	t.Helper()
+	return newCablesNet(t, lacpConfig())
+}
+
+// newCablesNet builds the two-cable testbed with cfg's bond at both ends
+// (802.3ad or balance-xor) and waits until both bonds send on both ports.
+func newCablesNet(t *testing.T, cfg bondConfig) *bondNet {
+	t.Helper()
 	requireCables(t)
 	guardNICs(t)
-	cfg := lacpConfig()
 	peer := newPartner(t, cfg)
 	bond := newBond(t, cfg)
 	bl := mustLink(t, bond.Name)
@@ -133,9 +144,11 @@ func newPartner(t *testing.T, cfg bondConfig) *peerNS {
 		t.Fatalf("netlink handle in %s: %v", peerNSName, err)
 	}
 	b := netlink.NewLinkBond(netlink.LinkAttrs{Name: partnerBond})
-	b.Mode = netlink.BOND_MODE_802_3AD
+	b.Mode = netlink.StringToBondMode(cfg.Mode)
 	b.Miimon = cfg.Miimon
-	b.LacpRate = netlink.StringToBondLacpRateMap[cfg.LacpRate]
+	if cfg.LacpRate != "" {
+		b.LacpRate = netlink.StringToBondLacpRateMap[cfg.LacpRate]
+	}
 	if err := p.h.LinkAdd(b); err != nil {
 		t.Fatalf("create %s in %s: %v", partnerBond, peerNSName, err)
 	}
@@ -174,9 +187,10 @@ func newPartner(t *testing.T, cfg bondConfig) *peerNS {
 }
 
 // lacpState says whether a bond's ports are all in one aggregator,
-// enabled by the bond (state active) and collecting and distributing; if
-// not, what each port is.
-func lacpState(h *netlink.Handle, slaves []string) (bool, string) {
+// enabled by the bond (state active) and collecting and distributing
+// (without lacp, only up and active: balance-xor); if not, what each
+// port is.
+func lacpState(h *netlink.Handle, slaves []string, lacp bool) (bool, string) {
 	var agg uint16
 	ok := true
 	var desc []string
@@ -192,20 +206,26 @@ func lacpState(h *netlink.Handle, slaves []string) (bool, string) {
 		if i == 0 {
 			agg = bs.AggregatorId
 		}
-		ok = ok && agg != 0 && bs.AggregatorId == agg && bs.State == netlink.BondStateActive && bs.AdActorOperPortState&lacpCollDist == lacpCollDist
-		desc = append(desc, fmt.Sprintf("%s agg=%d state=%s actor=%#x partner=%#x", s, bs.AggregatorId, bs.State, bs.AdActorOperPortState, bs.AdPartnerOperPortState))
+		up := bs.State == netlink.BondStateActive && bs.MiiStatus == netlink.BondLinkUp
+		if lacp {
+			up = up && agg != 0 && bs.AggregatorId == agg && bs.AdActorOperPortState&lacpCollDist == lacpCollDist
+		}
+		ok = ok && up
+		desc = append(desc, fmt.Sprintf("%s mii=%s agg=%d state=%s actor=%#x partner=%#x", s, bs.MiiStatus, bs.AggregatorId, bs.State, bs.AdActorOperPortState, bs.AdPartnerOperPortState))
 	}
 	return ok, strings.Join(desc, "; ")
 }
 
-// waitLACP waits until both bonds aggregate both ports.
+// waitLACP waits until both bonds send on both ports: in 802.3ad, both
+// aggregated.
 func (n *bondNet) waitLACP(t *testing.T) {
 	t.Helper()
 	root := rootHandle(t)
+	lacp := n.Bond.Cfg.Mode == "802.3ad"
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		okA, a := lacpState(root, n.Bond.Slaves)
-		okB, b := lacpState(n.Peer.h, []string{"eth2", "eth3"})
+		okA, a := lacpState(root, n.Bond.Slaves, lacp)
+		okB, b := lacpState(n.Peer.h, []string{"eth2", "eth3"}, lacp)
 		if okA && okB {
 			return
 		}
@@ -258,8 +278,19 @@ func (n *bondNet) restoreCable(t *testing.T, from string) {
 // fastpath, from the cut slave to the other), the redirect must end, and
 // LACP must aggregate the cable again after each restore.
 func TestCablesLACPFastPath(t *testing.T) {
+	cablesCuts(t, lacpConfig())
+}
+
+// TestCablesXorFastPath is the same with balance-xor at both ends
+// (miimon=100): the bond's hash sends the stream through one cable, and
+// rebuilds its transmit array on NETDEV_CHANGE like 802.3ad.
+func TestCablesXorFastPath(t *testing.T) {
+	cablesCuts(t, xorConfig())
+}
+
+func cablesCuts(t *testing.T, cfg bondConfig) {
 	requireLinkbeat(t)
-	n := newLACPNet(t)
+	n := newCablesNet(t, cfg)
 	s := n.startStream(t, streamRate)
 	rs := n.startReverseStream(t, streamRate)
 	const cuts = 4
