@@ -74,7 +74,29 @@ func (p *pipelineFlags) config() source.Config {
 	return cfg
 }
 
+// command is a subcommand's action, run once the flags are parsed.
+type command = func(ctx context.Context, log *slog.Logger) error
+
 func run(args []string, stdout, stderr io.Writer) error {
+	app := newApp(stdout, stderr)
+	logCfg := &promslog.Config{}
+	promslogflag.AddFlags(app, logCfg)
+	cmds := registerCommands(app, stdout)
+	name, err := app.Parse(args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, logCfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if f, ok := cmds[name]; ok {
+		return f(ctx, log)
+	}
+	return nil
+}
+
+// newApp is the command line without its commands.
+func newApp(stdout, stderr io.Writer) *kingpin.Application {
 	app := kingpin.New("linkbeat", "eBPF-accelerated link monitor: sees carrier changes where the driver makes them.")
 	// As Prometheus' exporters: -h, --help and --version print to stdout.
 	app.UsageWriter(stdout)
@@ -86,27 +108,64 @@ func run(args []string, stdout, stderr io.Writer) error {
 		os.Exit(0)
 		return nil
 	}).Bool()
-	logCfg := &promslog.Config{}
-	promslogflag.AddFlags(app, logCfg)
+	return app
+}
 
+// registerCommands adds every command, in the order help lists them, and
+// returns their actions by full name.
+func registerCommands(app *kingpin.Application, stdout io.Writer) map[string]command {
+	cmds := map[string]command{}
+	registerDaemonCommands(app, stdout, cmds)
+	registerToolCommands(app, stdout, cmds)
+	for name, f := range registerOpsCommands(app, stdout) { // status.go
+		cmds[name] = f
+	}
+	doctorName, doctorRun := registerDoctor(app, stdout) // doctor.go
+	cmds[doctorName] = func(_ context.Context, log *slog.Logger) error { return doctorRun(log) }
+	return cmds
+}
+
+// registerDaemonCommands adds run, and the commands that share its checks
+// and config tools: check and config check.
+func registerDaemonCommands(app *kingpin.Application, stdout io.Writer, cmds map[string]command) {
 	runCmd := app.Command("run", "Run the daemon.")
 	var runFlags pipelineFlags
 	runFlags.register(runCmd)
 	runPinDir := runCmd.Flag("bpffs-dir", "bpffs directory for linkbeat's pinned maps.").Default(defaultPinDir).String()
-	var act actionFlags
+	act := &actionFlags{}
 	act.register(runCmd)
+	cmds[runCmd.FullCommand()] = func(ctx context.Context, log *slog.Logger) error {
+		cfg := runFlags.config()
+		cfg.PinDir = *runPinDir
+		return runActions(ctx, cfg, act, log)
+	}
 
 	checkCmd := app.Command("check", "Exit 2 if IFACE has carrier, 3 if not, 1 on error (like ifplugd -w).")
 	checkIface := checkCmd.Arg("iface", "Interface name.").Required().String()
+	cmds[checkCmd.FullCommand()] = func(context.Context, *slog.Logger) error { return check(*checkIface, stdout) }
 
 	cfgCmd := app.Command("config", "Config file tools.")
 	cfgCheckCmd := cfgCmd.Command("check", "Validate a config file without running.")
 	cfgCheckFile := cfgCheckCmd.Arg("file", "Config file.").Required().String()
+	cmds[cfgCheckCmd.FullCommand()] = func(context.Context, *slog.Logger) error {
+		if _, err := config.Load(*cfgCheckFile); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: valid\n", *cfgCheckFile)
+		return nil
+	}
+}
 
+// registerToolCommands adds the commands that look without acting:
+// monitor, features, links, stats and version.
+func registerToolCommands(app *kingpin.Application, stdout io.Writer, cmds map[string]command) {
 	monCmd := app.Command("monitor", "Stream carrier events of the monitored interfaces.")
 	var monFlags pipelineFlags
 	monFlags.register(monCmd)
 	monJSON := monCmd.Flag("json", "One JSON object per line.").Bool()
+	cmds[monCmd.FullCommand()] = func(ctx context.Context, log *slog.Logger) error {
+		return runDaemon(ctx, monFlags.config(), log, monitorHandler(stdout, *monJSON))
+	}
 
 	featCmd := app.Command("features", "Probe the kernel and report which paths are live, and why others are not.")
 	var featFlags pipelineFlags
@@ -114,64 +173,39 @@ func run(args []string, stdout, stderr io.Writer) error {
 	featJSON := featCmd.Flag("json", "JSON output.").Bool()
 	featState := featCmd.Flag("state-dir", "State directory of a running daemon (as given to run), whose exporter's listeners are checked too.").
 		Default(routes.DefaultStateDir).String()
+	cmds[featCmd.FullCommand()] = func(_ context.Context, log *slog.Logger) error {
+		return features(featFlags.config(), *featState, log, stdout, *featJSON)
+	}
 
 	linksCmd := app.Command("links", "List the interfaces as linkbeat's registry sees them.")
 	linksJSON := linksCmd.Flag("json", "JSON output.").Bool()
+	cmds[linksCmd.FullCommand()] = func(context.Context, *slog.Logger) error { return links(stdout, *linksJSON) }
 
 	statsCmd := app.Command("stats", "Print the traffic counters of a running daemon, from its pinned map.")
 	statsJSON := statsCmd.Flag("json", "JSON output.").Bool()
 	statsPinDir := statsCmd.Flag("bpffs-dir", "bpffs directory of the daemon's pinned maps.").Default(defaultPinDir).String()
+	cmds[statsCmd.FullCommand()] = func(context.Context, *slog.Logger) error { return stats(*statsPinDir, stdout, *statsJSON) }
 
 	versionCmd := app.Command("version", "Print the version.")
-	opsCmds := registerOpsCommands(app, stdout) // status.go
-	// linkbeat doctor (doctor.go)
-	doctorName, doctorRun := registerDoctor(app, stdout)
-
-	cmd, err := app.Parse(args)
-	if err != nil {
-		return err
-	}
-	log := newLogger(stderr, logCfg)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	if f, ok := opsCmds[cmd]; ok {
-		return f(ctx, log)
-	}
-	if cmd == doctorName {
-		return doctorRun(log)
-	}
-	switch cmd {
-	case runCmd.FullCommand():
-		cfg := runFlags.config()
-		cfg.PinDir = *runPinDir
-		return runActions(ctx, cfg, &act, log)
-	case monCmd.FullCommand():
-		enc := json.NewEncoder(stdout)
-		return runDaemon(ctx, monFlags.config(), log, source.Handler{Carrier: func(_ context.Context, ev source.Event) {
-			if *monJSON {
-				_ = enc.Encode(ev.Event)
-				return
-			}
-			fmt.Fprintf(stdout, "%s %s\n", time.Now().Format(time.RFC3339Nano), ev.Event)
-		}})
-	case checkCmd.FullCommand():
-		return check(*checkIface, stdout)
-	case cfgCheckCmd.FullCommand():
-		if _, err := config.Load(*cfgCheckFile); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: valid\n", *cfgCheckFile)
-	case featCmd.FullCommand():
-		return features(featFlags.config(), *featState, log, stdout, *featJSON)
-	case linksCmd.FullCommand():
-		return links(stdout, *linksJSON)
-	case statsCmd.FullCommand():
-		return stats(*statsPinDir, stdout, *statsJSON)
-	case versionCmd.FullCommand():
+	cmds[versionCmd.FullCommand()] = func(context.Context, *slog.Logger) error {
 		fmt.Fprintln(stdout, buildinfo.Print("linkbeat"))
+		return nil
 	}
-	return nil
+}
+
+// monitorHandler prints each carrier change of a monitored link.
+func monitorHandler(stdout io.Writer, asJSON bool) source.Handler {
+	enc := json.NewEncoder(stdout)
+	return source.Handler{Carrier: func(_ context.Context, ev source.Event) {
+		if !ev.Monitored {
+			return
+		}
+		if asJSON {
+			_ = enc.Encode(ev.Event)
+			return
+		}
+		fmt.Fprintf(stdout, "%s %s\n", time.Now().Format(time.RFC3339Nano), ev.Event)
+	}}
 }
 
 // newLogger takes promslog's flags but not promslog.New, whose source=

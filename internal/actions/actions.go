@@ -21,6 +21,28 @@ type Routes interface {
 	LinkUp(ifindex int, ifname string) (routes.Result, error)
 	Release(ifindex int, ifname string) (routes.Result, error)
 	Forget(ifindex int) error
+	// Withdrawn counts the routes held withdrawn now, by interface.
+	Withdrawn() map[string]int
+}
+
+// Route operations, as Observer.RouteChange names them.
+const (
+	OpDown    = "down"
+	OpUp      = "up"
+	OpRelease = "release"
+	OpForget  = "forget"
+)
+
+// Observer hears what the actions carried out, for metrics. Its methods
+// are called from the actions' goroutine and must not block.
+type Observer interface {
+	// RouteChange gets each call to the route actor (op: OpDown, OpUp,
+	// OpRelease, OpForget), what it did, and what it holds withdrawn
+	// after it, by interface.
+	RouteChange(op, ifname string, res routes.Result, withdrawn map[string]int)
+	// Reaction gets each decision carried out, with the time from the
+	// kernel event to the end of its route change.
+	Reaction(d policy.Decision, latency time.Duration)
 }
 
 // Scripts is the script actor.
@@ -32,7 +54,8 @@ type Scripts interface {
 type Kind uint8
 
 const (
-	// Carrier is a carrier change, ordered by the tracker.
+	// Carrier is a monitored link's carrier change, ordered by the
+	// event source.
 	Carrier Kind = iota
 	// Initial is the carrier of a link seen for the first time, or
 	// monitored again.
@@ -43,14 +66,15 @@ const (
 	Released
 	// Reload is a config reload; it carries no event.
 	Reload
-	// CarrierBack is any link's carrier returning (netlink): a released
-	// link whose nexthop objects had to wait for carrier gets them back.
-	CarrierBack
+	// Unmonitored is the carrier change of a link outside the monitored
+	// set, ordered by the event source: a released link whose nexthop
+	// objects had to wait for carrier gets them back.
+	Unmonitored
 	// Barrier carries only its Barrier function.
 	Barrier
 )
 
-var kindNames = [...]string{"carrier", "initial", "removed", "released", "reload", "carrier_back", "barrier"}
+var kindNames = [...]string{"carrier", "initial", "removed", "released", "reload", "unmonitored", "barrier"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -85,15 +109,13 @@ type Actions struct {
 	bonds   map[int][2]string // ifindex -> bond, slave
 	// waiting are released links with routes that wait for carrier.
 	waiting map[int]string
-	// Done, if set, is called after each decision is carried out, with the
-	// time from the kernel event to the end of the route change.
-	Done func(d policy.Decision, latency time.Duration)
+	obs     Observer
 }
 
 // New builds the actions. cfg is read at each decision, so a reload takes
-// effect on the next event. routes or scripts may be nil (off).
-func New(log *slog.Logger, cfg func() *config.Config, routes Routes, scripts Scripts, monotonic func() time.Duration) *Actions {
-	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, bonds: map[int][2]string{}, waiting: map[int]string{}}
+// effect on the next event. routes, scripts or obs may be nil (off).
+func New(log *slog.Logger, cfg func() *config.Config, routes Routes, scripts Scripts, monotonic func() time.Duration, obs Observer) *Actions {
+	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, bonds: map[int][2]string{}, waiting: map[int]string{}, obs: obs}
 	a.policy = policy.New(func(ifname string) policy.Rules { return cfg().For(ifname).Rules })
 	return a
 }
@@ -129,11 +151,16 @@ func (a *Actions) Handle(x Input) {
 	case Reload:
 		a.reapply()
 		return
-	case CarrierBack:
-		if name, ok := a.waiting[x.Event.Ifindex]; ok {
+	case Carrier, Unmonitored:
+		// Any link that waits for its carrier gets its routes back on
+		// the carrier's return (reapply can leave a monitored one
+		// waiting too); the policy watches only monitored links.
+		if name, ok := a.waiting[x.Event.Ifindex]; ok && x.Event.Up {
 			a.release(x.Event.Ifindex, name, "carrier back")
 		}
-		return
+		if x.Kind == Unmonitored {
+			return
+		}
 	}
 	if x.Bond != "" {
 		a.bonds[x.Event.Ifindex] = [2]string{x.Bond, x.Slave}
@@ -166,7 +193,7 @@ func (a *Actions) forget(x Input) {
 		return
 	}
 	// Gone: what it had withdrawn went with it.
-	if err := a.routes.Forget(x.Event.Ifindex); err != nil {
+	if _, err := a.route(OpForget, x.Event.Ifindex, x.Event.Ifname); err != nil {
 		a.log.Error("forgetting the routes of a removed link", "ifname", x.Event.Ifname, "err", err)
 	}
 }
@@ -181,7 +208,7 @@ func (a *Actions) reapply() {
 	for _, ev := range a.policy.Down() {
 		if a.cfg().For(ev.Ifname).WithdrawRoutes {
 			delete(a.waiting, ev.Ifindex)
-			res, err := a.routes.LinkDown(ev.Ifindex, ev.Ifname)
+			res, err := a.route(OpDown, ev.Ifindex, ev.Ifname)
 			if err != nil {
 				a.log.Error("route change failed", "ifname", ev.Ifname, "state", "down", "reason", "reload", "err", err)
 			} else if res.Withdrawn > 0 {
@@ -197,7 +224,7 @@ func (a *Actions) reapply() {
 // acts on, carrier or not.
 func (a *Actions) release(ifindex int, ifname, why string) {
 	delete(a.waiting, ifindex)
-	res, err := a.routes.Release(ifindex, ifname)
+	res, err := a.route(OpRelease, ifindex, ifname)
 	if err != nil {
 		a.log.Error("cannot restore the routes of a released link", "ifname", ifname, "why", why, "err", err)
 	}
@@ -227,15 +254,11 @@ func (a *Actions) carryOut(d policy.Decision) {
 	// Up always restores (a no-op when nothing is withdrawn): routes
 	// withdrawn under an older config must come back.
 	if a.routes != nil && (s.WithdrawRoutes || d.Up) {
-		var (
-			res routes.Result
-			err error
-		)
+		op := OpDown
 		if d.Up {
-			res, err = a.routes.LinkUp(d.Ifindex, d.Ifname)
-		} else {
-			res, err = a.routes.LinkDown(d.Ifindex, d.Ifname)
+			op = OpUp
 		}
+		res, err := a.route(op, d.Ifindex, d.Ifname)
 		n = res.Withdrawn + res.Restored
 		if err != nil {
 			log.Error("route change failed", "state", state, "err", err)
@@ -249,8 +272,8 @@ func (a *Actions) carryOut(d policy.Decision) {
 		latency = a.mono() - d.Event.Time
 	}
 	log.Info("link "+state, "routes", n, "source", d.Event.Source, "latency", latency)
-	if a.Done != nil {
-		a.Done(d, latency)
+	if a.obs != nil {
+		a.obs.Reaction(d, latency)
 	}
 	if a.scripts != nil && s.Script != "" {
 		a.scripts.Submit(script.Job{
@@ -258,6 +281,28 @@ func (a *Actions) carryOut(d policy.Decision) {
 			Env: script.Env(d.Ifindex, d.Event.Source.String(), int64(d.Event.Time), a.bonds[d.Ifindex][0], a.bonds[d.Ifindex][1]),
 		})
 	}
+}
+
+// route calls the route actor and tells the observer what it did.
+func (a *Actions) route(op string, ifindex int, ifname string) (routes.Result, error) {
+	var (
+		res routes.Result
+		err error
+	)
+	switch op {
+	case OpDown:
+		res, err = a.routes.LinkDown(ifindex, ifname)
+	case OpUp:
+		res, err = a.routes.LinkUp(ifindex, ifname)
+	case OpRelease:
+		res, err = a.routes.Release(ifindex, ifname)
+	case OpForget:
+		err = a.routes.Forget(ifindex)
+	}
+	if a.obs != nil {
+		a.obs.RouteChange(op, ifname, res, a.routes.Withdrawn())
+	}
+	return res, err
 }
 
 // Effective says how a link is treated now.

@@ -17,7 +17,11 @@ type call struct {
 	ifindex int
 }
 
-type fakeRoutes struct{ calls *[]call }
+type fakeRoutes struct {
+	calls *[]call
+	// noCarrier has Release leave nexthop objects waiting for carrier.
+	noCarrier bool
+}
 
 func (f fakeRoutes) LinkDown(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes down", i})
@@ -30,8 +34,13 @@ func (f fakeRoutes) LinkUp(i int, _ string) (routes.Result, error) {
 
 func (f fakeRoutes) Forget(int) error { return nil }
 
+func (f fakeRoutes) Withdrawn() map[string]int { return nil }
+
 func (f fakeRoutes) Release(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes release", i})
+	if f.noCarrier {
+		return routes.Result{NoCarrier: true, Skipped: 1}, nil
+	}
 	return routes.Result{Restored: 1}, nil
 }
 
@@ -53,7 +62,7 @@ func newActions(t *testing.T, doc string) (*Actions, *[]call) {
 	}
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return c },
-		fakeRoutes{&calls}, fakeScripts{&calls}, func() time.Duration { return 0 })
+		fakeRoutes{calls: &calls}, fakeScripts{&calls}, func() time.Duration { return 0 }, nil)
 	return a, &calls
 }
 
@@ -116,7 +125,7 @@ func TestReloadReappliesRoutePolicyToDownLinks(t *testing.T) {
 	cur := parse("interfaces: {eth1: {routes: keep}}\n")
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return cur },
-		fakeRoutes{&calls}, nil, func() time.Duration { return 0 })
+		fakeRoutes{calls: &calls}, nil, func() time.Duration { return 0 }, nil)
 	a.Handle(Input{Event: ev(false), Kind: Initial})
 	if len(calls) != 0 {
 		t.Fatalf("routes: keep acted: %v", calls)
@@ -136,5 +145,28 @@ func TestReloadReappliesRoutePolicyToDownLinks(t *testing.T) {
 	a.Handle(Input{Event: ev(true)})
 	if len(calls) != 3 || calls[2] != (call{"routes up", 3}) {
 		t.Fatalf("up under routes: keep: %v, want a restore", calls)
+	}
+}
+
+// A released link whose nexthop objects wait for its carrier gets them
+// back when the carrier returns, though it is no longer monitored; its
+// carrier changes never reach the policy.
+func TestReleasedLinkWaitsForCarrier(t *testing.T) {
+	var calls []call
+	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return &config.Config{} },
+		fakeRoutes{calls: &calls, noCarrier: true}, nil, func() time.Duration { return 0 }, nil)
+	a.Handle(Input{Event: ev(false), Kind: Initial})
+	a.Handle(Input{Event: ev(false), Kind: Released})
+	a.Handle(Input{Event: ev(false), Kind: Unmonitored})
+	want := []call{{"routes down", 3}, {"routes release", 3}}
+	if len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] {
+		t.Fatalf("calls %v, want %v", calls, want)
+	}
+	a.Handle(Input{Event: ev(true), Kind: Unmonitored})
+	if len(calls) != 3 || calls[2] != (call{"routes release", 3}) {
+		t.Fatalf("carrier back: %v, want a second release", calls)
+	}
+	if _, known := a.Effective(3); known {
+		t.Fatal("an unmonitored link's carrier reached the policy")
 	}
 }

@@ -72,18 +72,18 @@ type Agent struct {
 	live    *liveConfig
 	first   *config.Config
 	src     *source.Source
-	scfg    source.Config // as opened: the monitored set at start
 	routes  *routes.Manager
 	bk      *bond.NetlinkKernel
 	pm      *pathmon.Monitor
 	fpObjs  *fastpath.Objects // nil: the fast path's programs did not load
+	obs     observers
 	closers []func()
 }
 
 // New loads the config and the event source's programs and opens the
 // kernel handles the actors need. Nothing reacts to the links before Run.
 func New(cfg Config) (*Agent, error) {
-	a := &Agent{cfg: cfg, log: cfg.Log}
+	a := &Agent{cfg: cfg, log: cfg.Log, obs: newObservers(cfg.Metrics)}
 	if err := a.open(); err != nil {
 		a.close()
 		return nil, err
@@ -102,7 +102,7 @@ func (a *Agent) open() (err error) {
 	a.live = newLiveConfig(a.first)
 	scfg := cfg.Source
 	scfg.Interfaces = a.first.Monitored(cfg.Source.Interfaces)
-	scfg.Observer, scfg.Heartbeat = cfg.Metrics, cfg.Hooks.Heartbeat
+	scfg.Observer, scfg.Heartbeat = a.obs.source, cfg.Hooks.Heartbeat
 	// Before the source: the carrier programs write the fast path's maps.
 	if a.fpObjs = LoadFastPath(&scfg, a.log); a.fpObjs != nil {
 		a.onClose(func() { _ = a.fpObjs.Close() })
@@ -110,8 +110,6 @@ func (a *Agent) open() (err error) {
 	if a.src, err = source.Open(scfg, a.log); err != nil {
 		return err
 	}
-	scfg.PinDir = a.src.PinDir()
-	a.scfg = scfg
 	a.onClose(func() { _ = a.src.Close() })
 	if cfg.Telemetry != nil {
 		// No scrape may read the maps the source's Close closes.

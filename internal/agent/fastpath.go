@@ -26,7 +26,8 @@ func LoadFastPath(scfg *source.Config, log *slog.Logger) *fastpath.Objects {
 }
 
 // startFastPath makes the fast path's manager when the source found it can
-// run (features); nil otherwise.
+// run (features); nil otherwise. record hears of each failover it makes;
+// m reads its maps at scrape time.
 func startFastPath(o *fastpath.Objects, src *source.Source, stateDir string, m *metrics.Metrics, record func(bond.Failover), log *slog.Logger) *fastpath.Manager {
 	if o == nil || src.Features().FastPath == "off" {
 		return nil
@@ -37,11 +38,7 @@ func startFastPath(o *fastpath.Objects, src *source.Source, stateDir string, m *
 		}
 	}
 	fp := fastpath.New(fastpath.Options{Objects: o, Mechanism: traffic.Mechanism(src.Features().TCMechanism), Log: log, StateDir: stateDir,
-		Now: monotime.NowNS,
-		Record: func(f bond.Failover) {
-			record(f)
-			m.FastFailover(f)
-		}})
+		Now: monotime.NowNS, Record: record})
 	m.SetFastPath(metrics.FastPathInfo{Stats: o.FpSlaveStats, Redirects: o.FpRedirects, Status: fp.Status})
 	return fp
 }

@@ -2,13 +2,11 @@ package agent
 
 import (
 	"context"
-	"log/slog"
 	"sync/atomic"
 
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/registry"
-	"github.com/linkbeat/linkbeat/internal/routes"
 	"github.com/linkbeat/linkbeat/internal/source"
 )
 
@@ -16,32 +14,43 @@ import (
 // actors. Its functions run on the event loop's goroutine and never block.
 func (p *pipeline) handler() source.Handler {
 	return source.Handler{
-		// Bonds first: their switch is the one a millisecond matters to.
-		Carrier: func(_ context.Context, ev source.Event) {
-			if p.fp != nil {
-				p.fp.Carrier(ev.Event)
-			}
-			p.bonds.Carrier(ev.Event)
-			p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
+		Carrier: p.carrier,
+		// The source calls it before Carrier: the bond switch is the one
+		// a millisecond matters to.
+		Bond: func(_ context.Context, ev source.LinkEvent) {
+			p.bonds.Link(ev)
+			p.paths.link(ev)
 		},
-		Ready:     p.ready(),
+		Link:      p.link,
+		Ready:     p.ready,
 		Heartbeat: p.heartbeat(),
-		Update: func(_ context.Context, c registry.Change) {
-			if c.Kind == registry.Updated && c.Link.Carrier && !c.Old.Carrier {
-				p.enqueue(actions.Input{Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: true}, Kind: actions.CarrierBack})
-			}
-			p.bonds.Link(c)
-			p.paths.link(c)
-		},
-		Link: p.link,
 		// After the Released inputs of the links the reload took out.
-		Reload: func(context.Context) { p.enqueue(actions.Input{Kind: actions.Reload}) },
+		Reload: func(_ context.Context, bonds []source.BondMembers) {
+			p.enqueue(actions.Input{Kind: actions.Reload})
+			p.paths.refresh(bonds)
+		},
 	}
+}
+
+// carrier takes each ordered carrier change. A link outside the monitored
+// set matters only when its carrier returns: a released link may wait for
+// it (actions.Unmonitored).
+func (p *pipeline) carrier(_ context.Context, ev source.Event) {
+	if !ev.Monitored {
+		if ev.Up {
+			p.enqueue(actions.Input{Kind: actions.Unmonitored, Event: ev.Event})
+		}
+		return
+	}
+	if p.fp != nil {
+		p.fp.Carrier(ev.Event)
+	}
+	p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
 }
 
 // link takes a monitored link's first sight, its removal, and its leaving
 // the monitored set.
-func (p *pipeline) link(_ context.Context, c source.LinkChange) {
+func (p *pipeline) link(_ context.Context, c source.LinkEvent) {
 	x := actions.Input{Kind: actions.Initial, Bond: c.Bond, Slave: c.Slave,
 		Event: carrier.Event{Ifindex: c.Link.Index, Ifname: c.Link.Name, Up: c.Link.Carrier, Source: carrier.SourceNetlink}}
 	switch {
@@ -58,20 +67,20 @@ func (p *pipeline) link(_ context.Context, c source.LinkChange) {
 	p.enqueue(x)
 }
 
-// ready tells Hooks.Ready once the start-up inputs are carried out: it
-// crosses the action queue behind them.
-func (p *pipeline) ready() func(context.Context) {
+// ready hands back what an earlier run withdrew from links this run does
+// not monitor, then tells Hooks.Ready once the start-up inputs are carried
+// out: it crosses the action queue behind them.
+func (p *pipeline) ready(_ context.Context, unmonitored []registry.Link) {
+	p.releaseUnmonitored(unmonitored)
 	hook := p.a.cfg.Hooks.Ready
 	if hook == nil {
-		return nil
+		return
 	}
-	return func(context.Context) {
-		n, f := len(p.live), p.a.src.Features()
-		if !p.barrier(func() { hook(n, f) }) {
-			// Never withhold it: systemd would fail the start.
-			p.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
-			hook(n, f)
-		}
+	n, f := len(p.live), p.a.src.Features()
+	if !p.barrier(func() { hook(n, f) }) {
+		// Never withhold it: systemd would fail the start.
+		p.log.Warn("action queue full: telling systemd ready before the start-up actions are done")
+		hook(n, f)
 	}
 }
 
@@ -125,24 +134,12 @@ func (p *pipeline) barrier(f func()) bool {
 
 // releaseUnmonitored hands back what an earlier run withdrew from links
 // this run does not monitor (a reload or a rename took them out of the
-// set): nothing else would ever restore it.
-func releaseUnmonitored(rm *routes.Manager, scfg source.Config, enqueue func(actions.Input), log *slog.Logger) {
-	held := rm.WithdrawnLinks()
-	if len(held) == 0 {
-		return
-	}
-	dump, err := registry.Dump()
-	if err != nil {
-		log.Warn("cannot list links to release withdrawn routes of unmonitored ones", "err", err)
-		return
-	}
-	names := map[int]string{}
-	for _, l := range dump {
-		names[l.Index] = l.Name
-	}
-	for _, l := range dump {
-		if _, ok := held[l.Index]; ok && !source.Monitors(scfg, l, names[l.MasterIndex]) {
-			enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Kind: actions.Released})
+// set): nothing else would ever restore it. held is what the routes held
+// withdrawn before the actions started.
+func (p *pipeline) releaseUnmonitored(unmonitored []registry.Link) {
+	for _, l := range unmonitored {
+		if _, ok := p.held[l.Index]; ok {
+			p.enqueue(actions.Input{Event: carrier.Event{Ifindex: l.Index, Ifname: l.Name, Up: l.Carrier}, Kind: actions.Released})
 		}
 	}
 }

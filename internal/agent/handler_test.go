@@ -11,8 +11,10 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/monotime"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 // tickPipeline is a pipeline with only what the liveness tick needs: an
@@ -82,8 +84,8 @@ func TestHeartbeatWaitsForTheBondManager(t *testing.T) {
 // Without an Alive hook there is no tick at all.
 func TestNoHeartbeatWithoutHook(t *testing.T) {
 	p := &pipeline{a: &Agent{}}
-	if p.heartbeat() != nil || p.ready() != nil {
-		t.Fatal("a tick or ready handler without a hook")
+	if p.heartbeat() != nil {
+		t.Fatal("a tick without a hook")
 	}
 }
 
@@ -94,5 +96,31 @@ func TestNewRefusesABadConfig(t *testing.T) {
 	a, err := New(Config{Load: func() (*config.Config, error) { return nil, bad }, Log: slog.New(slog.DiscardHandler)})
 	if !errors.Is(err, bad) || a != nil {
 		t.Fatalf("New: %v, %v; want the load error and no agent", a, err)
+	}
+}
+
+// The ordered carrier stream reaches the actions as one Kind per link: a
+// monitored link's change as Carrier, with its bond; another link's only
+// when its carrier returns, as Unmonitored, for a released link that waits
+// for it.
+func TestCarrierKinds(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	p := &pipeline{log: log, in: make(chan actions.Input, 8)}
+	ctx := context.Background()
+	p.carrier(ctx, source.Event{Event: carrier.Event{Ifindex: 2, Up: false}, Membership: source.Membership{Bond: "bond0", Slave: "eth0"}, Monitored: true})
+	p.carrier(ctx, source.Event{Event: carrier.Event{Ifindex: 3, Up: false}})
+	p.carrier(ctx, source.Event{Event: carrier.Event{Ifindex: 3, Up: true}})
+	want := []actions.Input{
+		{Kind: actions.Carrier, Event: carrier.Event{Ifindex: 2}, Bond: "bond0", Slave: "eth0"},
+		{Kind: actions.Unmonitored, Event: carrier.Event{Ifindex: 3, Up: true}},
+	}
+	if len(p.in) != len(want) {
+		t.Fatalf("queued %d inputs, want %d", len(p.in), len(want))
+	}
+	for i, w := range want {
+		got := <-p.in
+		if got.Kind != w.Kind || got.Event != w.Event || got.Bond != w.Bond || got.Slave != w.Slave {
+			t.Errorf("input %d: %+v, want %+v", i, got, w)
+		}
 	}
 }

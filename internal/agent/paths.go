@@ -7,7 +7,6 @@ import (
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/pathmon"
-	"github.com/linkbeat/linkbeat/internal/registry"
 	"github.com/linkbeat/linkbeat/internal/source"
 	"github.com/linkbeat/linkbeat/internal/traffic"
 )
@@ -33,11 +32,12 @@ type paths struct {
 	log    *slog.Logger
 }
 
-// pathInput is a link change for the path monitor's syncer, or a
-// liveness tick (ping).
+// pathInput is a bond or slave change for the path monitor's syncer, a
+// reload's bonds (refresh), or a liveness tick (ping).
 type pathInput struct {
-	change registry.Change
-	ping   func()
+	change  source.LinkEvent
+	refresh []source.BondMembers
+	ping    func()
 }
 
 // openPaths opens the ARP path monitor when a bond has targets to probe.
@@ -74,27 +74,37 @@ func startPaths(ctx context.Context, mon *pathmon.Monitor, cfg *liveConfig, bond
 			case <-ctx.Done():
 				return
 			case x := <-p.in:
-				if x.ping != nil {
-					x.ping()
-					continue
-				}
-				if err := p.sync.Link(x.change); err != nil {
-					log.Warn("path monitor", "ifname", x.change.Link.Name, "err", err)
-				}
+				p.handle(x)
 			}
 		}
 	}()
 	return p
 }
 
-func (p *paths) link(c registry.Change) {
+// handle runs one input on the syncer's goroutine.
+func (p *paths) handle(x pathInput) {
+	switch {
+	case x.ping != nil:
+		x.ping()
+	case x.refresh != nil:
+		if err := p.sync.Refresh(x.refresh); err != nil {
+			p.log.Warn("path monitor: applying the reloaded settings", "err", err)
+		}
+	default:
+		if err := p.sync.Link(x.change); err != nil {
+			p.log.Warn("path monitor", "ifname", x.change.Link.Name, "err", err)
+		}
+	}
+}
+
+func (p *paths) link(ev source.LinkEvent) {
 	if p.in == nil {
 		return
 	}
 	select {
-	case p.in <- pathInput{change: c}:
+	case p.in <- pathInput{change: ev}:
 	default:
-		p.log.Error("path monitor queue full: link change dropped", "ifname", c.Link.Name)
+		p.log.Error("path monitor queue full: link change dropped", "ifname", ev.Link.Name)
 	}
 }
 
@@ -113,13 +123,18 @@ func (p *paths) ping(f func()) bool {
 }
 
 // refresh makes the path monitor take the bonds' settings again (a
-// reload).
-func (p *paths) refresh() {
-	if p.sync == nil {
+// reload), behind the changes queued before it.
+func (p *paths) refresh(bonds []source.BondMembers) {
+	if p.in == nil {
 		return
 	}
-	if err := p.sync.Refresh(); err != nil {
-		p.log.Warn("path monitor: applying the reloaded settings", "err", err)
+	if bonds == nil {
+		bonds = []source.BondMembers{}
+	}
+	select {
+	case p.in <- pathInput{refresh: bonds}:
+	default:
+		p.log.Error("path monitor queue full: reloaded settings not applied")
 	}
 }
 

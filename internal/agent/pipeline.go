@@ -25,6 +25,8 @@ type pipeline struct {
 	// live are the monitored links, by ifindex: the quit-time scripts'
 	// links. Only the event loop's goroutine touches it.
 	live map[int]string
+	// held are the links an earlier run left routes withdrawn on.
+	held map[int]string
 
 	wg        sync.WaitGroup
 	stopBonds context.CancelFunc
@@ -32,15 +34,18 @@ type pipeline struct {
 
 // build makes the actors and starts their goroutines.
 func (a *Agent) build(ctx context.Context) (*pipeline, error) {
-	m := a.cfg.Metrics
 	p := &pipeline{a: a, log: a.log, in: make(chan actions.Input, 4096), live: map[int]string{}}
 	// Scripts outlive ctx's cancellation only for the quit-time run.
-	p.scripts = script.NewRunner(context.WithoutCancel(ctx), a.log, m.ScriptResult)
-	p.act = actions.New(a.log, a.live.get, m.Routes(a.routes), p.scripts, monotime.Now)
-	p.act.Done = m.Reaction
-	bopts := bond.Options{Kernel: a.bk, Log: a.log, Observer: m, Settings: a.live.forBond,
+	p.scripts = script.NewRunner(context.WithoutCancel(ctx), a.log, a.obs.scripts)
+	// What an earlier run left withdrawn, before the first change.
+	a.cfg.Metrics.SetWithdrawn(a.routes.Withdrawn())
+	p.act = actions.New(a.log, a.live.get, a.routes, p.scripts, monotime.Now, a.obs.actions)
+	bopts := bond.Options{Kernel: a.bk, Log: a.log, Observer: a.obs.bonds, Settings: a.live.forBond,
 		StateDir: a.cfg.StateDir, Now: monotime.NowNS, Paths: a.pm != nil}
-	p.fp = startFastPath(a.fpObjs, a.src, a.cfg.StateDir, m, func(f bond.Failover) { p.bonds.FastFailover(f) }, a.log)
+	p.fp = startFastPath(a.fpObjs, a.src, a.cfg.StateDir, a.cfg.Metrics, func(f bond.Failover) {
+		p.bonds.FastFailover(f)
+		a.obs.fast(f)
+	}, a.log)
 	if p.fp != nil {
 		bopts.FastPath = p.fp
 	}
@@ -78,11 +83,13 @@ func (p *pipeline) runFastPath(ctx context.Context) {
 // stops them in order.
 func (p *pipeline) run(ctx context.Context) error {
 	a := p.a
-	releaseUnmonitored(a.routes, a.scfg, p.enqueue, p.log)
+	// Before the actions change anything: what an earlier run left
+	// withdrawn (see releaseUnmonitored).
+	p.held = a.routes.WithdrawnLinks()
 	rctx, stopReloads := context.WithCancel(ctx)
 	rl := &reloader{load: a.cfg.Load, file: a.cfg.ConfigFile, flagIfaces: a.cfg.Source.Interfaces, live: a.live,
-		apply: a.src.Reload, refreshPaths: p.paths.refresh, pathsOn: a.pm != nil,
-		observe: a.cfg.Metrics.ConfigReload, log: p.log, reloading: a.cfg.Hooks.Reloading, reloaded: a.cfg.Hooks.Reloaded}
+		apply: a.src.Reload, pathsOn: a.pm != nil,
+		observe: a.obs.reload, log: p.log, reloading: a.cfg.Hooks.Reloading, reloaded: a.cfg.Hooks.Reloaded}
 	reloadsDone := make(chan struct{})
 	go func() { defer close(reloadsDone); rl.run(rctx, a.cfg.Reloads) }()
 	err := a.src.Run(ctx, p.handler())

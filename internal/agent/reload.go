@@ -38,10 +38,8 @@ type reloader struct {
 	live       *liveConfig
 	// apply hands the reload to the event source (source.Reload).
 	apply func(ctx context.Context, r source.Reload) error
-	// refreshPaths re-reads the bonds' path settings; pathsOn says whether
-	// the path monitor was opened at start.
-	refreshPaths func()
-	pathsOn      bool
+	// pathsOn says whether the path monitor was opened at start.
+	pathsOn bool
 	// observe records the outcome (metrics.ConfigReload).
 	observe func(ok bool, at time.Time)
 	// reloading and reloaded, if set, bracket each reload (systemd).
@@ -81,10 +79,11 @@ func (r *reloader) reload(ctx context.Context) bool {
 		r.log.Warn("config reload: path health was off at start (no bond had arp_targets or ns_targets); restart linkbeat to turn it on. The rest of the config is applied.")
 	}
 	r.live.p.Store(next)
-	// One route to the actions: the source releases the links that left
+	// One route to the actors: the source releases the links that left
 	// the set, then passes the reload on behind them (Handler.Reload),
-	// which re-applies the route policy to links that are down now;
-	// delays, dampening and scripts apply from the next event.
+	// which re-applies the route policy to links that are down now and
+	// has the path monitor take the bonds' settings again; delays,
+	// dampening and scripts apply from the next event.
 	rl := source.Reload{Notify: true}
 	if was, now := prev.Monitored(r.flagIfaces), next.Monitored(r.flagIfaces); !slices.Equal(was, now) {
 		rl.Interfaces, rl.SetInterfaces = now, true
@@ -93,9 +92,6 @@ func (r *reloader) reload(ctx context.Context) bool {
 		// Only shutdown gets here.
 		r.log.Warn("config reload interrupted", "err", err)
 		return false
-	}
-	if r.refreshPaths != nil {
-		r.refreshPaths()
 	}
 	r.observe(true, time.Now())
 	r.log.Info("config reloaded", "file", r.file)

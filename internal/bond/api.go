@@ -90,10 +90,11 @@ type FastSlave struct {
 	// Backup is the bond's own backup flag: in 802.3ad a port it does
 	// not transmit on (not enabled in the active aggregator).
 	Backup bool
-	// NoticedCarrier is the carrier of the slave's last netlink notice,
-	// where Carrier may come earlier from the driver's call. Linkwatch
-	// sends its notice after the NETDEV_CHANGE notifiers, in which a
-	// hash-mode bond rebuilds its transmit array without the slave.
+	// NoticedCarrier is false once a netlink notice of the slave says
+	// operstate down, where Carrier may come earlier from the driver's
+	// call. Linkwatch sets the operstate and sends its first notice with
+	// it after the NETDEV_CHANGE notifiers, in which a hash-mode bond
+	// rebuilds its transmit array without the slave.
 	NoticedCarrier bool
 }
 

@@ -7,12 +7,10 @@ type Slave struct {
 	Index   int
 	Name    string
 	AdminUp bool
-	// Carrier and CarrierNs (CLOCK_MONOTONIC of the last change) come
-	// from the driver's event when there is one.
+	// Carrier and CarrierNs (CLOCK_MONOTONIC of the last change) are as
+	// the event source ordered them: the driver's event when there is one.
 	Carrier   bool
 	CarrierNs int64
-	// changes orders carrier reports: up_count + down_count after them.
-	changes uint64
 	// BondUp is BOND_LINK_UP in the bond's own view: the kernel refuses
 	// to make any other slave active.
 	BondUp bool

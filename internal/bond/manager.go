@@ -7,9 +7,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 // Options configure a Manager.
@@ -32,11 +32,10 @@ type Options struct {
 }
 
 type input struct {
-	ev     *carrier.Event
-	change *registry.Change
-	path   *PathReport
-	ping   func()
-	fast   *Failover
+	link *source.LinkEvent
+	path *PathReport
+	ping func()
+	fast *Failover
 }
 
 // Manager owns the bonds' state on one goroutine (Run). Its input methods
@@ -60,8 +59,8 @@ type port struct {
 	Slave
 	master int
 	// agg and backup are the port's 802.3ad aggregator and the bond's
-	// backup flag, and noticed the carrier of its last netlink notice,
-	// for the fast path only.
+	// backup flag, and noticed is its last notice's operstate, for the
+	// fast path only.
 	agg     int
 	backup  bool
 	noticed bool
@@ -100,11 +99,10 @@ func (m *Manager) send(x input) {
 	}
 }
 
-// Carrier feeds a carrier change (from the driver's event or netlink).
-func (m *Manager) Carrier(ev carrier.Event) { m.send(input{ev: &ev}) }
-
-// Link feeds a netlink change of any link.
-func (m *Manager) Link(c registry.Change) { m.send(input{change: &c}) }
+// Link feeds a bond's or a slave's change, carrier included, as the event
+// source ordered it (internal/source): the manager takes carrier as it
+// comes and orders nothing itself.
+func (m *Manager) Link(ev source.LinkEvent) { m.send(input{link: &ev}) }
 
 // Path feeds the path monitor's verdict on a slave.
 func (m *Manager) Path(r PathReport) { m.send(input{path: &r}) }
@@ -135,10 +133,8 @@ func (m *Manager) Run(ctx context.Context) {
 			return
 		case x := <-m.in:
 			switch {
-			case x.ev != nil:
-				m.carrier(*x.ev)
-			case x.change != nil:
-				m.link(*x.change)
+			case x.link != nil:
+				m.link(*x.link)
 			case x.path != nil:
 				m.pathReport(*x.path)
 			case x.ping != nil:
@@ -163,28 +159,16 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-func (m *Manager) carrier(ev carrier.Event) {
-	p, ok := m.ports[ev.Ifindex]
-	if !ok {
-		return
-	}
-	if !p.applyCarrier(ev.Up, uint64(ev.UpCount)+uint64(ev.DownCount), int64(ev.Time)) {
-		return
-	}
-	m.evaluate(p.master)
-}
-
-// applyCarrier takes a carrier report unless an earlier one is newer: the
-// kernel's carrier counters order the driver's events against netlink's
-// notices, which may be read late.
-func (p *port) applyCarrier(up bool, changes uint64, ns int64) bool {
-	if changes < p.changes || (changes == p.changes && up == p.Carrier) {
+// setCarrier takes the source's ordered carrier; at is when it changed
+// (0: not known, now).
+func (m *Manager) setCarrier(p *port, up bool, at int64) bool {
+	if up == p.Carrier {
 		return false
 	}
-	p.changes = changes
-	if up != p.Carrier {
-		p.Carrier, p.CarrierNs = up, ns
+	if at == 0 {
+		at = m.o.Now()
 	}
+	p.Carrier, p.CarrierNs = up, at
 	return true
 }
 
@@ -202,8 +186,8 @@ func (m *Manager) pathReport(r PathReport) {
 	m.evaluate(p.master)
 }
 
-func (m *Manager) link(c registry.Change) {
-	l := c.Link
+func (m *Manager) link(ev source.LinkEvent) {
+	c, l := ev.Change, ev.Link
 	if c.Kind == registry.Removed {
 		if p, ok := m.ports[l.Index]; ok {
 			delete(m.ports, l.Index)
@@ -235,16 +219,18 @@ func (m *Manager) link(c registry.Change) {
 	case l.BondSlave == nil:
 		return
 	case !had:
-		p = &port{Slave: Slave{Index: l.Index, Carrier: l.Carrier, CarrierNs: m.o.Now(),
-			changes: uint64(l.UpCount) + uint64(l.DownCount)}, master: l.MasterIndex}
+		p = &port{Slave: Slave{Index: l.Index, Carrier: l.Carrier, CarrierNs: ev.CarrierNs}, master: l.MasterIndex}
+		if p.CarrierNs == 0 {
+			p.CarrierNs = m.o.Now()
+		}
 		m.ports[l.Index] = p
 	}
 	moved := p.master != l.MasterIndex
 	old := p.master
 	p.master = l.MasterIndex
 	p.Name, p.AdminUp, p.BondUp = l.Name, l.AdminUp, l.BondSlave.LinkUp()
-	p.agg, p.backup, p.noticed = int(l.BondSlave.AggregatorID), l.BondSlave.State == "backup", l.Carrier
-	p.applyCarrier(l.Carrier, uint64(l.UpCount)+uint64(l.DownCount), m.o.Now())
+	p.agg, p.backup, p.noticed = int(l.BondSlave.AggregatorID), l.BondSlave.State == "backup", !l.OperDown
+	m.setCarrier(p, l.Carrier, ev.CarrierNs)
 	if !had || moved || c.Renamed() {
 		m.membership(l.MasterIndex)
 	}
@@ -376,8 +362,14 @@ func (m *Manager) tellFast(bondIdx int) {
 	m.o.FastPath.Bond(v)
 }
 
-// refresh reads the bond's slaves from the kernel into the ports,
-// reporting whether anything the decision uses changed.
+// refresh reads the bond's own view of its slaves (admin state and
+// BOND_LINK_UP) from the kernel into the ports, reporting whether it
+// changed. Carrier is not taken from the read: its one owner is the
+// source's ordered stream, and a read can be older than an event the
+// manager already has. The carrier programs run at netif_carrier_off's
+// entry with the counts it is about to set, so a read in the window
+// before the driver flips the bit still shows the old carrier. The
+// bond's view has no such event: a fresh read is the newest there is.
 func (m *Manager) refresh(b *Bond) bool {
 	links, err := m.o.Kernel.Slaves(b.Index)
 	if err != nil {
@@ -392,9 +384,6 @@ func (m *Manager) refresh(b *Bond) bool {
 		}
 		if p.AdminUp != l.AdminUp || p.BondUp != l.BondSlave.LinkUp() {
 			p.AdminUp, p.BondUp = l.AdminUp, l.BondSlave.LinkUp()
-			changed = true
-		}
-		if p.applyCarrier(l.Carrier, uint64(l.UpCount)+uint64(l.DownCount), m.o.Now()) {
 			changed = true
 		}
 	}

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkbeat/linkbeat/internal/carrier"
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 // fakeKernel is a bond whose active slave the manager may change; it
@@ -86,17 +86,20 @@ func (r *recorder) get() ([]Failover, []Declined) {
 }
 
 type fixture struct {
-	m   *Manager
-	k   *fakeKernel
-	rec *recorder
-	now int64
-	dir string
+	// links are the links as the source last reported them.
+	links map[int]registry.Link
+	m     *Manager
+	k     *fakeKernel
+	rec   *recorder
+	now   int64
+	dir   string
 }
 
 // newFixture is bond0 (ifindex 10) over eth0 (2, active) and eth1 (3),
 // fed to the manager directly, without Run, so each step is synchronous.
 func newFixture(t *testing.T, cfg *config.Config, bond registry.Bond) *fixture {
-	f := &fixture{k: &fakeKernel{active: map[int]int{10: 2}, order: []string{"eth0", "eth1"}}, rec: &recorder{}, now: int64(time.Second), dir: t.TempDir()}
+	f := &fixture{k: &fakeKernel{active: map[int]int{10: 2}, order: []string{"eth0", "eth1"}}, rec: &recorder{}, now: int64(time.Second), dir: t.TempDir(),
+		links: map[int]registry.Link{}}
 	if cfg == nil {
 		cfg = &config.Config{}
 	}
@@ -111,14 +114,29 @@ func newFixture(t *testing.T, cfg *config.Config, bond registry.Bond) *fixture {
 		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up", State: "backup"}},
 		{Index: 10, Name: "bond0", Kind: "bond", AdminUp: true, Carrier: true, Bond: &bond},
 	} {
-		f.m.link(registry.Change{Kind: registry.Added, Link: l})
+		f.links[l.Index] = l
+		f.m.link(change(registry.Change{Kind: registry.Added, Link: l}))
 	}
 	return f
 }
 
-func (f *fixture) cut(idx int, up bool, upCount, downCount uint32) {
-	f.m.carrier(carrier.Event{Time: time.Duration(f.now), Ifindex: idx, Up: up, Source: carrier.SourceFentry, UpCount: upCount, DownCount: downCount})
+// cut is the source's ordered report of a slave's carrier change, now.
+func (f *fixture) cut(idx int, up bool) {
+	l := f.links[idx]
+	l.Carrier = up
+	f.links[idx] = l
+	f.m.link(source.LinkEvent{Change: registry.Change{Kind: registry.Updated, Link: l, Old: l}, CarrierNs: f.now})
 }
+
+// carrierEvent is the source's ordered report that l's carrier changed at
+// ns.
+func carrierEvent(l registry.Link, up bool, ns int64) source.LinkEvent {
+	l.Carrier = up
+	return source.LinkEvent{Change: registry.Change{Kind: registry.Updated, Link: l, Old: l}, CarrierNs: ns}
+}
+
+// change is a link change that leaves carrier as it was.
+func change(c registry.Change) source.LinkEvent { return source.LinkEvent{Change: c} }
 
 func TestManagerSwitchesOnActiveCarrierLoss(t *testing.T) {
 	f := newFixture(t, nil, registry.Bond{Miimon: 100, PrimaryReselect: "always"})
@@ -127,7 +145,7 @@ func TestManagerSwitchesOnActiveCarrierLoss(t *testing.T) {
 	}
 	cutAt := f.now
 	f.now += 300 * int64(time.Microsecond) // the manager's clock when it acts
-	f.m.carrier(carrier.Event{Time: time.Duration(cutAt), Ifindex: 2, Up: false, Source: carrier.SourceFentry, UpCount: 1, DownCount: 1})
+	f.m.link(carrierEvent(f.links[2], false, cutAt))
 	if calls := f.k.setCalls(); len(calls) != 1 || calls[0] != 3 {
 		t.Fatalf("SetActive calls %v, want [3]", calls)
 	}
@@ -141,8 +159,8 @@ func TestManagerSwitchesOnActiveCarrierLoss(t *testing.T) {
 		t.Fatalf("state %+v, %v", st, err)
 	}
 	// The netlink notice of its own switch is not a bond failover.
-	f.m.link(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 10, Name: "bond0", Kind: "bond",
-		Bond: &registry.Bond{Mode: "active-backup", Miimon: 100, ActiveSlave: 3}}})
+	f.m.link(change(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 10, Name: "bond0", Kind: "bond",
+		Bond: &registry.Bond{Mode: "active-backup", Miimon: 100, ActiveSlave: 3}}}))
 	if fo, _ := f.rec.get(); len(fo) != 1 {
 		t.Fatalf("failovers after the notice %+v", fo)
 	}
@@ -151,7 +169,7 @@ func TestManagerSwitchesOnActiveCarrierLoss(t *testing.T) {
 func TestManagerDoesNotFightTheBond(t *testing.T) {
 	f := newFixture(t, nil, registry.Bond{Miimon: 100})
 	f.k.moveNow = 3 // miimon got there first
-	f.cut(2, false, 1, 1)
+	f.cut(2, false)
 	if calls := f.k.setCalls(); len(calls) != 0 {
 		t.Fatalf("switched a bond that had already moved: %v", calls)
 	}
@@ -164,7 +182,7 @@ func TestManagerDoesNotFightTheBond(t *testing.T) {
 func TestManagerKernelRefusalIsDeclinedOnce(t *testing.T) {
 	f := newFixture(t, nil, registry.Bond{Miimon: 100})
 	f.k.refuse = true
-	f.cut(2, false, 1, 1)
+	f.cut(2, false)
 	f.m.evaluate(10)
 	f.m.evaluate(10)
 	fo, dec := f.rec.get()
@@ -173,26 +191,11 @@ func TestManagerKernelRefusalIsDeclinedOnce(t *testing.T) {
 	}
 }
 
-func TestManagerIgnoresStaleNetlinkCarrier(t *testing.T) {
-	f := newFixture(t, &config.Config{Bonds: map[string]config.Bond{"bond0": {FastFailover: new(false)}}}, registry.Bond{Miimon: 100})
-	f.cut(2, false, 1, 1)
-	// A notice read late, from before the cut (counters 1/0), must not
-	// bring the carrier back.
-	f.m.link(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 2, Name: "eth0", AdminUp: true, Carrier: true, UpCount: 1,
-		MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}}})
-	if f.m.ports[2].Carrier {
-		t.Fatal("a stale notice brought the carrier back")
-	}
-	if calls := f.k.setCalls(); len(calls) != 0 {
-		t.Fatalf("fast_failover: false still switched: %v", calls)
-	}
-}
-
 func TestManagerSlaveLifecycle(t *testing.T) {
 	f := newFixture(t, nil, registry.Bond{Miimon: 100})
 	// eth1 released: eth0's loss has nowhere to go.
-	f.m.link(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1}})
-	f.cut(2, false, 1, 1)
+	f.m.link(change(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1}}))
+	f.cut(2, false)
 	if calls := f.k.setCalls(); len(calls) != 0 {
 		t.Fatalf("switched to a released slave: %v", calls)
 	}
@@ -200,7 +203,7 @@ func TestManagerSlaveLifecycle(t *testing.T) {
 	if len(dec) != 1 || dec[0].Reason != "no_live_slave" {
 		t.Fatalf("declined %+v", dec)
 	}
-	f.m.link(registry.Change{Kind: registry.Removed, Link: registry.Link{Index: 10, Name: "bond0"}})
+	f.m.link(change(registry.Change{Kind: registry.Removed, Link: registry.Link{Index: 10, Name: "bond0"}}))
 	if len(f.m.bonds) != 0 {
 		t.Fatalf("bond kept after removal: %+v", f.m.bonds)
 	}
@@ -219,24 +222,25 @@ func TestManagerRunDownDelay(t *testing.T) {
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
+	eth0 := registry.Link{Index: 2, Name: "eth0", AdminUp: true, Carrier: true, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}}
 	for _, l := range []registry.Link{
-		{Index: 2, Name: "eth0", AdminUp: true, Carrier: true, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}},
+		eth0,
 		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}},
 		{Index: 10, Name: "bond0", Kind: "bond", Bond: &registry.Bond{Mode: "active-backup", Miimon: 100, DownDelay: 200, ActiveSlave: 2}},
 	} {
-		m.Link(registry.Change{Kind: registry.Added, Link: l})
+		m.Link(source.LinkEvent{Change: registry.Change{Kind: registry.Added, Link: l}})
 	}
 	// A 50ms blip.
-	m.Carrier(carrier.Event{Time: time.Duration(now()), Ifindex: 2, Up: false, UpCount: 0, DownCount: 1})
+	m.Link(carrierEvent(eth0, false, now()))
 	time.Sleep(50 * time.Millisecond)
-	m.Carrier(carrier.Event{Time: time.Duration(now()), Ifindex: 2, Up: true, UpCount: 1, DownCount: 1})
+	m.Link(carrierEvent(eth0, true, now()))
 	time.Sleep(400 * time.Millisecond)
 	if calls := k.setCalls(); len(calls) != 0 {
 		t.Fatalf("a blip shorter than downdelay switched the bond: %v", calls)
 	}
 	// A real loss.
 	lost := now()
-	m.Carrier(carrier.Event{Time: time.Duration(lost), Ifindex: 2, Up: false, UpCount: 1, DownCount: 2})
+	m.Link(carrierEvent(eth0, false, lost))
 	deadline := time.Now().Add(5 * time.Second)
 	for len(k.setCalls()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -255,13 +259,13 @@ func TestManagerRunDownDelay(t *testing.T) {
 // the manager reads the kernel before giving up, and switches.
 func TestManagerReadsTheBondsViewFresh(t *testing.T) {
 	f := newFixture(t, nil, registry.Bond{Miimon: 100})
-	f.m.link(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1,
-		MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "going_back"}}})
+	f.m.link(change(registry.Change{Kind: registry.Updated, Link: registry.Link{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1,
+		MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "going_back"}}}))
 	f.k.slaves = []registry.Link{
 		{Index: 2, Name: "eth0", AdminUp: true, Carrier: false, UpCount: 1, DownCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}},
 		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up"}},
 	}
-	f.cut(2, false, 1, 1)
+	f.cut(2, false)
 	if calls := f.k.setCalls(); len(calls) != 1 || calls[0] != 3 {
 		t.Fatalf("SetActive calls %v, want [3]", calls)
 	}
@@ -273,7 +277,7 @@ func TestManagerReadsTheBondsViewFresh(t *testing.T) {
 	f2.k.slaves = []registry.Link{
 		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "down"}},
 	}
-	f2.cut(2, false, 1, 1)
+	f2.cut(2, false)
 	if calls := f2.k.setCalls(); len(calls) != 0 {
 		t.Fatalf("switched to a slave down in the bond's fresh view: %v", calls)
 	}
@@ -307,12 +311,12 @@ func TestManagerTellsTheFastPath(t *testing.T) {
 		v.Slaves[0].Name != "eth0" || !v.Slaves[1].BondUp || !v.Slaves[1].Carrier {
 		t.Fatalf("view %+v", v)
 	}
-	f.cut(2, false, 1, 1)
+	f.cut(2, false)
 	last := fv.views[len(fv.views)-1]
 	if last.Active != 3 || last.Slaves[0].Carrier {
 		t.Errorf("view after the switch %+v, want active 3 and eth0 without carrier", last)
 	}
-	f.m.link(registry.Change{Kind: registry.Removed, Link: registry.Link{Index: 10, Name: "bond0"}})
+	f.m.link(change(registry.Change{Kind: registry.Removed, Link: registry.Link{Index: 10, Name: "bond0"}}))
 	if len(fv.gone) != 1 || fv.gone[0] != 10 {
 		t.Errorf("gone %v, want [10]", fv.gone)
 	}
@@ -329,12 +333,19 @@ func TestManagerTellsTheFastPathAggregators(t *testing.T) {
 		{Index: 2, Name: "eth0", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up", State: "active", AggregatorID: 1}},
 		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up", State: "backup", AggregatorID: 2}},
 	} {
-		f.m.link(registry.Change{Kind: registry.Updated, Link: l})
+		f.m.link(change(registry.Change{Kind: registry.Updated, Link: l}))
 	}
 	f.m.evaluate(10)
 	v := fv.views[len(fv.views)-1]
 	if v.AdAggregator != 1 || len(v.Slaves) != 2 || v.Slaves[0].Aggregator != 1 || v.Slaves[0].Backup ||
 		v.Slaves[1].Aggregator != 2 || !v.Slaves[1].Backup || !v.Slaves[0].NoticedCarrier {
 		t.Fatalf("view %+v, want active aggregator 1, eth0 in it and eth1 a backup in aggregator 2", v)
+	}
+	// Linkwatch's notice of eth0's carrier loss: operstate down.
+	l := registry.Link{Index: 2, Name: "eth0", AdminUp: true, OperDown: true, UpCount: 1, DownCount: 1, MasterIndex: 10,
+		BondSlave: &registry.BondSlave{MiiStatus: "up", State: "active", AggregatorID: 1}}
+	f.m.link(change(registry.Change{Kind: registry.Updated, Link: l}))
+	if v := fv.views[len(fv.views)-1]; v.Slaves[0].NoticedCarrier {
+		t.Errorf("view %+v after a notice with operstate down, want eth0 NoticedCarrier false", v)
 	}
 }

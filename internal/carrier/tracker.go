@@ -90,6 +90,15 @@ func (t *Tracker) Known() []int {
 	return out
 }
 
+// State returns the ordered carrier of a link and the counters it is at.
+func (t *Tracker) State(ifindex int) (LinkState, bool) {
+	l := t.links[ifindex]
+	if l == nil {
+		return LinkState{}, false
+	}
+	return LinkState{Ifindex: ifindex, Ifname: l.name, Carrier: l.up, UpCount: l.upCnt, DownCount: l.downCnt}, true
+}
+
 // Carrier returns the last known carrier of a link.
 func (t *Tracker) Carrier(ifindex int) (up, known bool) {
 	l := t.links[ifindex]

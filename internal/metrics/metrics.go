@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 
+	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/carrier"
@@ -132,60 +133,10 @@ func New(opts Options) *Metrics {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "goroutines",
 		Help: "Goroutines as this scrape began. go_goroutines also counts the scrape's own collect workers, whose number varies with CPU load; this does not, so a leak shows as a step."},
 		func() float64 { return float64(m.gather.before.Load()) }))
-	counter := func(name, help string, labels ...string) *counterCache {
-		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
-		m.reg.MustRegister(v)
-		return newCache(v, v.WithLabelValues, v.DeleteLabelValues)
-	}
-	m.carrierChanges = counter("interface_carrier_changes_total", "Carrier changes of a monitored interface, by direction (up, down).", "interface", "direction")
-	m.withdrawals = counter("route_withdrawals_total", "Routes and nexthop objects withdrawn because the interface lost carrier.", "interface")
-	m.restores = counter("route_restores_total", "Withdrawn routes and nexthop objects restored because the interface's carrier returned.", "interface")
-	m.scriptRuns = counter("script_runs_total", "Action script runs, by interface, action (up, down) and result (success, failure, timeout, error).", "interface", "action", "result")
-	m.scriptTimeouts = counter("script_timeouts_total", "Action script runs killed because they outlived their timeout.", "interface")
-	m.resyncs = counter("resyncs_total", "Full netlink resyncs, by reason (start, netlink_overflow, counter_gap, ringbuf_drop).", "reason")
-	m.failovers = counter("bond_failovers_total", "Changes of a bond's active slave, by reason (carrier, path, primary, bond, no_active).", "bond", "reason")
-	m.declined = counter("bond_failovers_declined_total", "Switches linkbeat wanted but left to the bond, by reason.", "bond", "reason")
-	m.fastFailovers = counter("bond_fast_failovers_total", "Failovers the bond fast path redirected at least one frame for.", "bond")
-	fastFirst := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "bond_fast_failover_first_redirect_seconds",
-		Help:    "Time from the driver's netif_carrier_off call to the fast path's first redirected frame (BPF timestamps).",
-		Buckets: FailoverBuckets}, []string{"bond"})
-	m.reg.MustRegister(fastFirst)
-	m.fastFirst = newCache(fastFirst, fastFirst.WithLabelValues, fastFirst.DeleteLabelValues)
-	m.reg.MustRegister(&fastPathCollector{m: m})
-	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "interface_carrier",
-		Help: "Carrier of a monitored interface as linkbeat last saw it: 1 carrier, 0 none."}, []string{"interface"})
-	m.reg.MustRegister(gauge)
-	m.carrierState = newCache(gauge, gauge.WithLabelValues, gauge.DeleteLabelValues)
-	reaction := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "reaction_latency_seconds",
-		Help:    "Time from the kernel's carrier event to linkbeat's route change being done, by carrier source.",
-		Buckets: ReactionBuckets}, []string{"source"})
-	failoverDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "bond_failover_duration_seconds",
-		Help:    "Time from the kernel's carrier event to a bond's switch of active slave being confirmed.",
-		Buckets: FailoverBuckets}, []string{"bond"})
-	m.reg.MustRegister(reaction, failoverDur)
-	m.reaction = newCache(reaction, reaction.WithLabelValues, reaction.DeleteLabelValues)
-	m.failoverDur = newCache(failoverDur, failoverDur.WithLabelValues, failoverDur.DeleteLabelValues)
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "ringbuf_drops_total",
-		Help: "Carrier events the BPF ring buffer could not queue (each leads to a resync)."},
-		func() float64 { return float64(m.ringDrops.Load()) }))
-	for _, r := range ResyncReasons {
-		m.resyncs.with(r)
-	}
-	m.reloads = counter("config_reloads_total", "Config reloads (SIGHUP), by result (success, failure).", "result")
-	m.reloads.with("success")
-	m.reloads.with("failure")
-	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "config_last_reload_successful",
-		Help: "1 if the last config reload was applied, 0 if it was refused and the previous config is still in force."})
-	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
-		Help: "Unix time of the last config load that was applied (the start counts)."})
-	m.reloadOK.Set(1)
-	m.reloadTime.Set(float64(opts.Now().UnixNano()) / 1e9)
-	m.reg.MustRegister(m.reloadOK, m.reloadTime)
-	m.listenFailures = counter("web_listen_failures_total", "Failed attempts to listen on a --web.listen-address (each is retried with backoff; failover runs on).", "address")
-	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "web_listen_up",
-		Help: "Whether the exporter listens on a --web.listen-address: 1 yes, 0 no (binding it failed; retried). Seen only through an address that does listen."}, []string{"address"})
-	m.reg.MustRegister(up)
-	m.listenUp = newCache(up, up.WithLabelValues, up.DeleteLabelValues)
+	m.registerEvents()
+	m.registerBonds()
+	m.registerReloads(opts.Now())
+	m.registerWeb()
 	m.reg.MustRegister(newExporter(m, opts))
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// linkbeat_build_info as every Prometheus exporter has it; the version
@@ -193,6 +144,81 @@ func New(opts Options) *Metrics {
 	m.reg.MustRegister(versioncollector.NewCollector(namespace, versioncollector.WithExtraConstLabels(
 		prometheus.Labels{"version": buildinfo.Version, "revision": buildinfo.Revision()})))
 	return m
+}
+
+// counter registers a counter vector and hands out its children.
+func (m *Metrics) counter(name, help string, labels ...string) *counterCache {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	m.reg.MustRegister(v)
+	return newCache(v, v.WithLabelValues, v.DeleteLabelValues)
+}
+
+// registerEvents registers what the event source and the actions report:
+// carrier, routes, scripts, resyncs, reaction times.
+func (m *Metrics) registerEvents() {
+	m.carrierChanges = m.counter("interface_carrier_changes_total", "Carrier changes of a monitored interface, by direction (up, down).", "interface", "direction")
+	m.withdrawals = m.counter("route_withdrawals_total", "Routes and nexthop objects withdrawn because the interface lost carrier.", "interface")
+	m.restores = m.counter("route_restores_total", "Withdrawn routes and nexthop objects restored because the interface's carrier returned.", "interface")
+	m.scriptRuns = m.counter("script_runs_total", "Action script runs, by interface, action (up, down) and result (success, failure, timeout, error).", "interface", "action", "result")
+	m.scriptTimeouts = m.counter("script_timeouts_total", "Action script runs killed because they outlived their timeout.", "interface")
+	m.resyncs = m.counter("resyncs_total", "Full netlink resyncs, by reason (start, netlink_overflow, counter_gap, ringbuf_drop).", "reason")
+	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "interface_carrier",
+		Help: "Carrier of a monitored interface as linkbeat last saw it: 1 carrier, 0 none."}, []string{"interface"})
+	m.reg.MustRegister(gauge)
+	m.carrierState = newCache(gauge, gauge.WithLabelValues, gauge.DeleteLabelValues)
+	reaction := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "reaction_latency_seconds",
+		Help:    "Time from the kernel's carrier event to linkbeat's route change being done, by carrier source.",
+		Buckets: ReactionBuckets}, []string{"source"})
+	m.reg.MustRegister(reaction)
+	m.reaction = newCache(reaction, reaction.WithLabelValues, reaction.DeleteLabelValues)
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "ringbuf_drops_total",
+		Help: "Carrier events the BPF ring buffer could not queue (each leads to a resync)."},
+		func() float64 { return float64(m.ringDrops.Load()) }))
+	for _, r := range ResyncReasons {
+		m.resyncs.with(r)
+	}
+}
+
+// registerBonds registers what the bond manager and the fast path report.
+func (m *Metrics) registerBonds() {
+	m.failovers = m.counter("bond_failovers_total", "Changes of a bond's active slave, by reason (carrier, path, primary, bond, no_active).", "bond", "reason")
+	m.declined = m.counter("bond_failovers_declined_total", "Switches linkbeat wanted but left to the bond, by reason.", "bond", "reason")
+	m.fastFailovers = m.counter("bond_fast_failovers_total", "Failovers the bond fast path redirected at least one frame for.", "bond")
+	fastFirst := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "bond_fast_failover_first_redirect_seconds",
+		Help:    "Time from the driver's netif_carrier_off call to the fast path's first redirected frame (BPF timestamps).",
+		Buckets: FailoverBuckets}, []string{"bond"})
+	m.reg.MustRegister(fastFirst)
+	m.fastFirst = newCache(fastFirst, fastFirst.WithLabelValues, fastFirst.DeleteLabelValues)
+	m.reg.MustRegister(&fastPathCollector{m: m})
+	failoverDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "bond_failover_duration_seconds",
+		Help:    "Time from the kernel's carrier event to a bond's switch of active slave being confirmed.",
+		Buckets: FailoverBuckets}, []string{"bond"})
+	m.reg.MustRegister(failoverDur)
+	m.failoverDur = newCache(failoverDur, failoverDur.WithLabelValues, failoverDur.DeleteLabelValues)
+}
+
+// registerReloads registers the config reload metrics; the start counts
+// as a load applied at now.
+func (m *Metrics) registerReloads(now time.Time) {
+	m.reloads = m.counter("config_reloads_total", "Config reloads (SIGHUP), by result (success, failure).", "result")
+	m.reloads.with("success")
+	m.reloads.with("failure")
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "config_last_reload_successful",
+		Help: "1 if the last config reload was applied, 0 if it was refused and the previous config is still in force."})
+	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
+		Help: "Unix time of the last config load that was applied (the start counts)."})
+	m.reloadOK.Set(1)
+	m.reloadTime.Set(float64(now.UnixNano()) / 1e9)
+	m.reg.MustRegister(m.reloadOK, m.reloadTime)
+}
+
+// registerWeb registers the exporter's own listener metrics.
+func (m *Metrics) registerWeb() {
+	m.listenFailures = m.counter("web_listen_failures_total", "Failed attempts to listen on a --web.listen-address (each is retried with backoff; failover runs on).", "address")
+	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "web_listen_up",
+		Help: "Whether the exporter listens on a --web.listen-address: 1 yes, 0 no (binding it failed; retried). Seen only through an address that does listen."}, []string{"address"})
+	m.reg.MustRegister(up)
+	m.listenUp = newCache(up, up.WithLabelValues, up.DeleteLabelValues)
 }
 
 // Registry holds the metrics; the HTTP handler registers its own in it.
@@ -271,7 +297,7 @@ func (m *Metrics) Resync(reason string) { m.resyncs.with(reason).Inc() }
 func (m *Metrics) RingbufDrops(total uint64) { m.ringDrops.Store(total) }
 
 // Reaction records the time from the kernel event to the route change
-// being done (actions.Actions.Done). Decisions without a kernel event
+// being done (actions.Observer). Decisions without a kernel event
 // (a link's first sight) have no latency and are not recorded.
 func (m *Metrics) Reaction(d policy.Decision, latency time.Duration) {
 	if latency <= 0 || d.Event.Time == 0 {
@@ -329,61 +355,19 @@ func (m *Metrics) SetWithdrawn(w map[string]int) {
 	m.withdrawn.Store(&cur)
 }
 
-// RouteActor is the route actor as actions.Routes needs it, plus the
-// count of what it holds withdrawn (routes.Manager).
-type RouteActor interface {
-	LinkDown(ifindex int, ifname string) (routes.Result, error)
-	LinkUp(ifindex int, ifname string) (routes.Result, error)
-	Release(ifindex int, ifname string) (routes.Result, error)
-	Forget(ifindex int) error
-	Withdrawn() map[string]int
+// RouteChange counts what a route change did and follows the
+// withdrawn-now snapshot (actions.Observer).
+func (m *Metrics) RouteChange(op, ifname string, res routes.Result, withdrawn map[string]int) {
+	switch op {
+	case actions.OpDown:
+		m.withdrawals.with(ifname).Add(float64(res.Withdrawn))
+	case actions.OpUp, actions.OpRelease:
+		m.restores.with(ifname).Add(float64(res.Restored))
+	}
+	m.SetWithdrawn(withdrawn)
 }
 
-// Routes wraps the route actor so that its changes are counted and the
-// withdrawn-now snapshot follows them.
-func (m *Metrics) Routes(r RouteActor) *Routes {
-	m.SetWithdrawn(r.Withdrawn())
-	return &Routes{m: m, r: r}
-}
-
-// Routes is a counting route actor.
-type Routes struct {
-	m *Metrics
-	r RouteActor
-}
-
-// LinkDown withdraws and counts.
-func (x *Routes) LinkDown(ifindex int, ifname string) (routes.Result, error) {
-	res, err := x.r.LinkDown(ifindex, ifname)
-	x.m.withdrawals.with(ifname).Add(float64(res.Withdrawn))
-	x.m.SetWithdrawn(x.r.Withdrawn())
-	return res, err
-}
-
-// LinkUp restores and counts.
-func (x *Routes) LinkUp(ifindex int, ifname string) (routes.Result, error) {
-	res, err := x.r.LinkUp(ifindex, ifname)
-	x.m.restores.with(ifname).Add(float64(res.Restored))
-	x.m.SetWithdrawn(x.r.Withdrawn())
-	return res, err
-}
-
-// Release restores whatever the link had withdrawn, carrier or not, and
-// counts it.
-func (x *Routes) Release(ifindex int, ifname string) (routes.Result, error) {
-	res, err := x.r.Release(ifindex, ifname)
-	x.m.restores.with(ifname).Add(float64(res.Restored))
-	x.m.SetWithdrawn(x.r.Withdrawn())
-	return res, err
-}
-
-// Forget drops a gone link's withdrawn routes; its withdrawn-now series
-// goes to 0.
-func (x *Routes) Forget(ifindex int) error {
-	err := x.r.Forget(ifindex)
-	x.m.SetWithdrawn(x.r.Withdrawn())
-	return err
-}
+var _ actions.Observer = (*Metrics)(nil)
 
 // cache hands out a vector's children from a sync.Map, so that the event
 // path reaches an existing child without the vector's lock, which a scrape

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/bond"
 	"github.com/linkbeat/linkbeat/internal/buildinfo"
 	"github.com/linkbeat/linkbeat/internal/carrier"
@@ -205,30 +206,12 @@ func TestReactionLatencySkipsFirstSight(t *testing.T) {
 	}
 }
 
-type fakeRoutes struct{ withdrawn map[string]int }
-
-func (f *fakeRoutes) LinkDown(_ int, ifname string) (routes.Result, error) {
-	f.withdrawn[ifname] = 3
-	return routes.Result{Withdrawn: 3}, nil
-}
-func (f *fakeRoutes) LinkUp(_ int, ifname string) (routes.Result, error) {
-	delete(f.withdrawn, ifname)
-	return routes.Result{Restored: 3}, errors.New("one route came back with EEXIST")
-}
-func (f *fakeRoutes) Release(_ int, ifname string) (routes.Result, error) {
-	delete(f.withdrawn, ifname)
-	return routes.Result{Restored: 3}, nil
-}
-func (f *fakeRoutes) Forget(int) error { return nil }
-
-func (f *fakeRoutes) Withdrawn() map[string]int { return f.withdrawn }
-
-func TestRoutesWrapperCountsAndSnapshots(t *testing.T) {
+// The actions' observer counts each route change and follows the
+// withdrawn-now snapshot; an interface that had routes withdrawn keeps its
+// series, at 0.
+func TestRouteChangeCountsAndSnapshots(t *testing.T) {
 	m := newTest(nil)
-	r := m.Routes(&fakeRoutes{withdrawn: map[string]int{}})
-	if _, err := r.LinkDown(2, "eth1"); err != nil {
-		t.Fatal(err)
-	}
+	m.RouteChange(actions.OpDown, "eth1", routes.Result{Withdrawn: 3}, map[string]int{"eth1": 3})
 	withdrawn := `
 # HELP linkbeat_routes_withdrawn Routes and nexthop objects withdrawn now, by interface.
 # TYPE linkbeat_routes_withdrawn gauge
@@ -241,10 +224,9 @@ linkbeat_routes_withdrawn{interface="eth1"} %d
 		}
 	}
 	check(3)
-	if _, err := r.LinkUp(2, "eth1"); err == nil {
-		t.Fatal("the wrapper swallowed the actor's error")
-	}
+	m.RouteChange(actions.OpUp, "eth1", routes.Result{Restored: 3}, map[string]int{})
 	check(0) // the series stays, at 0
+	m.RouteChange(actions.OpForget, "eth1", routes.Result{}, map[string]int{})
 	want := `
 # HELP linkbeat_route_restores_total Withdrawn routes and nexthop objects restored because the interface's carrier returned.
 # TYPE linkbeat_route_restores_total counter
@@ -482,7 +464,7 @@ func TestEveryMetricPassesPromlint(t *testing.T) {
 	m.Link(registry.Change{Kind: registry.Added, Link: links[0]})
 	m.Carrier(carrier.Event{Ifname: "eth0", Up: false, Time: time.Second, Source: carrier.SourceFentry})
 	m.Reaction(policy.Decision{Ifname: "eth0", Event: carrier.Event{Ifname: "eth0", Time: time.Second, Source: carrier.SourceFentry}}, time.Millisecond)
-	m.Routes(&fakeRoutes{withdrawn: map[string]int{"eth0": 1}})
+	m.RouteChange(actions.OpDown, "eth0", routes.Result{Withdrawn: 1}, map[string]int{"eth0": 1})
 	m.ScriptResult(script.Result{Job: script.Job{Ifname: "eth0"}, Outcome: "timeout"})
 	m.Failover(bond.Failover{Bond: "bond0", Reason: bond.ReasonCarrier, Duration: time.Millisecond})
 	m.Declined(bond.Declined{Bond: "bond0", Reason: "no_live_slave"})

@@ -7,6 +7,7 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/registry"
+	"github.com/linkbeat/linkbeat/internal/source"
 )
 
 func bondLink(idx int, name string) registry.Link {
@@ -27,10 +28,14 @@ func TestSyncer(t *testing.T) {
 		return config.BondSettings{ARPTargets: targets[name], ARPInterval: time.Hour, MissedMax: 3}
 	}
 	s := NewSyncer(m, settings)
+	// The event source's link table, the one owner of membership.
+	table := registry.NewTable()
 	feed := func(kind registry.ChangeKind, l registry.Link) {
 		t.Helper()
-		if err := s.Link(registry.Change{Kind: kind, Link: l}); err != nil {
-			t.Fatal(err)
+		for _, c := range table.Apply(registry.Update{Link: l, Deleted: kind == registry.Removed}) {
+			if err := s.Link(source.LinkEvent{Change: c, Bonds: source.BondsTouched(table, c)}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// Slaves may come before their bond.
@@ -76,7 +81,7 @@ func TestSyncer(t *testing.T) {
 	}
 	// The config gives bond1 targets and takes bond0's.
 	targets = map[string][]netip.Addr{"bond1": {target2}}
-	if err := s.Refresh(); err != nil {
+	if err := s.Refresh(source.Bonds(table)); err != nil {
 		t.Fatal(err)
 	}
 	if k.port(2) != nil || k.port(4) == nil {

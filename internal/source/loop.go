@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/linkbeat/linkbeat/internal/carrier"
@@ -32,15 +33,34 @@ type loop struct {
 	sawBPF bool
 }
 
-// Run streams events to sink until ctx ends. Where an event enters: the
-// BPF reader and the netlink reader below; where it is decided: the carrier
-// tracker; where it leaves: sink.
+// Run streams events to the handler until ctx ends. Where an event
+// enters: the BPF reader and the netlink reader below; where it is
+// ordered: the carrier tracker; where it leaves: the handler.
 func (d *Source) Run(ctx context.Context, h Handler) error {
 	l := &loop{d: d, h: d.observe(h), table: registry.NewTable(), tracker: carrier.NewTracker()}
+	nlBatches, stopReaders := l.startReaders(ctx)
+	defer stopReaders()
+	if err := l.start(ctx); err != nil {
+		return err
+	}
+	// Only a watchdog needs a timer: otherwise the loop sleeps until an event.
+	var beat <-chan time.Time
+	if d.cfg.Heartbeat > 0 && h.Heartbeat != nil {
+		t := time.NewTicker(d.cfg.Heartbeat)
+		defer t.Stop()
+		beat = t.C
+	}
+	l.serve(ctx, nlBatches, beat)
+	return nil
+}
 
+// startReaders starts the BPF and netlink readers; stop closes their
+// sources and waits for them, so nothing outlives Run.
+func (l *loop) startReaders(ctx context.Context) (nlBatches <-chan netlinkBatch, stop func()) {
+	d := l.d
 	bpfEvents := make(chan carrier.Event, 1024)
 	l.bpfEvents = bpfEvents
-	nlBatches := make(chan netlinkBatch, 64)
+	batches := make(chan netlinkBatch, 64)
 	readersDone := make(chan struct{}, 2)
 	bpf, watcher := d.bpf, d.watcher
 	if bpf != nil {
@@ -48,14 +68,17 @@ func (d *Source) Run(ctx context.Context, h Handler) error {
 	} else {
 		readersDone <- struct{}{}
 	}
-	go func() { readNetlink(ctx, watcher, d, nlBatches); readersDone <- struct{}{} }()
-	defer func() {
-		// Unblock the readers, then wait for them, so nothing outlives Run.
+	go func() { readNetlink(ctx, watcher, d, batches); readersDone <- struct{}{} }()
+	return batches, func() {
 		d.closeSources()
 		<-readersDone
 		<-readersDone
-	}()
+	}
+}
 
+// start makes the first resync and tells the handler it is ready.
+func (l *loop) start(ctx context.Context) error {
+	d := l.d
 	// The subscription is open since Open, so nothing is lost between
 	// this dump and the first notice.
 	if err := l.resync(ctx, "start"); err != nil {
@@ -69,22 +92,25 @@ func (d *Source) Run(ctx context.Context, h Handler) error {
 		}
 	}
 	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
-	if h.Ready != nil {
-		h.Ready(ctx)
+	if l.h.Ready != nil {
+		var out []registry.Link
+		for _, link := range l.table.Links() {
+			if !l.monitored(link) {
+				out = append(out, link)
+			}
+		}
+		l.h.Ready(ctx, out)
 	}
-	// Only a watchdog needs a timer: otherwise the loop sleeps until an event.
-	var beat <-chan time.Time
-	if d.cfg.Heartbeat > 0 && h.Heartbeat != nil {
-		t := time.NewTicker(d.cfg.Heartbeat)
-		defer t.Stop()
-		beat = t.C
-	}
+	return nil
+}
 
+// serve is the event loop: one event at a time, until ctx ends.
+func (l *loop) serve(ctx context.Context, nlBatches <-chan netlinkBatch, beat <-chan time.Time) {
 	// The drop counter is read when a burst of BPF events has been
 	// drained, and once more a little later (a drop is counted just after
 	// the reservation that failed, so it can land after the drain): no
 	// timer runs while the links are quiet.
-	settle := d.cfg.DropSettle
+	settle := l.d.cfg.DropSettle
 	if settle == 0 {
 		settle = 250 * time.Millisecond
 	}
@@ -94,35 +120,41 @@ func (d *Source) Run(ctx context.Context, h Handler) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case ev := <-bpfEvents:
+			return
+		case ev := <-l.bpfEvents:
 			l.kernelEvent(ctx, ev)
 		case b := <-nlBatches:
-			if errors.Is(b.err, registry.ErrOverflow) {
-				d.log.Warn("netlink notices lost, resyncing", "err", b.err)
-				if err := l.resync(ctx, "netlink_overflow"); err != nil {
-					d.log.Error("resync failed", "err", err)
-				}
-				continue
-			}
-			if b.err != nil {
-				d.log.Warn("bad netlink message", "err", b.err)
-			}
-			for _, u := range b.updates {
-				l.netlinkUpdate(ctx, u, carrier.SourceNetlink)
-			}
+			l.netlinkBatch(ctx, b)
 		case <-recheck.C:
 			l.checkDrops(ctx)
 		case <-beat:
-			h.Heartbeat(ctx)
-		case r := <-d.interfaces:
+			l.h.Heartbeat(ctx)
+		case r := <-l.d.interfaces:
 			l.reload(ctx, r)
 		}
-		if l.sawBPF && len(bpfEvents) == 0 {
+		if l.sawBPF && len(l.bpfEvents) == 0 {
 			l.sawBPF = false
 			l.checkDrops(ctx)
 			recheck.Reset(settle)
 		}
+	}
+}
+
+// netlinkBatch takes what one netlink read returned; lost notices mean a
+// resync.
+func (l *loop) netlinkBatch(ctx context.Context, b netlinkBatch) {
+	if errors.Is(b.err, registry.ErrOverflow) {
+		l.d.log.Warn("netlink notices lost, resyncing", "err", b.err)
+		if err := l.resync(ctx, "netlink_overflow"); err != nil {
+			l.d.log.Error("resync failed", "err", err)
+		}
+		return
+	}
+	if b.err != nil {
+		l.d.log.Warn("bad netlink message", "err", b.err)
+	}
+	for _, u := range b.updates {
+		l.netlinkUpdate(ctx, u, carrier.SourceNetlink)
 	}
 }
 
@@ -167,8 +199,8 @@ func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 	l.handledSeq = max(l.handledSeq, ev.Seq)
 	l.sawBPF = true
 	report, gap := l.tracker.Kernel(ev)
-	if report && l.monitoredIndex(ev.Ifindex, ev.Ifname) {
-		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
+	if report {
+		l.report(ctx, nil, []carrier.Event{ev})
 	}
 	if gap {
 		l.d.log.Warn("carrier counters jumped: events were lost", "ifname", ev.Ifname, "up_count", ev.UpCount, "down_count", ev.DownCount)
@@ -179,26 +211,132 @@ func (l *loop) kernelEvent(ctx context.Context, ev carrier.Event) {
 }
 
 func (l *loop) netlinkUpdate(ctx context.Context, u registry.Update, src carrier.Source) {
-	for _, c := range l.table.Apply(u) {
+	changes := l.table.Apply(u)
+	for _, c := range changes {
 		l.linkChanged(ctx, c)
 	}
-	if u.Deleted || u.Bridge {
+	var evs []carrier.Event
+	if !u.Deleted && !u.Bridge {
+		if up, known := l.tracker.Carrier(u.Link.Index); known && up != u.Link.Carrier {
+			l.catchUp(ctx)
+		}
+		if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotime.Now(), src); ok {
+			evs = append(evs, ev)
+		}
+	}
+	l.report(ctx, changes, evs)
+}
+
+// report hands out what one step learnt, once the tracker has ordered it:
+// the bonds' side first (each change of a bond or slave, with the
+// carrier the tracker holds), then each carrier change.
+func (l *loop) report(ctx context.Context, changes []registry.Change, evs []carrier.Event) {
+	if l.h.Bond != nil {
+		l.tellBonds(ctx, changes, evs)
+	}
+	for _, ev := range evs {
+		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex), Monitored: l.monitoredIndex(ev.Ifindex, ev.Ifname)})
+	}
+}
+
+// tellBonds gives the bond side one LinkEvent per bond or slave a step
+// touched: a change of the link, a carrier change, or both.
+func (l *loop) tellBonds(ctx context.Context, changes []registry.Change, evs []carrier.Event) {
+	carrierNs := func(idx int) int64 {
+		for _, ev := range evs {
+			if ev.Ifindex == idx {
+				return int64(ev.Time)
+			}
+		}
+		return 0
+	}
+	for _, c := range changes {
+		l.tellBond(ctx, c, carrierNs(c.Link.Index))
+	}
+	for _, ev := range evs {
+		if slices.ContainsFunc(changes, func(c registry.Change) bool { return c.Link.Index == ev.Ifindex }) {
+			continue
+		}
+		if link, ok := l.table.Get(ev.Ifindex); ok {
+			l.tellBond(ctx, registry.Change{Kind: registry.Updated, Link: link, Old: link}, int64(ev.Time))
+		}
+	}
+}
+
+// tellBond hands a bond or slave's change to Handler.Bond, with the
+// tracker's carrier: the one ordering of carrier.
+func (l *loop) tellBond(ctx context.Context, c registry.Change, carrierNs int64) {
+	if !bondish(c.Link) && !(c.Kind == registry.Updated && bondish(c.Old)) {
 		return
 	}
-	if up, known := l.tracker.Carrier(u.Link.Index); known && up != u.Link.Carrier {
-		l.catchUp(ctx)
+	l.h.Bond(ctx, LinkEvent{Change: l.ordered(c), Membership: l.membership(c.Link.Index), CarrierNs: carrierNs, Bonds: BondsTouched(l.table, c)})
+}
+
+// ordered gives a change the carrier the tracker holds, when it knows the
+// link: a BPF event may be newer than the table's last notice.
+func (l *loop) ordered(c registry.Change) registry.Change {
+	if st, ok := l.tracker.State(c.Link.Index); ok && c.Kind != registry.Removed {
+		c.Link.Carrier, c.Link.UpCount, c.Link.DownCount = st.Carrier, st.UpCount, st.DownCount
 	}
-	if ev, ok := l.tracker.Netlink(u.Link.CarrierState(), monotime.Now(), src); ok && l.monitored(u.Link) {
-		l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
+	return c
+}
+
+func bondish(l registry.Link) bool { return l.Bond != nil || l.BondSlave != nil }
+
+// BondsTouched lists the bonds whose membership a change of table t may
+// alter (the link's bond, the bond it was in, the link itself if it is or
+// was a bond), each with its slaves as t holds them after the change.
+func BondsTouched(t *registry.Table, c registry.Change) []BondMembers {
+	var idx []int
+	add := func(i int) {
+		if i != 0 && !slices.Contains(idx, i) {
+			idx = append(idx, i)
+		}
 	}
+	if c.Link.BondSlave != nil {
+		add(c.Link.MasterIndex)
+	}
+	if c.Old.BondSlave != nil {
+		add(c.Old.MasterIndex)
+	}
+	if c.Link.Bond != nil || c.Old.Bond != nil {
+		add(c.Link.Index)
+	}
+	out := make([]BondMembers, 0, len(idx))
+	for _, i := range idx {
+		out = append(out, bondMembers(t, i))
+	}
+	return out
+}
+
+// bondMembers reads a bond and its slaves from the table.
+func bondMembers(t *registry.Table, idx int) BondMembers {
+	b := BondMembers{Index: idx}
+	if link, ok := t.Get(idx); ok && link.Bond != nil {
+		b.Name = link.Name
+	}
+	for _, s := range t.Slaves(idx) {
+		if s.BondSlave != nil {
+			b.Slaves = append(b.Slaves, Member{Index: s.Index, Name: s.Name})
+		}
+	}
+	return b
+}
+
+// Bonds is every bond in table t, with its slaves.
+func Bonds(t *registry.Table) []BondMembers {
+	var out []BondMembers
+	for _, link := range t.Links() {
+		if link.Bond != nil {
+			out = append(out, bondMembers(t, link.Index))
+		}
+	}
+	return out
 }
 
 // linkChanged keeps the TC attachments and the tracker in step with the
 // interfaces: new ones, deleted ones, renamed ones.
 func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
-	if l.h.Update != nil {
-		l.h.Update(ctx, c)
-	}
 	log := l.d.log.With("ifname", c.Link.Name, "ifindex", c.Link.Index)
 	now, was := l.monitored(c.Link), c.Kind == registry.Updated && l.monitored(c.Old)
 	switch c.Kind {
@@ -237,7 +375,7 @@ func (l *loop) reload(ctx context.Context, r Reload) {
 		l.setInterfaces(ctx, r.Interfaces)
 	}
 	if r.Notify && l.h.Reload != nil {
-		l.h.Reload(ctx)
+		l.h.Reload(ctx, Bonds(l.table))
 	}
 }
 
@@ -267,7 +405,7 @@ func (l *loop) setInterfaces(ctx context.Context, names []string) {
 
 func (l *loop) tellLink(ctx context.Context, c registry.Change) {
 	if l.h.Link != nil {
-		l.h.Link(ctx, LinkChange{Change: c, Membership: l.membership(c.Link.Index)})
+		l.h.Link(ctx, LinkEvent{Change: l.ordered(c), Membership: l.membership(c.Link.Index)})
 	}
 }
 
@@ -341,16 +479,18 @@ func (l *loop) resync(ctx context.Context, reason string) error {
 	if err != nil {
 		return fmt.Errorf("resync (%s): %w", reason, err)
 	}
-	for _, c := range l.table.Replace(dump) {
+	changes := l.table.Replace(dump)
+	for _, c := range changes {
 		l.linkChanged(ctx, c)
 	}
 	now := monotime.Now()
-	src := carrier.SourceResync
+	var evs []carrier.Event
 	for _, link := range dump {
-		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, src); ok && l.monitored(link) {
-			l.h.Carrier(ctx, Event{Event: ev, Membership: l.membership(ev.Ifindex)})
+		if ev, ok := l.tracker.Netlink(link.CarrierState(), now, carrier.SourceResync); ok {
+			evs = append(evs, ev)
 		}
 	}
+	l.report(ctx, changes, evs)
 	l.d.observeResync(reason)
 	if reason != "start" {
 		l.d.log.Info("resynced from netlink dump", "reason", reason, "links", len(dump))

@@ -112,11 +112,15 @@ type recorder struct {
 	reloads chan int
 	// members gets each carrier event's and link change's membership.
 	members chan Membership
+	// unmonitored gets the carrier changes of links out of the set.
+	unmonitored chan carrier.Event
+	// bonds gets what Handler.Bond gets.
+	bonds chan LinkEvent
 }
 
 func newRecorder() *recorder {
 	return &recorder{carrier: make(chan carrier.Event, 64), links: make(chan registry.Change, 64), resyncs: make(chan string, 16), ready: make(chan struct{}),
-		reloads: make(chan int, 4), members: make(chan Membership, 256)}
+		reloads: make(chan int, 4), members: make(chan Membership, 256), unmonitored: make(chan carrier.Event, 64), bonds: make(chan LinkEvent, 64)}
 }
 
 func (r *recorder) Carrier(carrier.Event)     {}
@@ -126,10 +130,18 @@ func (r *recorder) RingbufDrops(total uint64) {}
 
 func (r *recorder) handler() Handler {
 	return Handler{
-		Carrier: func(_ context.Context, ev Event) { r.members <- ev.Membership; r.carrier <- ev.Event },
-		Link:    func(_ context.Context, c LinkChange) { r.members <- c.Membership; r.links <- c.Change },
-		Ready:   func(context.Context) { close(r.ready) },
-		Reload:  func(context.Context) { r.reloads <- len(r.links) },
+		Carrier: func(_ context.Context, ev Event) {
+			if !ev.Monitored {
+				r.unmonitored <- ev.Event
+				return
+			}
+			r.members <- ev.Membership
+			r.carrier <- ev.Event
+		},
+		Link:   func(_ context.Context, c LinkEvent) { r.members <- c.Membership; r.links <- c.Change },
+		Bond:   func(_ context.Context, ev LinkEvent) { r.bonds <- ev },
+		Ready:  func(context.Context, []registry.Link) { close(r.ready) },
+		Reload: func(context.Context, []BondMembers) { r.reloads <- len(r.links) },
 	}
 }
 
@@ -327,4 +339,65 @@ func TestSourceEventsCarryMembership(t *testing.T) {
 		t.Fatalf("carrier event of eth1 with %+v, want bond0/eth1", m)
 	}
 	recv(t, s.rec.carrier, "carrier event")
+}
+
+// A bond slave outside the monitored set still reaches the bond side, in
+// order: the driver's event first, and a notice read late, built before
+// it, does not bring its carrier back.
+func TestSourceOrdersUnmonitoredBondSlaves(t *testing.T) {
+	bond := registry.Link{Index: 10, Name: "bond0", Kind: "bond", Carrier: true, Bond: &registry.Bond{ActiveSlave: 11}}
+	slave := link(11, "eth1", true, 1, 0)
+	slave.MasterIndex, slave.BondSlave = 10, &registry.BondSlave{}
+	s := startSource(t, []string{"eth9"}, bond, slave)
+	for range 2 {
+		ev := recv(t, s.rec.bonds, "bond event")
+		if ev.Kind != registry.Added || len(ev.Bonds) != 1 || ev.Bonds[0].Name != "bond0" || len(ev.Bonds[0].Slaves) != 1 {
+			t.Fatalf("start: %+v, want bond0 and eth1 added, bond0 with one slave", ev)
+		}
+	}
+	s.ring.deliver(s.ring.queue(carrier.Event{Time: 7, Ifindex: 11, Ifname: "eth1", Up: false, UpCount: 1, DownCount: 1, Source: carrier.SourceFentry}))
+	ev := recv(t, s.rec.bonds, "bond event")
+	if ev.Link.Name != "eth1" || ev.Link.Carrier || ev.CarrierNs != 7 || ev.Membership != (Membership{Bond: "bond0", Slave: "eth1"}) {
+		t.Fatalf("BPF down: %+v, want eth1 down at 7 in bond0", ev)
+	}
+	if got := recv(t, s.rec.unmonitored, "unmonitored carrier"); got.Up || got.Ifindex != 11 {
+		t.Fatalf("carrier %+v, want eth1 down", got)
+	}
+	// Read late: the notice from before the cut (1/0, up).
+	s.nl.batches <- []registry.Update{{Link: slave}}
+	ev = recv(t, s.rec.bonds, "bond event")
+	if ev.Link.Carrier || ev.CarrierNs != 0 {
+		t.Fatalf("stale notice: %+v, want carrier still down, unchanged", ev)
+	}
+	none(t, s.rec.unmonitored, "carrier report of the stale notice")
+	none(t, s.rec.carrier, "carrier report of an unmonitored link")
+	// Released from the bond: the bond is told it has no slave left.
+	free := link(11, "eth1", false, 1, 1)
+	s.nl.batches <- []registry.Update{{Link: free}}
+	ev = recv(t, s.rec.bonds, "bond event")
+	if len(ev.Bonds) != 1 || ev.Bonds[0].Index != 10 || len(ev.Bonds[0].Slaves) != 0 || ev.Membership != (Membership{}) {
+		t.Fatalf("released: %+v, want bond0 without slaves", ev)
+	}
+}
+
+// A link that joins the set is reported with the carrier the tracker
+// ordered, not the table's: here the driver's event of eth2's loss came
+// while it was outside the set and before netlink's notice, which must
+// not report it up afterwards either.
+func TestSourceJoinsWithOrderedCarrier(t *testing.T) {
+	s := startSource(t, []string{"eth1"}, link(2, "eth1", true, 1, 0), link(3, "eth2", true, 1, 0))
+	recv(t, s.rec.links, "eth1 added")
+	s.ring.deliver(s.ring.queue(carrier.Event{Ifindex: 3, Ifname: "eth2", Up: false, UpCount: 1, DownCount: 1, Source: carrier.SourceFentry}))
+	if got := recv(t, s.rec.unmonitored, "eth2's loss, unmonitored"); got.Up {
+		t.Fatalf("got %+v, want eth2 down", got)
+	}
+	if err := s.d.SetInterfaces(context.Background(), []string{"eth1", "eth2"}); err != nil {
+		t.Fatal(err)
+	}
+	if c := recv(t, s.rec.links, "eth2 added"); c.Link.Name != "eth2" || c.Link.Carrier {
+		t.Fatalf("got %+v, want eth2 added without carrier", c)
+	}
+	s.nl.batches <- []registry.Update{{Link: link(3, "eth2", true, 1, 0)}} // read late, from before the loss
+	s.nl.batches <- []registry.Update{{Link: link(3, "eth2", false, 1, 1)}}
+	none(t, s.rec.carrier, "a carrier report for eth2's stale or repeated notice")
 }

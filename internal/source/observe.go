@@ -15,7 +15,7 @@ import (
 // from the loop's goroutine, on the event path: they must not block.
 type Observer interface {
 	// Carrier gets each carrier change of a monitored link, after the
-	// handler got it.
+	// handler got it; the others' are not its business.
 	Carrier(ev carrier.Event)
 	// Link gets a monitored link's first sight and its removal.
 	Link(c registry.Change)
@@ -36,6 +36,9 @@ func (d *Source) observe(h Handler) Handler {
 		if carrierFn != nil {
 			carrierFn(ctx, e)
 		}
+		if !e.Monitored {
+			return
+		}
 		ev := e.Event
 		if d.traffic != nil {
 			err := d.traffic.RecordChange(ev.Ifindex, traffic.LinkState{Carrier: ev.Up, ChangedNS: uint64(ev.Time), SeenNS: uint64(ev.Time),
@@ -48,7 +51,7 @@ func (d *Source) observe(h Handler) Handler {
 			obs.Carrier(ev)
 		}
 	}
-	h.Link = func(ctx context.Context, lc LinkChange) {
+	h.Link = func(ctx context.Context, lc LinkEvent) {
 		if linkFn != nil {
 			linkFn(ctx, lc)
 		}

@@ -353,39 +353,75 @@ type Membership struct {
 	Bond, Slave string
 }
 
-// Event is a monitored link's carrier change after ordering, with its
-// bond.
+// Event is a link's carrier change after ordering, with its bond.
 type Event struct {
 	carrier.Event
 	Membership
+	// Monitored says the link is in the monitored set. The others'
+	// changes are reported too: a released link may wait for its carrier
+	// (internal/actions), and bonds fail over on any slave.
+	Monitored bool
 }
 
-// LinkChange is a monitored link's first sight, removal or release, with
-// its bond.
-type LinkChange struct {
+// LinkEvent is a link change after ordering: the link as the table holds
+// it, with its carrier as the tracker ordered it (so a notice read late
+// never brings back an older carrier), its bond, and the bonds whose
+// membership the change touches. Handler.Link gets a monitored link's
+// first sight, removal or release; Handler.Bond each change of a bond or
+// bond slave.
+type LinkEvent struct {
+	// Kind is Added, Updated or Removed; an ordered carrier change of a
+	// link already known is Updated. Link.Carrier and its counters are
+	// the tracker's.
 	registry.Change
 	Membership
+	// CarrierNs is when Link's carrier changed, on CLOCK_MONOTONIC: the
+	// driver's call for a BPF event, the reading for a notice; 0 when
+	// this event did not change it.
+	CarrierNs int64
+	// Bonds are the bonds the change touches (the link's bond, the bond
+	// it left, or the link itself), each with its slaves as now.
+	Bonds []BondMembers
+}
+
+// BondMembers is a bond and its slaves, as the link table has them.
+type BondMembers struct {
+	Index int
+	// Name is "" when the bond is gone (or not seen yet).
+	Name string
+	// Slaves are in ifindex order.
+	Slaves []Member
+}
+
+// Member is one bond slave; its carrier comes in its own LinkEvent.
+type Member struct {
+	Index int
+	Name  string
 }
 
 // Handler receives, in order and from the loop's goroutine, what the loop
-// learns about monitored interfaces. Its functions must not block.
+// learns about the links. Its functions must not block.
 type Handler struct {
-	// Carrier gets each carrier change.
+	// Carrier gets each carrier change, of monitored links and others
+	// (Event.Monitored).
 	Carrier func(ctx context.Context, ev Event)
 	// Link, if set, gets a monitored link's first sight (Added, with its
 	// carrier) and its removal (Removed).
-	Link func(ctx context.Context, c LinkChange)
-	// Update, if set, gets every change netlink shows of any link,
-	// monitored or not, before Carrier hears of it: the bond manager's
-	// view of bonds and their slaves.
-	Update func(ctx context.Context, c registry.Change)
+	Link func(ctx context.Context, c LinkEvent)
+	// Bond, if set, gets each change of a bond or bond slave, monitored
+	// or not, once ordered; for a carrier change, before Carrier: the
+	// bond switch is the one a millisecond matters to.
+	Bond func(ctx context.Context, ev LinkEvent)
 	// Ready, if set, is called once, after the start-up resync: the
 	// programs are attached and every monitored link has been reported.
-	Ready func(ctx context.Context)
+	// It gets the links outside the monitored set, whose routes an
+	// earlier run may have left withdrawn.
+	Ready func(ctx context.Context, unmonitored []registry.Link)
 	// Heartbeat, if set, is called every Config.Heartbeat: a loop that
 	// stops calling it is stuck.
 	Heartbeat func(ctx context.Context)
 	// Reload, if set, gets each Reload that asks for it, after the links
-	// its new monitored set released.
-	Reload func(ctx context.Context)
+	// its new monitored set released, with every bond as it stands, so
+	// that what probes bonds takes their settings again.
+	Reload func(ctx context.Context, bonds []BondMembers)
 }

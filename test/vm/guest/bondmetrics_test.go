@@ -151,7 +151,7 @@ func waitMetrics(t *testing.T, url string, timeout time.Duration, what string, c
 
 // TestBondMetrics checks that a failover is counted: linkbeat runs with its
 // exporter on a loopback port of its own, the active slave eth0 of an
-// active-backup bond (miimon 100) is cut (QMP) right after a miimon tick,
+// active-backup bond (miimon slowMiimon, 500 ms) is cut (QMP) right after a miimon tick,
 // and linkbeat switches to eth1 (reason carrier). Scrapes before and after
 // show linkbeat_bond_failovers_total{bond="bond0",reason="carrier"} up by
 // exactly 1 (and no other reason counted), the failover-duration histogram
@@ -160,7 +160,7 @@ func waitMetrics(t *testing.T, url string, timeout time.Duration, what string, c
 // eth0 to eth1.
 func TestBondMetrics(t *testing.T) {
 	requireLinkbeat(t)
-	n := newBondNet(t, bondConfig{Mode: "active-backup", Miimon: 100})
+	n := newBondNet(t, bondConfig{Mode: "active-backup", Miimon: slowMiimon})
 	b := n.Bond
 	addr := freeLoopbackAddr(t)
 	lb := startBondRun(t, "--web.listen-address", addr)
