@@ -39,7 +39,8 @@ func (m *Manager) carrier(ev carrier.Event) {
 // sendsTo says whether the bond may still hand frames to a dead slave:
 // in active-backup while it is the active slave, in tlb and alb while the
 // bond has not marked it down (it rebalances then), in the hash modes
-// until linkwatch's notice of the carrier loss: the bond's NETDEV_CHANGE
+// until linkwatch's notice of the carrier loss (operstate down, which
+// linkwatch sets and first sends after its notifiers): the bond's NETDEV_CHANGE
 // notifier, which runs first, rebuilt its transmit array without the
 // slave (bond_update_slave_arr drops a slave without carrier,
 // bond_slave_can_tx), whatever speed the driver reports and long before
