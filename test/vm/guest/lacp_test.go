@@ -267,8 +267,9 @@ func (n *bondNet) restoreCable(t *testing.T, from string) {
 
 // TestCablesLACPFastPath: an 802.3ad bond (miimon=100, lacp_rate=fast)
 // against an 802.3ad partner over two cables; QMP cuts both ends of the
-// cable carrying the bond's 1000 packets/s UDP stream, first with the bond
-// alone, then with `linkbeat run`. The bond alone must keep working (its
+// cable carrying the bond's 1000 packets/s UDP stream, with RTNL kept
+// busy during each cut (holdRTNL), first with the bond alone, then with
+// `linkbeat run`. The bond alone must keep working (its
 // stream resumes, and LACP aggregates the cable again once restored): with
 // virtio the speed reads unknown once the link is down, so 802.3ad drops
 // the port from its transmit array on NETDEV_CHANGE without waiting for
@@ -288,6 +289,44 @@ func TestCablesXorFastPath(t *testing.T) {
 	cablesCuts(t, xorConfig())
 }
 
+// holdRTNL keeps RTNL busy until the returned func is called: a link
+// created and deleted in a loop (unregistering waits for RCU under RTNL),
+// as on a host whose RTNL is contended. Linkwatch runs the bond's
+// NETDEV_CHANGE notifier under RTNL, so the bond keeps handing frames to
+// the dead slave for longer: every cut has frames for the fast path to
+// redirect, where with RTNL free the bond sometimes rebuilt its transmit
+// array before the stream's next frame, and the test could not tell a
+// working redirect from none.
+func holdRTNL(t *testing.T) func() {
+	t.Helper()
+	stop, done := make(chan struct{}), make(chan struct{})
+	const name = "lbrtnl0"
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+				t.Errorf("RTNL load: add %s: %v", name, err)
+				return
+			}
+			if l, err := netlink.LinkByName(name); err == nil {
+				netlink.LinkDel(l)
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		if l, err := netlink.LinkByName(name); err == nil {
+			netlink.LinkDel(l)
+		}
+	}
+}
+
 func cablesCuts(t *testing.T, cfg bondConfig) {
 	requireLinkbeat(t)
 	n := newCablesNet(t, cfg)
@@ -300,8 +339,10 @@ func cablesCuts(t *testing.T, cfg bondConfig) {
 		from := streamSlave(t, n.Bond)
 		n.randomPhase()
 		rmark := rs.Mark()
+		busy := holdRTNL(t)
 		r := n.cutCable(t, s, from)
 		rs.waitResumed(r.CutDoneNs, resumePackets, switchTimeout)
+		busy()
 		alone = append(alone, r.Outage.Lost)
 		t.Logf("bond alone, cut %d of %s's cable: %s; peer to bond: %s", i+1, from, r.Outage, rs.Outage(rmark))
 		n.restoreCable(t, from)
@@ -319,8 +360,10 @@ func cablesCuts(t *testing.T, cfg bondConfig) {
 		n.randomPhase()
 		lm := lb.logMark()
 		rmark := rs.Mark()
+		busy := holdRTNL(t)
 		r := n.cutCable(t, s, from)
 		rs.waitResumed(r.CutDoneNs, resumePackets, switchTimeout)
+		busy()
 		lost = append(lost, r.Outage.Lost)
 		rec := lb.waitLog(t, lm, 10*time.Second, "a fast failover record", isFastFailoverEnd(n.Bond.Name))
 		if rec["msg"] == "bond fast failover" {
