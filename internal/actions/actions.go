@@ -106,7 +106,6 @@ type Actions struct {
 	scripts Scripts
 	now     func() time.Time
 	mono    func() time.Duration
-	bonds   map[int][2]string // ifindex -> bond, slave
 	// waiting are released links with routes that wait for carrier.
 	waiting map[int]string
 	obs     Observer
@@ -115,7 +114,7 @@ type Actions struct {
 // New builds the actions. cfg is read at each decision, so a reload takes
 // effect on the next event. routes, scripts or obs may be nil (off).
 func New(log *slog.Logger, cfg func() *config.Config, routes Routes, scripts Scripts, monotonic func() time.Duration, obs Observer) *Actions {
-	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, bonds: map[int][2]string{}, waiting: map[int]string{}, obs: obs}
+	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, waiting: map[int]string{}, obs: obs}
 	a.policy = policy.New(func(ifname string) policy.Rules { return cfg().For(ifname).Rules })
 	return a
 }
@@ -162,27 +161,24 @@ func (a *Actions) Handle(x Input) {
 			return
 		}
 	}
-	if x.Bond != "" {
-		a.bonds[x.Event.Ifindex] = [2]string{x.Bond, x.Slave}
-	} else {
-		delete(a.bonds, x.Event.Ifindex)
-	}
+	// The membership travels with the event to its decisions, delayed
+	// ones too: the policy keeps it with the link's last event.
+	m := policy.Membership{Bond: x.Bond, Slave: x.Slave}
 	switch x.Kind {
 	case Removed, Released:
 		a.forget(x)
 	case Initial:
 		// Monitored again: the policy decides its routes from now on.
 		delete(a.waiting, x.Event.Ifindex)
-		a.apply(a.policy.Initial(x.Event))
+		a.apply(a.policy.Initial(x.Event, m))
 	default:
-		a.apply(a.policy.Event(x.Event, a.now()))
+		a.apply(a.policy.Event(x.Event, m, a.now()))
 	}
 }
 
 // forget drops a link the actions no longer watch: a released one gets
 // its routes back, a removed one took them with it.
 func (a *Actions) forget(x Input) {
-	delete(a.bonds, x.Event.Ifindex)
 	delete(a.waiting, x.Event.Ifindex)
 	a.policy.Forget(x.Event.Ifindex)
 	if a.routes == nil {
@@ -278,7 +274,7 @@ func (a *Actions) carryOut(d policy.Decision) {
 	if a.scripts != nil && s.Script != "" {
 		a.scripts.Submit(script.Job{
 			Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Capabilities: s.ScriptCaps, Ifname: d.Ifname, Up: d.Up,
-			Env: script.Env(d.Ifindex, d.Event.Source.String(), int64(d.Event.Time), a.bonds[d.Ifindex][0], a.bonds[d.Ifindex][1]),
+			Env: script.Env(d.Ifindex, d.Event.Source.String(), int64(d.Event.Time), d.Bond, d.Slave),
 		})
 	}
 }
@@ -307,3 +303,8 @@ func (a *Actions) route(op string, ifindex int, ifname string) (routes.Result, e
 
 // Effective says how a link is treated now.
 func (a *Actions) Effective(ifindex int) (up, known bool) { return a.policy.Effective(ifindex) }
+
+// Up lists the last event of each link treated as up now, by ifindex:
+// the monitored links whose quit-time script is due. Call it only once
+// Run has returned (or from the goroutine that calls Handle).
+func (a *Actions) Up() []carrier.Event { return a.policy.Up() }

@@ -44,7 +44,10 @@ func (f fakeRoutes) Release(i int, _ string) (routes.Result, error) {
 	return routes.Result{Restored: 1}, nil
 }
 
-type fakeScripts struct{ calls *[]call }
+type fakeScripts struct {
+	calls *[]call
+	jobs  *[]script.Job // nil: not kept
+}
 
 func (f fakeScripts) Submit(j script.Job) {
 	w := "script down"
@@ -52,6 +55,9 @@ func (f fakeScripts) Submit(j script.Job) {
 		w = "script up"
 	}
 	*f.calls = append(*f.calls, call{w, 0})
+	if f.jobs != nil {
+		*f.jobs = append(*f.jobs, j)
+	}
 }
 
 func newActions(t *testing.T, doc string) (*Actions, *[]call) {
@@ -62,7 +68,7 @@ func newActions(t *testing.T, doc string) (*Actions, *[]call) {
 	}
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return c },
-		fakeRoutes{calls: &calls}, fakeScripts{&calls}, func() time.Duration { return 0 }, nil)
+		fakeRoutes{calls: &calls}, fakeScripts{calls: &calls}, func() time.Duration { return 0 }, nil)
 	return a, &calls
 }
 
@@ -168,5 +174,44 @@ func TestReleasedLinkWaitsForCarrier(t *testing.T) {
 	}
 	if _, known := a.Effective(3); known {
 		t.Fatal("an unmonitored link's carrier reached the policy")
+	}
+}
+
+// A delayed decision's script hears the bond and slave that came with the
+// event that led to it, and a link that left its bond meanwhile is
+// reported without one: the membership travels with the event, not in a
+// table of the actions' own.
+func TestDelayedDecisionKeepsItsMembership(t *testing.T) {
+	c, err := config.Parse([]byte("defaults: {script: /bin/true, down_delay: 1s, up_delay: 1s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		calls []call
+		jobs  []script.Job
+	)
+	a := New(slog.New(slog.DiscardHandler), func() *config.Config { return c },
+		fakeRoutes{calls: &calls}, fakeScripts{calls: &calls, jobs: &jobs}, func() time.Duration { return 0 }, nil)
+	now := time.Unix(1000, 0)
+	a.now = func() time.Time { return now }
+	a.Handle(Input{Event: ev(true), Kind: Initial})
+	a.Handle(Input{Event: ev(false), Bond: "bond0", Slave: "eth1"})
+	if len(jobs) != 0 {
+		t.Fatalf("script ran before the down delay: %+v", jobs)
+	}
+	now = now.Add(time.Second)
+	a.apply(a.policy.Tick(now))
+	// Back up, out of the bond: the up delay's decision has no bond.
+	a.Handle(Input{Event: ev(true)})
+	now = now.Add(time.Second)
+	a.apply(a.policy.Tick(now))
+	if len(jobs) != 2 {
+		t.Fatalf("scripts %+v, want one down and one up", jobs)
+	}
+	if env := jobs[0].Env; jobs[0].Up || env["BOND"] != "bond0" || env["SLAVE"] != "eth1" {
+		t.Errorf("delayed down: up %v, env %v; want BOND=bond0 SLAVE=eth1", jobs[0].Up, env)
+	}
+	if env := jobs[1].Env; !jobs[1].Up || env["BOND"] != "" || env["SLAVE"] != "" {
+		t.Errorf("delayed up out of the bond: up %v, env %v; want no BOND or SLAVE", jobs[1].Up, env)
 	}
 }

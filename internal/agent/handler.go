@@ -32,18 +32,20 @@ func (p *pipeline) handler() source.Handler {
 	}
 }
 
-// carrier takes each ordered carrier change. A link outside the monitored
-// set matters only when its carrier returns: a released link may wait for
-// it (actions.Unmonitored).
+// carrier takes each ordered carrier change. The fast path hears every
+// link's: a bond's slaves are often left out of the monitored set (the
+// routes are on the bond), and it ignores links that are no slave. For the
+// actions, a link outside the monitored set matters only when its carrier
+// returns: a released link may wait for it (actions.Unmonitored).
 func (p *pipeline) carrier(_ context.Context, ev source.Event) {
+	if p.fp != nil {
+		p.fp.Carrier(ev.Event)
+	}
 	if !ev.Monitored {
 		if ev.Up {
 			p.enqueue(actions.Input{Kind: actions.Unmonitored, Event: ev.Event})
 		}
 		return
-	}
-	if p.fp != nil {
-		p.fp.Carrier(ev.Event)
 	}
 	p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
 }
@@ -57,26 +59,23 @@ func (p *pipeline) link(_ context.Context, c source.LinkEvent) {
 	case c.Released:
 		// A rename moves its record to the new name (routes.renamed).
 		x.Kind = actions.Released
-		delete(p.live, c.Link.Index)
 	case c.Kind == registry.Removed:
 		x.Kind = actions.Removed
-		delete(p.live, c.Link.Index)
-	default:
-		p.live[c.Link.Index] = c.Link.Name
 	}
 	p.enqueue(x)
 }
 
 // ready hands back what an earlier run withdrew from links this run does
-// not monitor, then tells Hooks.Ready once the start-up inputs are carried
-// out: it crosses the action queue behind them.
-func (p *pipeline) ready(_ context.Context, unmonitored []registry.Link) {
-	p.releaseUnmonitored(unmonitored)
+// not monitor, then tells Hooks.Ready, with how many links the source
+// monitors, once the start-up inputs are carried out: it crosses the
+// action queue behind them.
+func (p *pipeline) ready(_ context.Context, s source.Startup) {
+	p.releaseUnmonitored(s.Unmonitored)
 	hook := p.a.cfg.Hooks.Ready
 	if hook == nil {
 		return
 	}
-	n, f := len(p.live), p.a.src.Features()
+	n, f := len(s.Monitored), p.a.src.Features()
 	if !p.barrier(func() { hook(n, f) }) {
 		// Never withhold it: systemd would fail the start.
 		p.log.Warn("action queue full: telling systemd ready before the start-up actions are done")

@@ -7,6 +7,8 @@ import (
 
 	"github.com/linkbeat/linkbeat/internal/actions"
 	"github.com/linkbeat/linkbeat/internal/bond"
+	"github.com/linkbeat/linkbeat/internal/carrier"
+	"github.com/linkbeat/linkbeat/internal/config"
 	"github.com/linkbeat/linkbeat/internal/fastpath"
 	"github.com/linkbeat/linkbeat/internal/monotime"
 	"github.com/linkbeat/linkbeat/internal/script"
@@ -22,9 +24,6 @@ type pipeline struct {
 	bonds   *bond.Manager
 	fp      *fastpath.Manager // nil: the fast path is off
 	paths   *paths
-	// live are the monitored links, by ifindex: the quit-time scripts'
-	// links. Only the event loop's goroutine touches it.
-	live map[int]string
 	// held are the links an earlier run left routes withdrawn on.
 	held map[int]string
 
@@ -34,7 +33,7 @@ type pipeline struct {
 
 // build makes the actors and starts their goroutines.
 func (a *Agent) build(ctx context.Context) (*pipeline, error) {
-	p := &pipeline{a: a, log: a.log, in: make(chan actions.Input, 4096), live: map[int]string{}}
+	p := &pipeline{a: a, log: a.log, in: make(chan actions.Input, 4096)}
 	// Scripts outlive ctx's cancellation only for the quit-time run.
 	p.scripts = script.NewRunner(context.WithoutCancel(ctx), a.log, a.obs.scripts)
 	// What an earlier run left withdrawn, before the first change.
@@ -109,19 +108,29 @@ func (p *pipeline) run(ctx context.Context) error {
 }
 
 // exitScripts runs the down script of each link treated as up, as
-// ifplugd does when it quits (unless told not to).
+// ifplugd does when it quits (unless told not to). The actions, stopped
+// by now, know those links: they leave the policy when they leave the
+// monitored set.
 func (p *pipeline) exitScripts() {
-	cfg := p.a.live.get()
-	if !cfg.RunScriptOnExit() {
-		return
+	for _, j := range exitJobs(p.a.live.get(), p.act.Up()) {
+		p.scripts.Run(j, "up")
 	}
-	for idx, name := range p.live {
-		s := cfg.For(name)
-		if up, known := p.act.Effective(idx); s.Script != "" && known && up {
-			p.scripts.Run(script.Job{Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Capabilities: s.ScriptCaps, Ifname: name, Up: false,
-				Env: script.Env(idx, "exit", 0, "", "")}, "up")
+}
+
+// exitJobs are the quit-time runs: the down script of each link in up
+// that has one.
+func exitJobs(cfg *config.Config, up []carrier.Event) []script.Job {
+	if !cfg.RunScriptOnExit() {
+		return nil
+	}
+	var out []script.Job
+	for _, ev := range up {
+		if s := cfg.For(ev.Ifname); s.Script != "" {
+			out = append(out, script.Job{Path: s.Script, Extra: s.ScriptExtra, Timeout: s.ScriptTimeout, Capabilities: s.ScriptCaps, Ifname: ev.Ifname, Up: false,
+				Env: script.Env(ev.Ifindex, "exit", 0, "", "")})
 		}
 	}
+	return out
 }
 
 // enqueue hands an input to the actions. It never blocks the event loop:

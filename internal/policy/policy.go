@@ -23,13 +23,24 @@ type Rules struct {
 	HoldDown    time.Duration
 }
 
+// Membership is the bond a link belongs to (or is) and the slave
+// concerned, as the caller heard it with an event (the scripts'
+// LINKBEAT_BOND and LINKBEAT_SLAVE). The policy does not decide on it: it
+// keeps it with the link's last event, so that a decision, at once or
+// after a delay, carries the membership of the event that led to it.
+type Membership struct {
+	Bond, Slave string
+}
+
 // Decision says a link is now to be treated as up or down. Event is the
-// carrier event that led to it (its kernel time measures reaction latency).
+// carrier event that led to it (its kernel time measures reaction latency),
+// Membership what came with that event.
 type Decision struct {
 	Ifindex int
 	Ifname  string
 	Up      bool
 	Event   carrier.Event
+	Membership
 	// Reason is "carrier", "delay" (after up/down delay), "hold_down_end"
 	// or "initial".
 	Reason string
@@ -41,7 +52,8 @@ type link struct {
 	known     bool // effective has been decided once
 	carrier   bool // last reported carrier
 	last      carrier.Event
-	pending   time.Time // deadline of a delayed decision; zero when none
+	member    Membership // what came with last
+	pending   time.Time  // deadline of a delayed decision; zero when none
 	heldUntil time.Time
 	changes   []time.Time // carrier changes inside the dampening window
 }
@@ -71,27 +83,27 @@ func (p *Policy) get(ev carrier.Event) *link {
 // Initial records a link's carrier at start (or when it appears). A link
 // found without carrier is decided down at once: its routes must go even
 // though no event will come.
-func (p *Policy) Initial(ev carrier.Event) []Decision {
+func (p *Policy) Initial(ev carrier.Event, m Membership) []Decision {
 	l := p.get(ev)
-	l.carrier, l.last, l.known, l.effective = ev.Up, ev, true, ev.Up
+	l.carrier, l.last, l.member, l.known, l.effective = ev.Up, ev, m, true, ev.Up
 	if ev.Up {
 		return nil
 	}
-	return []Decision{{Ifindex: ev.Ifindex, Ifname: ev.Ifname, Up: false, Event: ev, Reason: "initial"}}
+	return []Decision{{Ifindex: ev.Ifindex, Ifname: ev.Ifname, Up: false, Event: ev, Membership: m, Reason: "initial"}}
 }
 
 // Forget drops a link that was deleted.
 func (p *Policy) Forget(ifindex int) { delete(p.links, ifindex) }
 
-// Event takes a carrier change at time now.
-func (p *Policy) Event(ev carrier.Event, now time.Time) []Decision {
+// Event takes a carrier change at time now, with the link's membership.
+func (p *Policy) Event(ev carrier.Event, m Membership, now time.Time) []Decision {
 	l := p.get(ev)
 	if !l.known {
 		// No Initial: the first thing we hear is a change, so the link
 		// was in the opposite state.
 		l.known, l.effective = true, !ev.Up
 	}
-	l.carrier, l.last = ev.Up, ev
+	l.carrier, l.last, l.member = ev.Up, ev, m
 	l.pending = time.Time{}
 
 	if r := l.rules; r.Transitions > 0 {
@@ -113,7 +125,7 @@ func (p *Policy) Event(ev carrier.Event, now time.Time) []Decision {
 			l.pending = now.Add(l.rules.DownDelay)
 			return nil
 		}
-		return l.decide(ev, false, "carrier")
+		return l.decide(false, "carrier")
 	}
 	if now.Before(l.heldUntil) {
 		return nil // the hold-down's end decides
@@ -122,15 +134,18 @@ func (p *Policy) Event(ev carrier.Event, now time.Time) []Decision {
 		l.pending = now.Add(l.rules.UpDelay)
 		return nil
 	}
-	return l.decide(ev, true, "carrier")
+	return l.decide(true, "carrier")
 }
 
-func (l *link) decide(ev carrier.Event, up bool, reason string) []Decision {
+// decide treats the link as up or down from its last event, which the
+// decision carries with its membership.
+func (l *link) decide(up bool, reason string) []Decision {
 	if l.effective == up {
 		return nil
 	}
 	l.effective = up
-	return []Decision{{Ifindex: ev.Ifindex, Ifname: ev.Ifname, Up: up, Event: ev, Reason: reason}}
+	ev := l.last
+	return []Decision{{Ifindex: ev.Ifindex, Ifname: ev.Ifname, Up: up, Event: ev, Membership: l.member, Reason: reason}}
 }
 
 // Tick fires the decisions whose time has come.
@@ -142,7 +157,7 @@ func (p *Policy) Tick(now time.Time) []Decision {
 			if l.carrier && now.Before(l.heldUntil) {
 				continue
 			}
-			out = append(out, l.decide(l.last, l.carrier, "delay")...)
+			out = append(out, l.decide(l.carrier, "delay")...)
 		}
 		if !l.heldUntil.IsZero() && !now.Before(l.heldUntil) {
 			l.heldUntil = time.Time{}
@@ -151,7 +166,7 @@ func (p *Policy) Tick(now time.Time) []Decision {
 					l.pending = now.Add(l.rules.UpDelay)
 					continue
 				}
-				out = append(out, l.decide(l.last, true, "hold_down_end")...)
+				out = append(out, l.decide(true, "hold_down_end")...)
 			}
 		}
 	}
@@ -172,10 +187,15 @@ func (p *Policy) NextDeadline() (time.Time, bool) {
 }
 
 // Down lists the last event of each link treated as down now, by ifindex.
-func (p *Policy) Down() []carrier.Event {
+func (p *Policy) Down() []carrier.Event { return p.treated(false) }
+
+// Up lists the last event of each link treated as up now, by ifindex.
+func (p *Policy) Up() []carrier.Event { return p.treated(true) }
+
+func (p *Policy) treated(up bool) []carrier.Event {
 	var out []carrier.Event
 	for _, idx := range slices.Sorted(maps.Keys(p.links)) {
-		if l := p.links[idx]; l.known && !l.effective {
+		if l := p.links[idx]; l.known && l.effective == up {
 			out = append(out, l.last)
 		}
 	}

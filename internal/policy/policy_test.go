@@ -31,9 +31,9 @@ func none(t *testing.T, ds []Decision) {
 
 func TestNoDelaysDecideAtOnce(t *testing.T) {
 	p := New(fixed(Rules{}))
-	none(t, p.Initial(ev(true)))
-	one(t, p.Event(ev(false), t0), false)
-	one(t, p.Event(ev(true), t0.Add(time.Millisecond)), true)
+	none(t, p.Initial(ev(true), Membership{}))
+	one(t, p.Event(ev(false), Membership{}, t0), false)
+	one(t, p.Event(ev(true), Membership{}, t0.Add(time.Millisecond)), true)
 	if _, ok := p.NextDeadline(); ok {
 		t.Fatal("no timer should be armed")
 	}
@@ -41,7 +41,7 @@ func TestNoDelaysDecideAtOnce(t *testing.T) {
 
 func TestInitialWithoutCarrierDecidesDown(t *testing.T) {
 	p := New(fixed(Rules{}))
-	ds := p.Initial(ev(false))
+	ds := p.Initial(ev(false), Membership{})
 	one(t, ds, false)
 	if ds[0].Reason != "initial" {
 		t.Fatalf("reason %q", ds[0].Reason)
@@ -50,19 +50,19 @@ func TestInitialWithoutCarrierDecidesDown(t *testing.T) {
 
 func TestDownDelayCancelledByQuickReturn(t *testing.T) {
 	p := New(fixed(Rules{DownDelay: 100 * time.Millisecond}))
-	p.Initial(ev(true))
-	none(t, p.Event(ev(false), t0))
+	p.Initial(ev(true), Membership{})
+	none(t, p.Event(ev(false), Membership{}, t0))
 	if d, ok := p.NextDeadline(); !ok || !d.Equal(t0.Add(100*time.Millisecond)) {
 		t.Fatalf("deadline %v %v", d, ok)
 	}
-	none(t, p.Event(ev(true), t0.Add(50*time.Millisecond)))
+	none(t, p.Event(ev(true), Membership{}, t0.Add(50*time.Millisecond)))
 	none(t, p.Tick(t0.Add(200*time.Millisecond)))
 }
 
 func TestDownDelayExpires(t *testing.T) {
 	p := New(fixed(Rules{DownDelay: 100 * time.Millisecond}))
-	p.Initial(ev(true))
-	p.Event(ev(false), t0)
+	p.Initial(ev(true), Membership{})
+	p.Event(ev(false), Membership{}, t0)
 	none(t, p.Tick(t0.Add(99*time.Millisecond)))
 	ds := p.Tick(t0.Add(100 * time.Millisecond))
 	one(t, ds, false)
@@ -73,24 +73,24 @@ func TestDownDelayExpires(t *testing.T) {
 
 func TestUpDelay(t *testing.T) {
 	p := New(fixed(Rules{UpDelay: time.Second}))
-	p.Initial(ev(true))
-	one(t, p.Event(ev(false), t0), false)
-	none(t, p.Event(ev(true), t0.Add(time.Millisecond)))
+	p.Initial(ev(true), Membership{})
+	one(t, p.Event(ev(false), Membership{}, t0), false)
+	none(t, p.Event(ev(true), Membership{}, t0.Add(time.Millisecond)))
 	// Down again within the up-delay: never restored.
-	none(t, p.Event(ev(false), t0.Add(500*time.Millisecond)))
+	none(t, p.Event(ev(false), Membership{}, t0.Add(500*time.Millisecond)))
 	none(t, p.Tick(t0.Add(2*time.Second)))
-	none(t, p.Event(ev(true), t0.Add(3*time.Second)))
+	none(t, p.Event(ev(true), Membership{}, t0.Add(3*time.Second)))
 	one(t, p.Tick(t0.Add(4*time.Second)), true)
 }
 
 func TestDampeningHoldsDownThenReleases(t *testing.T) {
 	p := New(fixed(Rules{Transitions: 4, Window: time.Second, HoldDown: 5 * time.Second}))
-	p.Initial(ev(true))
+	p.Initial(ev(true), Membership{})
 	now := t0
 	ups, downs := 0, 0
 	for i := 0; i < 20; i++ {
 		now = now.Add(50 * time.Millisecond)
-		for _, d := range p.Event(ev(i%2 == 1), now) {
+		for _, d := range p.Event(ev(i%2 == 1), Membership{}, now) {
 			if d.Up {
 				ups++
 			} else {
@@ -116,7 +116,25 @@ func TestDampeningHoldsDownThenReleases(t *testing.T) {
 
 func TestRepeatedStateIsNotDecidedTwice(t *testing.T) {
 	p := New(fixed(Rules{}))
-	p.Initial(ev(true))
-	one(t, p.Event(ev(false), t0), false)
-	none(t, p.Event(ev(false), t0.Add(time.Millisecond)))
+	p.Initial(ev(true), Membership{})
+	one(t, p.Event(ev(false), Membership{}, t0), false)
+	none(t, p.Event(ev(false), Membership{}, t0.Add(time.Millisecond)))
+}
+
+// A decision carries the membership that came with the event that led to
+// it, at once or after a delay; a later event's replaces it.
+func TestDecisionCarriesItsEventsMembership(t *testing.T) {
+	p := New(fixed(Rules{DownDelay: time.Second}))
+	none(t, p.Initial(ev(true), Membership{Bond: "bond0", Slave: "eth0"}))
+	none(t, p.Event(ev(false), Membership{Bond: "bond1", Slave: "eth0"}, t0))
+	ds := p.Tick(t0.Add(time.Second))
+	one(t, ds, false)
+	if want := (Membership{Bond: "bond1", Slave: "eth0"}); ds[0].Membership != want {
+		t.Fatalf("delayed decision: membership %+v, want %+v", ds[0].Membership, want)
+	}
+	ds = p.Event(ev(true), Membership{}, t0.Add(2*time.Second))
+	one(t, ds, true)
+	if ds[0].Membership != (Membership{}) {
+		t.Fatalf("decision at once: membership %+v, want none", ds[0].Membership)
+	}
 }

@@ -413,3 +413,30 @@ func TestTwoDeadLinksOfOneECMPRoute(t *testing.T) {
 		}
 	}
 }
+
+// Routes that differ only in metric, or only in table, are different
+// kernel routes even with the same hop: each is withdrawn and comes back.
+func TestKeyTellsMetricAndTableApart(t *testing.T) {
+	low := route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))
+	low.Priority = 10
+	high := route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))
+	high.Priority = 20
+	other := route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))
+	other.Table = 100
+	v6 := route6("2001:db8:5::/64", hop(2, "2001:db8:1::1", 1))
+	v6src := route6("2001:db8:5::/64", hop(2, "2001:db8:1::1", 1))
+	v6src.Src = pfx("2001:db8:9::/64")
+	f, m, _ := setup(t, []*Route{low, high, other, v6, v6src}, nil)
+	before := f.snapshot(t)
+	f.setCarrier(2, false)
+	if res := mustDown(t, m, 2, "eth0"); res.Withdrawn != 5 {
+		t.Fatalf("withdrew %d, want 5: %v", res.Withdrawn, f.snapshot(t))
+	}
+	f.setCarrier(2, true)
+	if res := mustUp(t, m, 2, "eth0"); res.Restored != 5 {
+		t.Fatalf("restored %d, want 5", res.Restored)
+	}
+	if after := f.snapshot(t); !slices.Equal(after, before) {
+		t.Fatalf("after restore:\n%v\nwant\n%v", after, before)
+	}
+}

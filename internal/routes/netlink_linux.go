@@ -124,22 +124,30 @@ const (
 
 func (k *nlKernel) ApplyRoutes(changes []RouteChange) []error {
 	errs := make([]error, len(changes))
-	var bodies [][]byte
-	var types, flags []uint16
-	for _, c := range changes {
-		if c.Delete {
-			bodies, types, flags = append(bodies, encodeRoute(c.Route, true)), append(types, unix.RTM_DELROUTE), append(flags, 0)
-		} else {
-			bodies, types, flags = append(bodies, encodeRoute(c.Route, false)), append(types, unix.RTM_NEWROUTE), append(flags, opFlags(c.Op))
-		}
-	}
-	for start := 0; start < len(bodies); {
+	// One batch is encoded at a time, its buffers reused: encoding every
+	// change first would hold a whole table's messages at once.
+	bodies := make([][]byte, 0, batchMsgs)
+	types := make([]uint16, 0, batchMsgs)
+	flags := make([]uint16, 0, batchMsgs)
+	for start := 0; start < len(changes); {
+		bodies, types, flags = bodies[:0], types[:0], flags[:0]
 		end, size := start, 0
-		for end < len(bodies) && end-start < batchMsgs && (end == start || size+unix.NLMSG_HDRLEN+len(bodies[end]) <= batchBytes) {
-			size += unix.NLMSG_HDRLEN + len(bodies[end])
+		for end < len(changes) && end-start < batchMsgs {
+			c := changes[end]
+			b := encodeRoute(c.Route, c.Delete)
+			if end > start && size+unix.NLMSG_HDRLEN+len(b) > batchBytes {
+				break
+			}
+			size += unix.NLMSG_HDRLEN + len(b)
+			if c.Delete {
+				types, flags = append(types, unix.RTM_DELROUTE), append(flags, 0)
+			} else {
+				types, flags = append(types, unix.RTM_NEWROUTE), append(flags, opFlags(c.Op))
+			}
+			bodies = append(bodies, b)
 			end++
 		}
-		k.batch(types[start:end], flags[start:end], bodies[start:end], errs[start:end])
+		k.batch(types, flags, bodies, errs[start:end])
 		start = end
 	}
 	for i, c := range changes {

@@ -1,8 +1,12 @@
 package routes
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -100,8 +104,89 @@ func loadState(dir string) (*state, error) {
 // re-add routes the boot's own configuration manages. That is also why
 // the state directory is on /run (tmpfs) by default.
 func (st *state) save(dir string) error {
-	if err := statefile.Write(dir, stateFile, st, statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Compact: true}); err != nil {
+	o := statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Compact: true}
+	if err := statefile.WriteFunc(dir, stateFile, st.encode, o); err != nil {
 		return fmt.Errorf("route state: %w", err)
 	}
 	return nil
+}
+
+// encode writes st as json.Marshal would, one entry at a time: with a
+// whole table withdrawn, one buffer holding the file (and Marshal's copy
+// of it) was the daemon's largest allocation.
+func (st *state) encode(w io.Writer) error {
+	ew := &errWriter{w: w}
+	ew.printf(`{"version":%d,"links":{`, st.Version)
+	for i, id := range slices.Sorted(maps.Keys(st.Links)) {
+		ls := st.Links[id]
+		if i > 0 {
+			ew.write([]byte{','})
+		}
+		ew.marshal(id)
+		ew.write([]byte{':'})
+		head, err := json.Marshal(linkHead{ls.Ifname, ls.Ifindex, ls.Since})
+		if err != nil {
+			return err
+		}
+		ew.write(head[:len(head)-1]) // without its closing brace
+		if len(ls.Routes) > 0 {
+			ew.write([]byte(`,"routes":`))
+			encodeList(ew, ls.Routes)
+		}
+		if len(ls.Nexthops) > 0 {
+			ew.write([]byte(`,"nexthops":`))
+			encodeList(ew, ls.Nexthops)
+		}
+		ew.write([]byte{'}'})
+	}
+	ew.write([]byte("}}"))
+	return ew.err
+}
+
+// linkHead is linkState's fields before its lists, in its order.
+type linkHead struct {
+	Ifname  string    `json:"ifname"`
+	Ifindex int       `json:"ifindex"`
+	Since   time.Time `json:"since"`
+}
+
+func encodeList[E any](ew *errWriter, l []E) {
+	ew.write([]byte{'['})
+	for i, e := range l {
+		if i > 0 {
+			ew.write([]byte{','})
+		}
+		ew.marshal(e)
+	}
+	ew.write([]byte{']'})
+}
+
+// errWriter keeps the first error, so that encode checks once.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (ew *errWriter) write(b []byte) {
+	if ew.err == nil {
+		_, ew.err = ew.w.Write(b)
+	}
+}
+
+func (ew *errWriter) printf(format string, args ...any) {
+	if ew.err == nil {
+		_, ew.err = fmt.Fprintf(ew.w, format, args...)
+	}
+}
+
+func (ew *errWriter) marshal(v any) {
+	if ew.err != nil {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		ew.err = err
+		return
+	}
+	ew.write(b)
 }

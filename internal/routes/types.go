@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"net/netip"
@@ -27,36 +28,82 @@ type Hop struct {
 func (h Hop) same(o Hop) bool { return h.Ifindex == o.Ifindex && h.Gateway == o.Gateway }
 
 // Route is everything needed to re-create a kernel route exactly.
+//
+// The small fields are packed together (160 bytes, not 192): the cache
+// holds one Route per kernel route.
 type Route struct {
 	Family    uint8        `json:"family"`
-	Dst       netip.Prefix `json:"dst"`
-	Src       netip.Prefix `json:"src,omitzero"` // IPv6 source-specific routing (RTA_SRC)
 	TOS       uint8        `json:"tos,omitempty"`
-	Table     uint32       `json:"table"`
 	Protocol  uint8        `json:"protocol,omitempty"`
 	Scope     uint8        `json:"scope,omitempty"`
+	Table     uint32       `json:"table"`
+	Dst       netip.Prefix `json:"dst"`
+	Src       netip.Prefix `json:"src,omitzero"` // IPv6 source-specific routing (RTA_SRC)
 	Type      uint8        `json:"type,omitempty"`
-	Flags     uint32       `json:"flags,omitempty"` // rtm_flags as dumped
-	Priority  uint32       `json:"priority,omitempty"`
-	PrefSrc   netip.Addr   `json:"prefsrc,omitzero"`
-	NHID      uint32       `json:"nhid,omitempty"`      // route uses a nexthop object
-	Hops      []Hop        `json:"hops,omitempty"`      // resolved hops; not sent when NHID is set
 	Multipath bool         `json:"multipath,omitempty"` // hops came in RTA_MULTIPATH
+	Flags     uint32       `json:"flags,omitempty"`     // rtm_flags as dumped
+	Priority  uint32       `json:"priority,omitempty"`
+	NHID      uint32       `json:"nhid,omitempty"` // route uses a nexthop object
+	PrefSrc   netip.Addr   `json:"prefsrc,omitzero"`
+	Hops      []Hop        `json:"hops,omitempty"` // resolved hops; not sent when NHID is set
 	Attrs     []Attr       `json:"attrs,omitempty"`
 }
 
 // routeKey is what the kernel uses to tell routes apart: adding a second
 // route with the same key and NLM_F_EXCL fails with EEXIST.
+//
+// It is kept small and free of pointers (not netip.Prefix, whose Addr
+// holds one): the cache and its per-link indexes hold one per route, so a
+// full table's keys cost half as much and the GC does not scan them.
 type routeKey struct {
-	Family   uint8
-	Table    uint32
-	Dst, Src netip.Prefix
-	TOS      uint8
-	Priority uint32
+	dst, src         [16]byte
+	dstBits, srcBits uint8 // prefix length
+	// dstLen and srcLen are the address's bit length as netip.Addr's
+	// BitLen: 0 for no prefix (a route without RTA_SRC), 32 or 128.
+	dstLen, srcLen  uint8
+	family, tos     uint8
+	table, priority uint32
+}
+
+func packPrefix(p netip.Prefix) (a [16]byte, bits, n uint8) {
+	if !p.IsValid() {
+		return a, 0, 0
+	}
+	return p.Addr().As16(), uint8(p.Bits()), uint8(p.Addr().BitLen())
+}
+
+func unpackPrefix(a [16]byte, bits, n uint8) netip.Prefix {
+	switch n {
+	case 0:
+		return netip.Prefix{}
+	case 32:
+		return netip.PrefixFrom(netip.AddrFrom16(a).Unmap(), int(bits))
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(a), int(bits))
 }
 
 func (r *Route) key() routeKey {
-	return routeKey{r.Family, r.Table, r.Dst, r.Src, r.TOS, r.Priority}
+	k := routeKey{family: r.Family, tos: r.TOS, table: r.Table, priority: r.Priority}
+	k.dst, k.dstBits, k.dstLen = packPrefix(r.Dst)
+	k.src, k.srcBits, k.srcLen = packPrefix(r.Src)
+	return k
+}
+
+// compareKeys orders keys cheaply (no formatting): by family, table,
+// destination, source, TOS and priority, addresses as netip.Addr.Compare.
+func compareKeys(a, b routeKey) int {
+	return cmp.Or(cmp.Compare(a.family, b.family), cmp.Compare(a.table, b.table),
+		cmp.Compare(a.dstLen, b.dstLen), bytes.Compare(a.dst[:], b.dst[:]), cmp.Compare(a.dstBits, b.dstBits),
+		cmp.Compare(a.srcLen, b.srcLen), bytes.Compare(a.src[:], b.src[:]), cmp.Compare(a.srcBits, b.srcBits),
+		cmp.Compare(a.tos, b.tos), cmp.Compare(a.priority, b.priority))
+}
+
+func (k routeKey) String() string {
+	s := fmt.Sprintf("%s table %d metric %d", unpackPrefix(k.dst, k.dstBits, k.dstLen), k.table, k.priority)
+	if k.srcLen != 0 {
+		s += " from " + unpackPrefix(k.src, k.srcBits, k.srcLen).String()
+	}
+	return s
 }
 
 // sameAlias: a and b, of one key, are the same kernel route, perhaps with
@@ -92,23 +139,6 @@ func aliasIndex(rs []*Route, r *Route) int {
 		return i
 	}
 	return slices.IndexFunc(rs, func(o *Route) bool { return sameAlias(o, r) })
-}
-
-// compareKeys orders keys cheaply (no formatting): by family, table,
-// destination, source, TOS and priority.
-func compareKeys(a, b routeKey) int {
-	return cmp.Or(cmp.Compare(a.Family, b.Family), cmp.Compare(a.Table, b.Table),
-		a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()),
-		a.Src.Addr().Compare(b.Src.Addr()), cmp.Compare(a.Src.Bits(), b.Src.Bits()),
-		cmp.Compare(a.TOS, b.TOS), cmp.Compare(a.Priority, b.Priority))
-}
-
-func (k routeKey) String() string {
-	s := fmt.Sprintf("%s table %d metric %d", k.Dst, k.Table, k.Priority)
-	if k.Src.IsValid() {
-		s += " from " + k.Src.String()
-	}
-	return s
 }
 
 func (r *Route) String() string {

@@ -93,13 +93,15 @@ func (l *loop) start(ctx context.Context) error {
 	}
 	d.log.Info("ready", "interfaces", l.attachedCount(), "carrier_source", d.features.CarrierSource, "tc", d.features.TCMechanism)
 	if l.h.Ready != nil {
-		var out []registry.Link
+		var s Startup
 		for _, link := range l.table.Links() {
-			if !l.monitored(link) {
-				out = append(out, link)
+			if l.monitored(link) {
+				s.Monitored = append(s.Monitored, link)
+			} else {
+				s.Unmonitored = append(s.Unmonitored, link)
 			}
 		}
-		l.h.Ready(ctx, out)
+		l.h.Ready(ctx, s)
 	}
 	return nil
 }

@@ -107,6 +107,8 @@ type recorder struct {
 	links   chan registry.Change
 	resyncs chan string
 	ready   chan struct{}
+	// startup is what Ready got; read it once ready is closed.
+	startup Startup
 	// reloads gets, at each Handler.Reload, how many link changes were
 	// reported and not yet read.
 	reloads chan int
@@ -140,7 +142,7 @@ func (r *recorder) handler() Handler {
 		},
 		Link:   func(_ context.Context, c LinkEvent) { r.members <- c.Membership; r.links <- c.Change },
 		Bond:   func(_ context.Context, ev LinkEvent) { r.bonds <- ev },
-		Ready:  func(context.Context, []registry.Link) { close(r.ready) },
+		Ready:  func(_ context.Context, s Startup) { r.startup = s; close(r.ready) },
 		Reload: func(context.Context, []BondMembers) { r.reloads <- len(r.links) },
 	}
 }
@@ -400,4 +402,24 @@ func TestSourceJoinsWithOrderedCarrier(t *testing.T) {
 	s.nl.batches <- []registry.Update{{Link: link(3, "eth2", true, 1, 0)}} // read late, from before the loss
 	s.nl.batches <- []registry.Update{{Link: link(3, "eth2", false, 1, 1)}}
 	none(t, s.rec.carrier, "a carrier report for eth2's stale or repeated notice")
+}
+
+// Ready gets the link table split by the monitored set: the monitored
+// links (the agent's count for systemd) and the others (whose routes an
+// earlier run may have left withdrawn).
+func TestSourceReadySplitsByMonitoredSet(t *testing.T) {
+	s := startSource(t, []string{"eth1"}, link(2, "eth1", true, 1, 0), link(3, "eth2", false, 0, 0), link(4, "eth3", true, 1, 0))
+	names := func(ls []registry.Link) []string {
+		var out []string
+		for _, l := range ls {
+			out = append(out, l.Name)
+		}
+		return out
+	}
+	if got := names(s.rec.startup.Monitored); !slices.Equal(got, []string{"eth1"}) {
+		t.Errorf("monitored %v, want [eth1]", got)
+	}
+	if got := names(s.rec.startup.Unmonitored); !slices.Equal(got, []string{"eth2", "eth3"}) {
+		t.Errorf("unmonitored %v, want [eth2 eth3]", got)
+	}
 }

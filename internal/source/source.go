@@ -399,6 +399,15 @@ type Member struct {
 	Name  string
 }
 
+// Startup is the link table after the start-up resync, split by the
+// monitored set, in ifindex order.
+type Startup struct {
+	Monitored []registry.Link
+	// Unmonitored are the links outside the set, whose routes an earlier
+	// run may have left withdrawn.
+	Unmonitored []registry.Link
+}
+
 // Handler receives, in order and from the loop's goroutine, what the loop
 // learns about the links. Its functions must not block.
 type Handler struct {
@@ -414,9 +423,8 @@ type Handler struct {
 	Bond func(ctx context.Context, ev LinkEvent)
 	// Ready, if set, is called once, after the start-up resync: the
 	// programs are attached and every monitored link has been reported.
-	// It gets the links outside the monitored set, whose routes an
-	// earlier run may have left withdrawn.
-	Ready func(ctx context.Context, unmonitored []registry.Link)
+	// It gets the link table split by the monitored set.
+	Ready func(ctx context.Context, s Startup)
 	// Heartbeat, if set, is called every Config.Heartbeat: a loop that
 	// stops calling it is stuck.
 	Heartbeat func(ctx context.Context)

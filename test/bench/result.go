@@ -86,6 +86,11 @@ type Goal struct {
 	Op     string  `json:"op"` // "<=" or ">="
 	Value  float64 `json:"value,omitempty"`
 	Factor float64 `json:"factor,omitempty"`
+	// Of names the contender a Factor or Plus goal is relative to
+	// (default: the scenario's anchor); Plus is added to its stat times
+	// Factor (1 when only Plus is set): "p50 <= the notice's p50 + 0.5".
+	Of   string  `json:"of,omitempty"`
+	Plus float64 `json:"plus,omitempty"`
 }
 
 // Stats summarises samples.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math"
@@ -56,18 +57,19 @@ func evaluate(s *bench.Scenario, g bench.Goal) goalResult {
 	}
 	r.Measured = v
 	r.Bound = g.Value
-	if g.Factor != 0 {
-		a := s.Contender(s.Anchor)
+	if g.Factor != 0 || g.Plus != 0 {
+		of := cmp.Or(g.Of, s.Anchor)
+		a := s.Contender(of)
 		if a == nil {
-			r.Why = fmt.Sprintf("anchor %q not measured", s.Anchor)
+			r.Why = fmt.Sprintf("reference %q not measured", of)
 			return r
 		}
 		av, ok := stat(a, g.Stat)
 		if !ok {
-			r.Why = fmt.Sprintf("anchor %s has no %s", s.Anchor, g.Stat)
+			r.Why = fmt.Sprintf("reference %s has no %s", of, g.Stat)
 			return r
 		}
-		r.Bound = g.Factor * av
+		r.Bound = cmp.Or(g.Factor, 1)*av + g.Plus
 	}
 	switch g.Op {
 	case "<=":
@@ -138,7 +140,10 @@ func num(v float64) string {
 
 // loadRuns reads the results files among paths (files, or directories of
 // *.json) whose run started at or after since (RFC 3339; "" for all).
-// When a where/kernel appears more than once, the latest run wins.
+// When a where/kernel appears more than once, each scenario comes from the
+// latest run that has it (a run of a few scenarios, `-only`, does not hide
+// the others); a run left with none is dropped. Each run keeps its own
+// date, commit and load in the report.
 func loadRuns(paths []string, since string) ([]*bench.Run, error) {
 	var files []string
 	for _, p := range paths {
@@ -156,7 +161,7 @@ func loadRuns(paths []string, since string) ([]*bench.Run, error) {
 		}
 		files = append(files, m...)
 	}
-	latest := map[string]*bench.Run{}
+	byKey := map[string][]*bench.Run{}
 	for _, f := range files {
 		r, err := bench.Read(f)
 		if err != nil {
@@ -167,13 +172,11 @@ func loadRuns(paths []string, since string) ([]*bench.Run, error) {
 			continue
 		}
 		key := r.Where + "/" + r.Kernel
-		if old := latest[key]; old == nil || old.Date < r.Date {
-			latest[key] = r
-		}
+		byKey[key] = append(byKey[key], r)
 	}
 	var runs []*bench.Run
-	for _, r := range latest {
-		runs = append(runs, r)
+	for _, group := range byKey {
+		runs = append(runs, newestScenarios(group)...)
 	}
 	// Host first, then the guests by kernel.
 	slices.SortFunc(runs, func(a, b *bench.Run) int {
@@ -186,7 +189,7 @@ func loadRuns(paths []string, since string) ([]*bench.Run, error) {
 			}
 			return strings.Compare(a.Where, b.Where)
 		}
-		return strings.Compare(a.Kernel, b.Kernel)
+		return cmp.Or(strings.Compare(a.Kernel, b.Kernel), strings.Compare(b.Date, a.Date))
 	})
 	return runs, nil
 }
@@ -262,4 +265,28 @@ func checkContender(c *bench.Contender) []string {
 		}
 	}
 	return problems
+}
+
+// newestScenarios keeps, of runs of one where/kernel, each scenario from
+// the latest run that measured it.
+func newestScenarios(group []*bench.Run) []*bench.Run {
+	slices.SortFunc(group, func(a, b *bench.Run) int { return strings.Compare(b.Date, a.Date) })
+	seen := map[string]bool{}
+	var out []*bench.Run
+	for _, r := range group {
+		var kept []bench.Scenario
+		for _, s := range r.Scenarios {
+			if !seen[s.ID] {
+				kept = append(kept, s)
+			}
+		}
+		for _, s := range r.Scenarios {
+			seen[s.ID] = true
+		}
+		if len(kept) > 0 {
+			r.Scenarios = kept
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -101,6 +101,15 @@ func TestEvaluateGoals(t *testing.T) {
 			t.Errorf("goal %+v was judged: %+v", g, r)
 		}
 	}
+	// Relative to another contender than the anchor, plus an offset.
+	plus := bench.Goal{Contender: "linkbeat", Stat: "p50", Op: "<=", Of: "ifplugd 0.28", Plus: 0.5}
+	if r := evaluate(s, plus); r.Why != "" || r.Bound != 500.5 || !r.Met {
+		t.Errorf("p50 <= ifplugd's p50 + 0.5: %+v, want bound 500.5, met", r)
+	}
+	plus.Of = "nobody"
+	if r := evaluate(s, plus); r.Why == "" || r.Met {
+		t.Errorf("a goal relative to a missing contender was judged: %+v", r)
+	}
 	noAnchor := *s
 	noAnchor.Anchor = "missing"
 	if r := evaluate(&noAnchor, s.Goals[0]); r.Why == "" || r.Met {
@@ -137,6 +146,40 @@ func TestLoadRunsKeepsThisRun(t *testing.T) {
 	// 6.1: the latest of the two since the cut; 6.12: its only one.
 	if !slices.Equal(got, []int{3, 4}) {
 		t.Fatalf("runs kept: %v, want [3 4]", got)
+	}
+}
+
+// A run of some scenarios (-only) replaces those of an earlier run of the
+// same kernel and leaves the others, each shown with its own run.
+func TestLoadRunsMergesPartialRuns(t *testing.T) {
+	dir := t.TempDir()
+	write := func(date string, ids ...string) {
+		r := &bench.Run{Date: date, Where: "host", Kernel: "6.18", Commit: date}
+		for _, id := range ids {
+			r.Scenarios = append(r.Scenarios, bench.Scenario{ID: id})
+		}
+		if _, err := r.Write(filepath.Join(dir, strings.ReplaceAll(date, ":", ""))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("2026-11-21T09:00:00Z", "a", "b", "c")
+	write("2026-11-22T09:00:00Z", "b")
+	write("2026-11-23T09:00:00Z", "c", "d")
+	paths, _ := filepath.Glob(filepath.Join(dir, "*"))
+	runs, err := loadRuns(paths, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range runs {
+		for _, s := range r.Scenarios {
+			got = append(got, r.Commit[:10]+":"+s.ID)
+		}
+	}
+	slices.Sort(got)
+	want := []string{"2026-11-21:a", "2026-11-22:b", "2026-11-23:c", "2026-11-23:d"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("scenarios kept: %v, want %v", got, want)
 	}
 }
 

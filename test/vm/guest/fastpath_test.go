@@ -400,6 +400,14 @@ func TestBondFastPathNetlink(t *testing.T) {
 	fastPathCuts(t, bondConfig{Mode: "active-backup", Miimon: 100}, "", "--carrier-source", "netlink")
 }
 
+// TestBondFastPathNetlinkUnmonitored is TestBondFastPathNetlink with the
+// bond and its slaves outside the monitored set (--interfaces names only
+// eth3): linkbeat fails bonds over whatever set it watches for routes, so
+// the slaves' carrier notices must still reach the fast path.
+func TestBondFastPathNetlinkUnmonitored(t *testing.T) {
+	fastPathCuts(t, bondConfig{Mode: "active-backup", Miimon: 100}, "", "--carrier-source", "netlink", "--interfaces", "eth3")
+}
+
 // TestBondFastPathARP is the same with the bond's ARP monitor instead of
 // miimon (seed 004's line: arp_interval=500 arp_ip_target=<peer>), whose
 // outage alone is about a second.
