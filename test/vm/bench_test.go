@@ -52,17 +52,7 @@ func TestVMBench(t *testing.T) {
 		outDir = filepath.Join(root, outDir)
 	}
 	env := setupVM(t, true, timeout)
-	run := guestRunRegexp()
-	if run == "" {
-		run = "^TestBench"
-	}
-	// The benchmarks named *Cables* need the two-cable wiring: a boot of
-	// their own, whose figures join the kernel's results file.
-	one, cables := cablesSplit(run, "")
-	if run == "^TestBench" {
-		all := "^TestBenchCables"
-		cables = &all
-	}
+	one, cables := benchSplit(guestRunRegexp())
 	date := time.Now().UTC().Format(time.RFC3339)
 	for _, spec := range env.specs {
 		t.Run("linux-"+spec.Series, func(t *testing.T) {
@@ -153,4 +143,15 @@ func summary(s bench.Scenario) string {
 		fmt.Fprintf(&b, "\n  %-18s n=%-3d min %.3f p50 %.3f p99 %.3f max %.3f", c.Name, st.N, st.Min, st.P50, st.P99, st.Max)
 	}
 	return b.String()
+}
+
+// benchSplit is cablesSplit for the benchmarks: by default every guest
+// TestBench*, those named *Cables* in the two-cable boot, whose figures
+// join the kernel's results file.
+func benchSplit(run string) (one, cables *string) {
+	if run == "" {
+		all, c := "^TestBench", "^TestBenchCables"
+		return &all, &c
+	}
+	return cablesSplit(run, "")
 }
