@@ -267,19 +267,18 @@ func (n *bondNet) restoreCable(t *testing.T, from string) {
 
 // TestCablesLACPFastPath: an 802.3ad bond (miimon=100, lacp_rate=fast)
 // against an 802.3ad partner over two cables; QMP cuts both ends of the
-// cable carrying the bond's 1000 packets/s UDP stream, with RTNL kept
-// busy during each cut (holdRTNL), first with the bond alone, then with
-// `linkbeat run`. The bond alone must keep working (its
-// stream resumes, and LACP aggregates the cable again once restored): with
-// virtio the speed reads unknown once the link is down, so 802.3ad drops
-// the port from its transmit array on NETDEV_CHANGE without waiting for
-// miimon. With the fast path, each cut must lose at most fastPathMaxLost
-// packets sent after the driver's carrier call (the median cut at most
-// fastPathMedianLost), linkbeat must record the fast failover (by
-// fastpath, from the cut slave to the other) and redirect frames in at
-// least one cut (cutting again, up to 10 cuts, while none did), the
-// redirect must end, and
-// LACP must aggregate the cable again after each restore.
+// cable carrying the bond's 1000 packets/s UDP stream, with RTNL kept busy
+// during each cut (holdRTNL), first with the bond alone, then with
+// `linkbeat run`. The bond alone must keep working (its stream resumes,
+// and LACP aggregates the cable again once restored): its NETDEV_CHANGE
+// notifier drops the port from the transmit array (bond_slave_can_tx
+// checks carrier) without waiting for miimon. With the fast path, each cut
+// must lose at most fastPathMaxLost packets sent after the driver's
+// carrier call (the median cut at most fastPathMedianLost), linkbeat must
+// record the fast failover (by fastpath, from the cut slave to the other)
+// and redirect frames in at least one cut (cutting again, up to 10 cuts,
+// while none did), the redirect must end, and LACP must aggregate the
+// cable again after each restore.
 func TestCablesLACPFastPath(t *testing.T) {
 	cablesCuts(t, lacpConfig())
 }
