@@ -24,8 +24,19 @@ struct {
 	__type(value, struct fp_redirect);
 } fp_redirects SEC(".maps");
 
-/* Carrier-off: when the bond's active slave dies (any slave, in tlb and
- * alb, which send through every slave), pick the first candidate
+static __always_inline bool fp_is_cand(struct fp_bond *b, __u32 ifindex)
+{
+	for (int i = 0; i < FP_MAX_SLAVES; i++) {
+		if (i >= b->n)
+			break;
+		if (b->cand[i] == ifindex)
+			return true;
+	}
+	return false;
+}
+
+/* Carrier-off: when the bond's active slave dies (any slave, in tlb, alb
+ * and the hash modes, which send through every slave), pick the first candidate
  * other than it that has carrier and mark the redirect, in the driver's
  * call. Carrier-on: the slave is live again; a redirect away from it ends. */
 static __always_inline void fp_carrier(__u32 ifindex, bool up, __u64 now, __u32 source)
@@ -43,6 +54,11 @@ static __always_inline void fp_carrier(__u32 ifindex, bool up, __u64 now, __u32 
 	}
 	struct fp_bond *b = bpf_map_lookup_elem(&fp_bonds, &bond);
 	if (!b || (!(b->flags & FP_ANY) && b->active != ifindex))
+		return;
+	/* In the hash modes only a slave the bond sends on counts: a port
+	 * outside the transmit array (another aggregator's) carries nothing
+	 * to redirect, and its mark would take over a live redirect. */
+	if ((b->flags & FP_HASH) && !fp_is_cand(b, ifindex))
 		return;
 	for (int i = 0; i < FP_MAX_SLAVES; i++) {
 		if (i >= b->n)

@@ -86,7 +86,10 @@ struct ns_key {
 
 /* fp_bond.flags */
 #define FP_INGRESS 1 /* hand the replacement's frames to the bond (active-backup) */
-#define FP_ANY 2     /* any slave's loss counts, not only the active's (tlb, alb) */
+#define FP_ANY 2     /* any slave's loss counts, not only the active's (tlb, alb, hash modes) */
+/* Hash modes (802.3ad, balance-xor): a dead slave's frames are spread over
+ * every live candidate by flow hash, not all sent out of fp_redirect.to. */
+#define FP_HASH 4
 
 /* One fast-path bond (fp_bonds, by bond ifindex). No entry: fast path off. */
 struct fp_bond {
@@ -97,7 +100,7 @@ struct fp_bond {
 	 * the bond's order): up in the bond's view and admin up. Carrier is
 	 * checked at the moment of the pick, in fp_slaves. */
 	__u32 cand[FP_MAX_SLAVES];
-	__u32 flags; /* FP_INGRESS, FP_ANY */
+	__u32 flags; /* FP_INGRESS, FP_ANY, FP_HASH */
 	__u32 pad;
 };
 
@@ -124,4 +127,5 @@ struct fp_stats {
 	__u64 tx_redirected; /* frames the bond gave this dead slave, sent out of another */
 	__u64 rx_redirected; /* frames received here, handed to the bond */
 	__u64 tx_skipped;    /* frames for a dead slave left alone: no live replacement, or expired */
+	__u64 tx_taken;      /* frames of a dead slave sent out of this one */
 };

@@ -45,6 +45,7 @@ type FastpathFpStats struct {
 	TxRedirected uint64
 	RxRedirected uint64
 	TxSkipped    uint64
+	TxTaken      uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -72,6 +72,8 @@ type FastView struct {
 	Primary     int
 	// On is the bond's fast_path setting.
 	On bool
+	// AdAggregator is 802.3ad's active aggregator (0: none or not 802.3ad).
+	AdAggregator int
 	// Slaves are in the bond's own order.
 	Slaves []FastSlave
 }
@@ -83,6 +85,17 @@ type FastSlave struct {
 	AdminUp bool
 	BondUp  bool
 	Carrier bool
+	// Aggregator is the 802.3ad aggregator the port is in (0: none).
+	Aggregator int
+	// Backup is the bond's own backup flag: in 802.3ad a port it does
+	// not transmit on (not enabled in the active aggregator).
+	Backup bool
+	// NoticedCarrier is false once a netlink notice of the slave says
+	// operstate down, where Carrier may come earlier from the driver's
+	// call. Linkwatch sets the operstate and sends its first notice with
+	// it after the NETDEV_CHANGE notifiers, in which a hash-mode bond
+	// rebuilds its transmit array without the slave.
+	NoticedCarrier bool
 }
 
 // FastPath hears of every bond the manager knows, after each decision,

@@ -44,6 +44,8 @@ type Bond struct {
 	Primary         int
 	PrimaryReselect string
 	FailOverMac     string
+	// AdAggregator is 802.3ad's active aggregator (for the fast path).
+	AdAggregator int
 	// Slaves are in the bond's own order.
 	Slaves []*Slave
 	// FastFailover and PathChecks are linkbeat's settings for it.

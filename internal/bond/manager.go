@@ -58,6 +58,12 @@ type Manager struct {
 type port struct {
 	Slave
 	master int
+	// agg and backup are the port's 802.3ad aggregator and the bond's
+	// backup flag, and noticed is its last notice's operstate, for the
+	// fast path only.
+	agg     int
+	backup  bool
+	noticed bool
 }
 
 // NewManager makes a Manager; Run starts it.
@@ -223,6 +229,7 @@ func (m *Manager) link(ev source.LinkEvent) {
 	old := p.master
 	p.master = l.MasterIndex
 	p.Name, p.AdminUp, p.BondUp = l.Name, l.AdminUp, l.BondSlave.LinkUp()
+	p.agg, p.backup, p.noticed = int(l.BondSlave.AggregatorID), l.BondSlave.State == "backup", !l.OperDown
 	m.setCarrier(p, l.Carrier, ev.CarrierNs)
 	if !had || moved || c.Renamed() {
 		m.membership(l.MasterIndex)
@@ -249,6 +256,7 @@ func (m *Manager) bondLink(l registry.Link) {
 	b.UpDelay = time.Duration(l.Bond.UpDelay) * time.Millisecond
 	b.DownDelay = time.Duration(l.Bond.DownDelay) * time.Millisecond
 	b.Primary, b.PrimaryReselect, b.FailOverMac = l.Bond.Primary, l.Bond.PrimaryReselect, l.Bond.FailOverMac
+	b.AdAggregator = l.Bond.AdAggregator
 	if !had || renamed {
 		m.membership(l.Index)
 	}
@@ -343,9 +351,13 @@ func (m *Manager) tellFast(bondIdx int) {
 	}
 	m.view(b)
 	v := FastView{Index: b.Index, Name: b.Name, Mode: b.Mode, FailOverMac: b.FailOverMac, DownDelay: b.DownDelay,
-		Active: b.Active, Primary: b.Primary, On: m.o.Settings(b.Name).FastPath}
+		Active: b.Active, Primary: b.Primary, On: m.o.Settings(b.Name).FastPath, AdAggregator: b.AdAggregator}
 	for _, s := range b.Slaves {
-		v.Slaves = append(v.Slaves, FastSlave{Index: s.Index, Name: s.Name, AdminUp: s.AdminUp, BondUp: s.BondUp, Carrier: s.Carrier})
+		fs := FastSlave{Index: s.Index, Name: s.Name, AdminUp: s.AdminUp, BondUp: s.BondUp, Carrier: s.Carrier}
+		if p, ok := m.ports[s.Index]; ok {
+			fs.Aggregator, fs.Backup, fs.NoticedCarrier = p.agg, p.backup, p.noticed
+		}
+		v.Slaves = append(v.Slaves, fs)
 	}
 	m.o.FastPath.Bond(v)
 }

@@ -321,3 +321,31 @@ func TestManagerTellsTheFastPath(t *testing.T) {
 		t.Errorf("gone %v, want [10]", fv.gone)
 	}
 }
+
+// TestManagerTellsTheFastPathAggregators: an 802.3ad bond's view carries
+// its active aggregator and each port's aggregator and backup flag, which
+// the fast path's candidates follow.
+func TestManagerTellsTheFastPathAggregators(t *testing.T) {
+	f := newFixture(t, nil, registry.Bond{Mode: "802.3ad", Miimon: 100, AdAggregator: 1})
+	fv := &fastViews{}
+	f.m.o.FastPath = fv
+	for _, l := range []registry.Link{
+		{Index: 2, Name: "eth0", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up", State: "active", AggregatorID: 1}},
+		{Index: 3, Name: "eth1", AdminUp: true, Carrier: true, UpCount: 1, MasterIndex: 10, BondSlave: &registry.BondSlave{MiiStatus: "up", State: "backup", AggregatorID: 2}},
+	} {
+		f.m.link(change(registry.Change{Kind: registry.Updated, Link: l}))
+	}
+	f.m.evaluate(10)
+	v := fv.views[len(fv.views)-1]
+	if v.AdAggregator != 1 || len(v.Slaves) != 2 || v.Slaves[0].Aggregator != 1 || v.Slaves[0].Backup ||
+		v.Slaves[1].Aggregator != 2 || !v.Slaves[1].Backup || !v.Slaves[0].NoticedCarrier {
+		t.Fatalf("view %+v, want active aggregator 1, eth0 in it and eth1 a backup in aggregator 2", v)
+	}
+	// Linkwatch's notice of eth0's carrier loss: operstate down.
+	l := registry.Link{Index: 2, Name: "eth0", AdminUp: true, OperDown: true, UpCount: 1, DownCount: 1, MasterIndex: 10,
+		BondSlave: &registry.BondSlave{MiiStatus: "up", State: "active", AggregatorID: 1}}
+	f.m.link(change(registry.Change{Kind: registry.Updated, Link: l}))
+	if v := fv.views[len(fv.views)-1]; v.Slaves[0].NoticedCarrier {
+		t.Errorf("view %+v after a notice with operstate down, want eth0 NoticedCarrier false", v)
+	}
+}

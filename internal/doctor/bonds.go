@@ -368,7 +368,9 @@ func checkFastPath(s *Snapshot) []Finding {
 	var out []Finding
 	for _, b := range s.bonds() {
 		o := b.Bond
-		if o.Mode != "active-backup" {
+		// tlb and alb need no fast path (Eligible says why); other modes
+		// have none and get bond-mode-outside-guide.
+		if o.Mode != "active-backup" && o.Mode != "802.3ad" && o.Mode != "balance-xor" {
 			continue
 		}
 		v := bond.FastView{Name: b.Name, Mode: o.Mode, FailOverMac: o.FailOverMac, DownDelay: time.Duration(o.DownDelay) * time.Millisecond,
@@ -380,7 +382,8 @@ func checkFastPath(s *Snapshot) []Finding {
 		out = append(out, Finding{
 			ID: "bond-fast-path-off", Severity: Info, Subject: bondSubject(b), Guide: guideLinkbeat,
 			Summary: fmt.Sprintf("linkbeat's fast path stays off for %s: %s", b.Name, why),
-			Why:     "Without it, the frames the bond hands to a dead active slave are lost until the bond has switched, which waits for RTNL (docs/fastpath.md).",
+			Why: "Without it, the frames the bond hands to a dead slave are lost until the bond has moved off it (a switch, or in 802.3ad and balance-xor " +
+				"the transmit array's rebuild), which waits for RTNL (docs/fastpath.md).",
 			Fix: fmt.Sprintf("If the setting is not needed: `ip link set %s type bond fail_over_mac none` (with the slaves released) or `downdelay 0`; "+
 				"otherwise nothing to do.", b.Name),
 		})

@@ -211,5 +211,13 @@ func TestFastPathOff(t *testing.T) {
 	f = only(t, checkFastPath, abBond("active-backup", func(b *registry.Bond) { b.DownDelay = 200 }), "bond-fast-path-off")[0]
 	mustContain(t, "summary", f.Summary, "downdelay=200ms")
 	only(t, checkFastPath, abBond("active-backup", nil))
+	// The hash modes have a fast path too; fail_over_mac does not apply
+	// to them.
+	for _, mode := range []string{"802.3ad", "balance-xor"} {
+		f = only(t, checkFastPath, abBond(mode, func(b *registry.Bond) { b.DownDelay = 200 }), "bond-fast-path-off")[0]
+		mustContain(t, mode+" summary", f.Summary, "downdelay=200ms")
+		only(t, checkFastPath, abBond(mode, func(b *registry.Bond) { b.FailOverMac = "active" }))
+	}
+	only(t, checkFastPath, abBond("balance-alb", func(b *registry.Bond) { b.DownDelay = 200 }))
 	only(t, checkFastPath, withConfig(abBond("active-backup", func(b *registry.Bond) { b.DownDelay = 200 }), "bonds:\n  bond0:\n    fast_path: off\n"))
 }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -33,7 +34,8 @@ const SourceNetlink = 3
 // fp_bond.flags (linkbeat.h).
 const (
 	FlagIngress = 1 // hand the replacement's frames to the bond (active-backup)
-	FlagAny     = 2 // any slave's loss counts (tlb, alb)
+	FlagAny     = 2 // any slave's loss counts (tlb, alb, hash modes)
+	FlagHash    = 4 // spread a dead slave's frames over the live candidates by flow (hash modes)
 )
 
 // Redirect is one pending fast failover, as the kernel holds it.
@@ -180,6 +182,9 @@ func (o *Objects) Mark(dead int, nowNs int64) error {
 	if err := o.FpBonds.Lookup(uint32(bondIdx), &b); err != nil || (b.Flags&FlagAny == 0 && b.Active != uint32(dead)) {
 		return nil
 	}
+	if b.Flags&FlagHash != 0 && !slices.Contains(b.Cand[:min(int(b.N), MaxSlaves)], uint32(dead)) {
+		return nil
+	}
 	for _, c := range b.Cand[:min(int(b.N), MaxSlaves)] {
 		var s gen.FastpathFpSlave
 		if c == uint32(dead) || c == 0 || o.FpSlaves.Lookup(c, &s) != nil || s.Carrier == 0 || s.Bond != uint32(bondIdx) {
@@ -212,6 +217,14 @@ func (o *Objects) refresh(bondIdx int, want Redirect, nowNs int64, ttl time.Dura
 	}
 	r.ExpiresNs = uint64(nowNs) + uint64(ttl)
 	_ = o.FpRedirects.Update(uint32(bondIdx), r, ebpf.UpdateExist)
+}
+
+// endExpired deletes a bond's redirect if it is still the expired one
+// want: a fresh mark the carrier program made meanwhile stays.
+func (o *Objects) endExpired(bondIdx int, want Redirect) {
+	if r, ok := o.Redirect(bondIdx); ok && r.DeadNs == want.DeadNs && r.Dead == want.Dead {
+		o.endRedirect(bondIdx)
+	}
 }
 
 // endRedirect deletes a bond's pending redirect.

@@ -24,6 +24,12 @@ func (m *Manager) carrier(ev carrier.Event) {
 		}
 		b.pending = &pendingRun{r: r}
 		to := m.slaveName(b, int(r.To))
+		if Flags(b.view)&FlagHash != 0 {
+			// The partner sees one aggregated port: the bond's MAC
+			// has not moved, so there is nothing to announce.
+			m.o.Log.Info("bond fast failover started", "bond", b.view.Name, "from", ev.Ifname, "to", to, "spread", "flow hash")
+			continue
+		}
 		err := sendFrames(int(r.To), announcements(b.mac, b.addrs))
 		m.o.Log.Info("bond fast failover started", "bond", b.view.Name, "from", ev.Ifname, "to", to,
 			"announced", len(b.addrs), "announce_err", err)
@@ -32,8 +38,13 @@ func (m *Manager) carrier(ev carrier.Event) {
 
 // sendsTo says whether the bond may still hand frames to a dead slave:
 // in active-backup while it is the active slave, in tlb and alb while the
-// bond has not marked it down (it rebalances then); never once carrier is
-// back.
+// bond has not marked it down (it rebalances then), in the hash modes
+// until linkwatch's notice of the carrier loss (operstate down, which
+// linkwatch sets and first sends after its notifiers): the bond's NETDEV_CHANGE
+// notifier, which runs first, rebuilt its transmit array without the
+// slave (bond_update_slave_arr drops a slave without carrier,
+// bond_slave_can_tx), whatever speed the driver reports and long before
+// miimon marks it down; never once carrier is back.
 func (b *bondRun) sendsTo(dead int) bool {
 	for _, s := range b.view.Slaves {
 		if s.Index != dead {
@@ -41,6 +52,9 @@ func (b *bondRun) sendsTo(dead int) bool {
 		}
 		if s.Carrier {
 			return false
+		}
+		if Flags(b.view)&FlagHash != 0 {
+			return s.NoticedCarrier && s.BondUp && inTxArray(b.view, s)
 		}
 		if Flags(b.view)&FlagAny != 0 {
 			return s.BondUp
@@ -86,10 +100,11 @@ func (m *Manager) endIfSwitched(b *bondRun) {
 		b.pending = &pendingRun{r: r}
 	}
 	b.pending.r.FirstNs = r.FirstNs
-	if Flags(b.view)&FlagAny != 0 && !b.carrier(int(r.Dead)) {
+	if Flags(b.view)&FlagAny != 0 && Flags(b.view)&FlagHash == 0 && !b.carrier(int(r.Dead)) {
 		// tlb and alb rebalance just after the notice that marks the
 		// slave down: no longer refreshed, the redirect runs out by
-		// itself (the TTL) instead of racing the rebalance.
+		// itself (the TTL; follow ends it) instead of racing the
+		// rebalance. The hash modes rebuilt before the notice.
 		return
 	}
 	m.o.Objects.endRedirect(b.view.Index)
@@ -140,6 +155,13 @@ func (m *Manager) follow() {
 			continue
 		}
 		b.pending.r.FirstNs = r.FirstNs
+		if now > int64(r.ExpiresNs) {
+			// Run out, unrefreshed (the bond no longer sends to the
+			// dead slave): void in the kernel already, gone now.
+			m.o.Objects.endExpired(idx, r)
+			m.settle(idx, b)
+			continue
+		}
 		m.firstFrame(b, false)
 		if b.sendsTo(int(r.Dead)) {
 			m.o.Objects.refresh(idx, r, now, m.o.TTL)

@@ -36,8 +36,10 @@ func Eligible(v bond.FastView) (bool, string) {
 	case v.Mode == "balance-tlb" || v.Mode == "balance-alb":
 		return false, fmt.Sprintf("mode %s: the bond checks each slave's carrier on every frame and moves egress itself (bond_slave_can_tx; one frame dropped); nothing reaches a dead slave to redirect", v.Mode)
 	case !modes[v.Mode]:
-		return false, fmt.Sprintf("mode %s: the fast path covers active-backup only so far", v.Mode)
-	case v.FailOverMac != "none" && v.FailOverMac != "":
+		return false, fmt.Sprintf("mode %s: the fast path covers active-backup, 802.3ad and balance-xor", v.Mode)
+	// The bond applies fail_over_mac in active-backup only: in the other
+	// modes every slave has the bond's MAC.
+	case v.Mode == "active-backup" && v.FailOverMac != "none" && v.FailOverMac != "":
 		return false, fmt.Sprintf("fail_over_mac=%s: the slaves do not share the bond's MAC, so a redirected frame would leave with the wrong source address", v.FailOverMac)
 	case v.DownDelay > 0:
 		return false, fmt.Sprintf("downdelay=%v: the bond keeps a slave without carrier for that long on purpose; the fast path stays off for this bond rather than overrule it", v.DownDelay)
@@ -47,16 +49,25 @@ func Eligible(v bond.FastView) (bool, string) {
 	return true, ""
 }
 
-var modes = map[string]bool{"active-backup": true}
+var modes = map[string]bool{"active-backup": true, "802.3ad": true, "balance-xor": true}
+
+// hashMode says the bond picks a slave per flow from its transmit array
+// (bond_xmit_hash): every slave it can send on gets frames.
+func hashMode(v bond.FastView) bool { return v.Mode == "802.3ad" || v.Mode == "balance-xor" }
 
 // Flags are the kernel's settings for a bond's mode: active-backup hands
 // the replacement's frames to the bond (a backup's would reach
 // exact-match handlers only) and redirects for the active slave only.
-// Modes that send through every slave (the hash modes, to come) mark any
-// slave's loss and leave receiving to the bond.
+// Modes that send through every slave mark any slave's loss and leave
+// receiving to the bond, which delivers every slave's frames (in 802.3ad
+// those of the active aggregator's ports, the only ones it sends on).
+// The hash modes spread a dead slave's flows over the live candidates.
 func Flags(v bond.FastView) uint32 {
-	if v.Mode == "active-backup" {
+	switch {
+	case v.Mode == "active-backup":
 		return FlagIngress
+	case hashMode(v):
+		return FlagAny | FlagHash
 	}
 	return FlagAny
 }
@@ -67,11 +78,18 @@ func Flags(v bond.FastView) uint32 {
 // checked by the kernel at the moment of the pick).
 // In tlb and alb, where a backup's loss counts too, the active slave comes
 // first: it already carries the bond's other traffic.
+// In the hash modes they are the slaves the bond's own transmit array
+// holds (bond_update_slave_arr: up, active, and in 802.3ad in the active
+// aggregator), in the bond's order; the kernel spreads flows over them.
 func Candidates(v bond.FastView) []uint32 {
 	var out []uint32
 	ok := func(s bond.FastSlave) bool { return s.AdminUp && s.BondUp }
 	first := v.Primary
-	if Flags(v)&FlagAny != 0 && v.Active != 0 {
+	switch {
+	case hashMode(v):
+		ok = func(s bond.FastSlave) bool { return s.AdminUp && s.BondUp && inTxArray(v, s) }
+		first = 0
+	case Flags(v)&FlagAny != 0 && v.Active != 0:
 		first = v.Active
 	}
 	for _, s := range v.Slaves {
@@ -85,4 +103,15 @@ func Candidates(v bond.FastView) []uint32 {
 		}
 	}
 	return out
+}
+
+// inTxArray says whether a hash-mode bond sends on s when s has carrier:
+// not a port it keeps as backup, and in 802.3ad a port of the active
+// aggregator (another aggregator's ports lead to another partner, or to
+// one that does not collect on them).
+func inTxArray(v bond.FastView, s bond.FastSlave) bool {
+	if s.Backup {
+		return false
+	}
+	return v.Mode != "802.3ad" || (v.AdAggregator != 0 && s.Aggregator == v.AdAggregator)
 }

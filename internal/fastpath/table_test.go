@@ -34,8 +34,9 @@ func TestEligible(t *testing.T) {
 		{"config off", func(v *bond.FastView) { v.On = false }, "fast_path: off"},
 		{"fail_over_mac", func(v *bond.FastView) { v.FailOverMac = "active" }, "fail_over_mac=active"},
 		{"downdelay", func(v *bond.FastView) { v.DownDelay = 200 * time.Millisecond }, "downdelay=200ms"},
-		{"mode", func(v *bond.FastView) { v.Mode = "802.3ad" }, "mode 802.3ad"},
-		{"mode xor", func(v *bond.FastView) { v.Mode = "balance-xor" }, "mode balance-xor"},
+		{"mode rr", func(v *bond.FastView) { v.Mode = "balance-rr" }, "mode balance-rr"},
+		{"mode broadcast", func(v *bond.FastView) { v.Mode = "broadcast" }, "mode broadcast"},
+		{"downdelay xor", func(v *bond.FastView) { v.Mode, v.DownDelay = "balance-xor", time.Second }, "downdelay=1s"},
 		{"mode alb", func(v *bond.FastView) { v.Mode = "balance-alb" }, "bond_slave_can_tx"},
 		{"too many slaves", func(v *bond.FastView) {
 			for i := range MaxSlaves {
@@ -76,6 +77,97 @@ func TestCandidatesAnySlave(t *testing.T) {
 	}
 	if Flags(v) != FlagAny || Flags(view()) != FlagIngress {
 		t.Errorf("flags alb %d, active-backup %d", Flags(v), Flags(view()))
+	}
+}
+
+func TestEligibleHashModes(t *testing.T) {
+	for _, mode := range []string{"802.3ad", "balance-xor"} {
+		v := view()
+		v.Mode = mode
+		// fail_over_mac applies to active-backup only: the hash modes
+		// give every slave the bond's MAC whatever it says.
+		v.FailOverMac = "active"
+		if ok, why := Eligible(v); !ok {
+			t.Errorf("%s bond refused: %s", mode, why)
+		}
+		if Flags(v) != FlagAny|FlagHash {
+			t.Errorf("%s flags %d, want FlagAny|FlagHash (no ingress redirect: the bond receives on every transmitting slave)", mode, Flags(v))
+		}
+	}
+}
+
+// lacpView is an 802.3ad bond whose active aggregator is 1: eth0, eth1
+// and eth3 are in it, eth2 is in aggregator 2 (another partner).
+func lacpView() bond.FastView {
+	v := view()
+	v.Mode, v.AdAggregator, v.Active, v.Primary = "802.3ad", 1, 3, 3
+	v.Slaves = append(v.Slaves, bond.FastSlave{Index: 5, Name: "eth3", AdminUp: true, BondUp: true, Carrier: true})
+	for i := range v.Slaves {
+		v.Slaves[i].Aggregator = 1
+	}
+	v.Slaves[2].Aggregator, v.Slaves[2].Backup = 2, true
+	return v
+}
+
+func TestCandidatesLACP(t *testing.T) {
+	v := lacpView()
+	// The bond's order, not the active or primary slave first: the
+	// kernel spreads flows over all of them.
+	if got := Candidates(v); !slices.Equal(got, []uint32{2, 3, 5}) {
+		t.Errorf("active aggregator 1: %v, want its ports [2 3 5] in the bond's order", got)
+	}
+	v.Slaves[3].Backup = true // in the aggregator, not yet enabled (LACP not in sync)
+	v.Slaves[1].BondUp = false
+	if got := Candidates(v); !slices.Equal(got, []uint32{2}) {
+		t.Errorf("eth1 down, eth3 not enabled: %v, want [2]", got)
+	}
+	v = lacpView()
+	v.AdAggregator = 0
+	if got := Candidates(v); len(got) != 0 {
+		t.Errorf("no active aggregator: %v, want none (nowhere the partner collects)", got)
+	}
+	v = lacpView()
+	v.AdAggregator, v.Slaves[2].Backup = 2, false
+	if got := Candidates(v); !slices.Equal(got, []uint32{4}) {
+		t.Errorf("active aggregator 2: %v, want [4]", got)
+	}
+}
+
+func TestCandidatesXor(t *testing.T) {
+	v := view()
+	v.Mode, v.Primary = "balance-xor", 4
+	v.Slaves[1].AdminUp = false
+	if got := Candidates(v); !slices.Equal(got, []uint32{2, 4}) {
+		t.Errorf("balance-xor: %v, want every up slave in the bond's order [2 4]", got)
+	}
+}
+
+func TestSendsToHash(t *testing.T) {
+	v := lacpView()
+	for i := range v.Slaves {
+		v.Slaves[i].NoticedCarrier = true
+	}
+	v.Slaves[0].Carrier = false // the driver's call; linkwatch has not run
+	b := &bondRun{view: v}
+	if !b.sendsTo(2) {
+		t.Errorf("802.3ad, eth0 without carrier, before linkwatch's notice: want the bond still sending to it")
+	}
+	b.view.Slaves[0].NoticedCarrier = false // linkwatch's notice: the bond's notifier rebuilt the array first
+	if b.sendsTo(2) {
+		t.Errorf("802.3ad, linkwatch's notice of eth0's carrier loss read: want the bond no longer sending to it")
+	}
+	b.view.Slaves[0].NoticedCarrier = true
+	b.view.Slaves[0].BondUp = false // marked down: the transmit array is rebuilt without it
+	if b.sendsTo(2) {
+		t.Errorf("802.3ad, eth0 marked down in the bond: want the bond no longer sending to it")
+	}
+	b.view.Slaves[0].BondUp, b.view.Slaves[0].Backup = true, true
+	if b.sendsTo(2) {
+		t.Errorf("802.3ad, eth0 disabled in its aggregator: want the bond no longer sending to it")
+	}
+	b.view.Slaves[0].Backup, b.view.Slaves[0].Carrier = false, true
+	if b.sendsTo(2) {
+		t.Errorf("carrier back: want no redirect")
 	}
 }
 

@@ -20,12 +20,17 @@ import (
 
 // Link is one interface as rtnetlink last described it.
 type Link struct {
-	Index       int
-	Name        string
-	Kind        string // "device" for a plain NIC, else the rtnetlink kind
-	Loopback    bool
-	AdminUp     bool
-	Carrier     bool
+	Index    int
+	Name     string
+	Kind     string // "device" for a plain NIC, else the rtnetlink kind
+	Loopback bool
+	AdminUp  bool
+	Carrier  bool
+	// OperDown is IFLA_OPERSTATE down or lowerlayerdown. Linkwatch sets it
+	// for a carrier loss and its first notice with it comes after the
+	// NETDEV_CHANGE notifiers (netdev_state_change), where Carrier may
+	// come from the driver's call earlier.
+	OperDown    bool
 	UpCount     uint32
 	DownCount   uint32
 	MasterIndex int
@@ -136,6 +141,7 @@ func ParseMessage(msgType uint16, data []byte) (Update, error) {
 	// IFLA_CARRIER is the driver's carrier bit, even on a link that is
 	// administratively down (IFF_LOWER_UP is not).
 	l.Carrier = a.RawFlags&unix.IFF_LOWER_UP != 0
+	l.OperDown = a.OperState == netlink.OperDown || a.OperState == netlink.OperLowerLayerDown
 	for _, at := range attrs {
 		switch at.Attr.Type {
 		case unix.IFLA_CARRIER:

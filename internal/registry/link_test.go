@@ -180,3 +180,25 @@ func TestParseBondSlaveStateNames(t *testing.T) {
 		t.Fatalf("slave %+v", s)
 	}
 }
+
+// TestParseMessageOperState: linkwatch's notice of a carrier loss says
+// operstate down (IF_OPER_DOWN 2) or lowerlayerdown (3); up (6) and
+// unknown (0) are not down.
+func TestParseMessageOperState(t *testing.T) {
+	for _, c := range []struct {
+		state byte
+		down  bool
+	}{{2, true}, {3, true}, {6, false}, {0, false}} {
+		data := linkMessage(2, unix.IFF_UP,
+			nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("eth0")),
+			nl.NewRtAttr(unix.IFLA_OPERSTATE, []byte{c.state}),
+		)
+		u, err := ParseMessage(unix.RTM_NEWLINK, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Link.OperDown != c.down {
+			t.Errorf("operstate %d: OperDown %v, want %v", c.state, u.Link.OperDown, c.down)
+		}
+	}
+}

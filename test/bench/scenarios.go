@@ -13,6 +13,7 @@ func Expected() map[string][]string {
 		},
 		// test/vm (TestVMBench), per guest kernel
 		"vm": {"bond-outage", "bond-failover-duration", "burst-detection", "route-burst",
-			"bond-fastpath-lost-ab-miimon", "bond-fastpath-gap-ab-miimon", "bond-fastpath-lost-ab-arp", "bond-fastpath-gap-ab-arp"},
+			"bond-fastpath-lost-ab-miimon", "bond-fastpath-gap-ab-miimon", "bond-fastpath-lost-ab-arp", "bond-fastpath-gap-ab-arp",
+			"bond-fastpath-lost-lacp", "bond-fastpath-gap-lacp"},
 	}
 }

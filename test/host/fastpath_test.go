@@ -293,3 +293,114 @@ func TestFastPathClearedAtStartAndExit(t *testing.T) {
 		t.Errorf("the candidate table is still there after the manager stopped: %+v", b)
 	}
 }
+
+// udpFrame is an IPv4 UDP frame of one flow (source port sport), for the
+// hash modes' per-flow pick.
+func udpFrame(sport uint16) []byte {
+	b := ethFrame(0x0800, 46)
+	ip := b[14:]
+	ip[0], ip[8], ip[9] = 0x45, 64, 17
+	bin.BigEndian.PutUint16(ip[2:], 46)
+	copy(ip[12:], []byte{10, 0, 0, 1})
+	copy(ip[16:], []byte{10, 0, 0, 2})
+	bin.BigEndian.PutUint16(ip[20:], sport)
+	bin.BigEndian.PutUint16(ip[22:], 9000)
+	bin.BigEndian.PutUint16(ip[24:], 26)
+	return b
+}
+
+// TestFastPathHash: in a hash mode (802.3ad, balance-xor) the dead
+// slave's flows spread over every live candidate, each flow always on
+// the same one; LACPDUs stay on their port; a redirected frame is not
+// redirected again; with no live candidate nothing is done.
+func TestFastPathHash(t *testing.T) {
+	f := newFPBed(t)
+	if err := f.o.SetBond(f.bond, 0, []uint32{uint32(f.a), uint32(f.b), uint32(f.c)}, time.Second, fastpath.FlagAny|fastpath.FlagHash); err != nil {
+		t.Fatal(err)
+	}
+	f.carrier(t, f.a, false)
+	f.pend(t, f.a, f.b, time.Second)
+	eg := f.o.FpEgress
+	taken := func() (b, c uint64) { return f.stats(t, f.b).TxTaken, f.stats(t, f.c).TxTaken }
+	const flows = 32
+	for i := range flows {
+		fr := udpFrame(uint16(40000 + i))
+		b0, c0 := taken()
+		for range 3 {
+			if got := f.run(t, eg, f.a, fr); got != tcRedirect {
+				t.Fatalf("flow %d on the dead slave: verdict %d, want %d (redirect)", i, got, tcRedirect)
+			}
+		}
+		b1, c1 := taken()
+		if (b1-b0 != 3 || c1 != c0) && (c1-c0 != 3 || b1 != b0) {
+			t.Fatalf("flow %d: 3 frames went %d to fpb and %d to fpc, want all 3 to one slave", i, b1-b0, c1-c0)
+		}
+	}
+	b, c := taken()
+	if b == 0 || c == 0 || b+c != 3*flows {
+		t.Errorf("%d flows: %d frames to fpb, %d to fpc, want both used and %d in all", flows, b, c, 3*flows)
+	}
+	if got := f.run(t, eg, f.b, udpFrame(40000)); got != tcNext {
+		t.Errorf("frame on a live slave: verdict %d, want %d (never redirected twice)", got, tcNext)
+	}
+	before := f.stats(t, f.a)
+	if got := f.run(t, eg, f.a, f.lacpFr); got != tcNext {
+		t.Errorf("LACPDU on the dead slave: verdict %d, want %d: slow protocols are per port", got, tcNext)
+	}
+	if after := f.stats(t, f.a); after != before {
+		t.Errorf("LACPDU counted: %+v -> %+v", before, after)
+	}
+	// fpc loses carrier too: every flow goes to fpb.
+	f.carrier(t, f.c, false)
+	b0, c0 := taken()
+	for i := range flows {
+		if got := f.run(t, eg, f.a, udpFrame(uint16(40000+i))); got != tcRedirect {
+			t.Fatalf("flow %d with fpc dead: verdict %d, want %d", i, got, tcRedirect)
+		}
+	}
+	if b1, c1 := taken(); b1-b0 != flows || c1 != c0 {
+		t.Errorf("fpc without carrier: %d frames to fpb, %d to fpc, want all %d to fpb", b1-b0, c1-c0, flows)
+	}
+	f.carrier(t, f.b, false)
+	if got := f.run(t, eg, f.a, udpFrame(40000)); got != tcNext {
+		t.Errorf("no live candidate: verdict %d, want %d (nothing done)", got, tcNext)
+	}
+	if st := f.stats(t, f.a); st.TxSkipped != 1 {
+		t.Errorf("no live candidate: tx_skipped %d, want 1", st.TxSkipped)
+	}
+	if got := f.run(t, f.o.FpIngress, f.b, f.ipv4); got != tcNext {
+		t.Errorf("ingress in a hash mode: verdict %d, want %d (the bond receives on every slave)", got, tcNext)
+	}
+}
+
+// TestFastPathLACPNeverRedirected: not in active-backup either.
+func TestFastPathLACPNeverRedirected(t *testing.T) {
+	f := newFPBed(t)
+	f.carrier(t, f.a, false)
+	f.pend(t, f.a, f.b, time.Second)
+	if got := f.run(t, f.o.FpEgress, f.a, f.lacpFr); got != tcNext {
+		t.Errorf("LACPDU on the dead active slave: verdict %d, want %d", got, tcNext)
+	}
+}
+
+// TestFastPathMarkHash: in a hash mode the netlink-only mark, like the
+// carrier program, counts only a slave the bond sends on (a candidate):
+// another aggregator's port carries nothing to redirect.
+func TestFastPathMarkHash(t *testing.T) {
+	f := newFPBed(t)
+	if err := f.o.SetBond(f.bond, 0, []uint32{uint32(f.a), uint32(f.b)}, time.Second, fastpath.FlagAny|fastpath.FlagHash); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.o.Mark(f.c, monoNow()); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := f.o.Redirect(f.bond); ok {
+		t.Fatalf("a port outside the transmit array marked a redirect: %+v", r)
+	}
+	if err := f.o.Mark(f.b, monoNow()); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := f.o.Redirect(f.bond); !ok || int(r.Dead) != f.b || int(r.To) != f.a {
+		t.Fatalf("a candidate's loss: redirect %+v (found %v), want from %d to %d", r, ok, f.b, f.a)
+	}
+}

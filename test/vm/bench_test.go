@@ -52,21 +52,28 @@ func TestVMBench(t *testing.T) {
 		outDir = filepath.Join(root, outDir)
 	}
 	env := setupVM(t, true, timeout)
-	run := guestRunRegexp()
-	if run == "" {
-		run = "^TestBench"
-	}
-	args := env.guestArgs(run, "", "-linkbeat.bench="+mode)
+	one, cables := benchSplit(guestRunRegexp())
 	date := time.Now().UTC().Format(time.RFC3339)
 	for _, spec := range env.specs {
 		t.Run("linux-"+spec.Series, func(t *testing.T) {
-			res := env.boot(t, spec, args, false)
-			results, err := readResults(res.Results)
-			if err != nil {
-				t.Fatal(err)
+			var results []vmctl.Result
+			for _, b := range []struct {
+				run    *string
+				skip   string
+				cables bool
+			}{{one, "Cables", false}, {cables, "", true}} {
+				if b.run == nil {
+					continue
+				}
+				res := env.boot(t, spec, env.guestArgs(*b.run, b.skip, "-linkbeat.bench="+mode), false, b.cables)
+				rs, err := readResults(res.Results)
+				if err != nil {
+					t.Fatal(err)
+				}
+				results = append(results, rs...)
 			}
 			if len(results) == 0 {
-				t.Fatalf("the guest wrote no benchmark figures to %s", res.Results)
+				t.Fatal("the guest wrote no benchmark figures to its results port")
 			}
 			r := bench.Run{Date: date, Where: "vm", Kernel: results[0].Kernel, Quick: mode == "quick"}
 			r.Describe(root)
@@ -136,4 +143,15 @@ func summary(s bench.Scenario) string {
 		fmt.Fprintf(&b, "\n  %-18s n=%-3d min %.3f p50 %.3f p99 %.3f max %.3f", c.Name, st.N, st.Min, st.P50, st.P99, st.Max)
 	}
 	return b.String()
+}
+
+// benchSplit is cablesSplit for the benchmarks: by default every guest
+// TestBench*, those named *Cables* in the two-cable boot, whose figures
+// join the kernel's results file.
+func benchSplit(run string) (one, cables *string) {
+	if run == "" {
+		all, c := "^TestBench", "^TestBenchCables"
+		return &all, &c
+	}
+	return cablesSplit(run, "")
 }

@@ -38,7 +38,14 @@ type vmConfig struct {
 	Initramfs string
 	LogDir    string // console.log, guest.out land here and are kept
 	Shell     bool   // interactive: console on the caller's stdio
-	Timeout   time.Duration
+	// Cables wires the NICs as two cables, net0-net2 on one hub and
+	// net1-net3 on another, instead of all four on one hub, all of one
+	// speed (1000): a bond over
+	// eth0 and eth1 against a partner bond over eth2 and eth3 (802.3ad)
+	// needs each port to see one partner port. Only the guest tests named
+	// *Cables* run on it (see cablesSplit).
+	Cables  bool
+	Timeout time.Duration
 	// BootTimeout ends the run early when the guest has produced nothing
 	// by then: the kernel hung while booting (seen rarely with 6.1 under
 	// TCG), which says nothing about linkbeat. 0 means no limit.
@@ -100,6 +107,9 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 	if cfg.Shell {
 		cmdline += " linkbeat.shell=1"
 	}
+	if cfg.Cables {
+		cmdline += " " + vmctl.CablesCmdline
+	}
 	args := []string{
 		// KVM guests hang on this machine (platform.md). Multi-threaded
 		// TCG: the guest's TestMain holds the transmit path's static keys
@@ -129,11 +139,17 @@ func runVM(cfg vmConfig) (*vmResult, error) {
 	} else {
 		args = append(args, "-serial", "stdio")
 	}
-	// All NICs on one hub: frames from one guest NIC reach the others.
+	// All NICs on one hub: frames from one guest NIC reach the others;
+	// with Cables, two hubs: net0-net2 and net1-net3.
 	for i, id := range netdevs {
+		hub, speed := 0, nicSpeed[i]
+		if cfg.Cables {
+			// 802.3ad aggregates only ports of one speed.
+			hub, speed = i%2, nicSpeed[len(nicSpeed)-1]
+		}
 		args = append(args,
-			"-netdev", "hubport,id="+id+",hubid=0",
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,speed=%d,duplex=full", id, nicMAC(i), nicSpeed[i]))
+			"-netdev", fmt.Sprintf("hubport,id=%s,hubid=%d", id, hub),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,speed=%d,duplex=full", id, nicMAC(i), speed))
 	}
 
 	console, err := os.Create(res.ConsoleLog)

@@ -27,7 +27,10 @@ const howToRun = "run it with `make test-vm`, or `LINKBEAT_VM=1 go test -v ./tes
 //	LINKBEAT_VM=1            run (otherwise skipped); missing root or qemu is then a failure
 //	LINKBEAT_VM_KERNELS=6.1  comma-separated kernel series (default: all)
 //	LINKBEAT_VM_RUN=REGEX    -test.run for the guest (or -vm.run, or the third
-//	                         element of -run TestVM/linux-6.1/REGEX)
+//	                         element of -run TestVM/linux-6.1/REGEX); guest
+//	                         tests named *Cables* run in a second boot per
+//	                         kernel (TestVM/linux-6.1-cables) wired as two
+//	                         cables (vmConfig.Cables)
 //	LINKBEAT_VM_SHELL=1      boot the first selected kernel to a shell on stdio
 //	LINKBEAT_VM_COUNT=N      -test.count for the guest (flake hunting)
 //	LINKBEAT_VM_TIMEOUT=10m  per-boot limit
@@ -37,16 +40,55 @@ func TestVM(t *testing.T) {
 	// The suite runs about 3-5 minutes a kernel; on a loaded host more.
 	env := setupVM(t, os.Getenv("LINKBEAT_VM") == "1" || shell, 15*time.Minute)
 	// The benchmarks (guest TestBench*) are TestVMBench's.
-	args := env.guestArgs(guestRunRegexp(), "^TestBench")
+	one, cables := cablesSplit(guestRunRegexp(), "^TestCables")
 	specs := env.specs
 	if shell {
-		specs = specs[:1]
+		specs, cables = specs[:1], nil
 	}
 	for _, spec := range specs {
-		t.Run("linux-"+spec.Series, func(t *testing.T) {
-			env.boot(t, spec, args, shell)
-		})
+		if one != nil {
+			args := env.guestArgs(*one, "^TestBench|Cables")
+			t.Run("linux-"+spec.Series, func(t *testing.T) {
+				env.boot(t, spec, args, shell, false)
+			})
+		}
+		if cables != nil {
+			args := env.guestArgs(*cables, "^TestBench")
+			t.Run("linux-"+spec.Series+"-cables", func(t *testing.T) {
+				env.boot(t, spec, args, false, true)
+			})
+		}
 	}
+}
+
+// cablesSplit splits the guest's -test.run between the two topologies:
+// the guest tests named *Cables* need two separate cables (vmConfig.Cables)
+// and run in a boot of their own; the others need the one hub. Each result
+// is that boot's -test.run, nil when the boot has nothing to run. An empty
+// run selects everything: all but *Cables* on one hub, and cablesAll on
+// the cables. A run is split on its top-level "|" alternatives.
+func cablesSplit(run, cablesAll string) (one, cables *string) {
+	if run == "" {
+		all := ""
+		return &all, &cablesAll
+	}
+	var o, c []string
+	for _, alt := range strings.Split(run, "|") {
+		if strings.Contains(alt, "Cables") {
+			c = append(c, alt)
+		} else {
+			o = append(o, alt)
+		}
+	}
+	if len(o) > 0 {
+		s := strings.Join(o, "|")
+		one = &s
+	}
+	if len(c) > 0 {
+		s := strings.Join(c, "|")
+		cables = &s
+	}
+	return one, cables
 }
 
 // vmEnv is what the boots of one host test share: the cache, the guest
@@ -142,14 +184,18 @@ func (e *vmEnv) guestArgs(run, skip string, extra ...string) []string {
 // boot runs the guest tests on one kernel and replays them as subtests of
 // t. It returns the run's result (nil for a shell); the run's log
 // directory stays claimed until t ends, so its files can still be read.
-func (e *vmEnv) boot(t *testing.T, spec kernelSpec, guestArgs []string, shell bool) *vmResult {
+func (e *vmEnv) boot(t *testing.T, spec kernelSpec, guestArgs []string, shell, cables bool) *vmResult {
 	t.Helper()
 	begin := time.Now()
 	k, err := fetchKernel(e.cacheDir, spec, t.Logf)
 	if err != nil {
 		t.Fatalf("kernel %s: %v", spec.Series, err)
 	}
-	logDir, unlock, err := claimLogDir(filepath.Join(e.cacheDir, "logs"), "linux-"+spec.Series)
+	name := "linux-" + spec.Series
+	if cables {
+		name += "-cables"
+	}
+	logDir, unlock, err := claimLogDir(filepath.Join(e.cacheDir, "logs"), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +213,7 @@ func (e *vmEnv) boot(t *testing.T, spec kernelSpec, guestArgs []string, shell bo
 		}
 		return nil
 	}
-	cfg := vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Timeout: e.timeout, BootTimeout: 2 * time.Minute, Logf: t.Logf}
+	cfg := vmConfig{Kernel: k, Initramfs: initrd, LogDir: logDir, Timeout: e.timeout, BootTimeout: 2 * time.Minute, Logf: t.Logf, Cables: cables}
 	res, err := runVM(cfg)
 	if why := bootFlake(res, err); why != "" {
 		// A kernel that hangs or oopses before any test runs

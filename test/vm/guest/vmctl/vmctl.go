@@ -23,6 +23,11 @@ const PortName = "linkbeat.req"
 // CheckNICs verifies that by MAC.
 var Netdevs = map[string]string{"net0": "eth0", "net1": "eth1", "net2": "eth2", "net3": "eth3"}
 
+// CablesCmdline is on the guest's kernel command line when the host wired
+// the NICs as two cables, eth0-eth2 and eth1-eth3 (on two QEMU hubs),
+// rather than all four on one hub.
+const CablesCmdline = "linkbeat.cables=1"
+
 // MAC returns the MAC the host gives netN (52:54:00:4c:42:0N).
 func MAC(n int) string { return fmt.Sprintf("52:54:00:4c:42:%02x", n) }
 
