@@ -46,6 +46,11 @@ func (c *cache) setKey(k routeKey, rs []*Route) {
 		return
 	}
 	c.routes[k] = rs
+	c.index(k, rs)
+}
+
+// index adds k, whose routes are rs, to the indexes; c.mu must be held.
+func (c *cache) index(k routeKey, rs []*Route) {
 	for _, r := range rs {
 		if r.NHID != 0 {
 			c.byNHID[k] = struct{}{}
@@ -111,12 +116,14 @@ func (c *cache) fill(rs []*Route, ns []*Nexthop) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reset(len(rs), len(ns))
-	byKey := make(map[routeKey][]*Route, len(rs))
+	// Straight into the cache's map, then indexed: a map of its own to
+	// group the dump by key was garbage the size of the cache's.
 	for _, r := range rs {
-		byKey[r.key()] = append(byKey[r.key()], r) // dump order is the kernel's
+		k := r.key()
+		c.routes[k] = append(c.routes[k], r) // dump order is the kernel's
 	}
-	for k, l := range byKey {
-		c.setKey(k, l)
+	for k, l := range c.routes {
+		c.index(k, l)
 	}
 	for _, n := range ns {
 		c.nexthops[n.ID] = n
@@ -131,6 +138,13 @@ func (c *cache) route(k routeKey) *Route {
 		return rs[0]
 	}
 	return nil
+}
+
+// has: k has a route.
+func (c *cache) has(k routeKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.routes[k]) > 0
 }
 
 // aliases is every route of k, in the kernel's order.

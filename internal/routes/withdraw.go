@@ -113,6 +113,7 @@ func (m *Manager) withdrawRoutes(rents []*routeEntry, drop entrySet, res *Result
 				errs = append(errs, err)
 			}
 		}
+		clear(batch) // no route kept alive by the spare capacity
 		batch, batched = batch[:0], batched[:0]
 	}
 	for _, e := range rents {
@@ -130,6 +131,9 @@ func (m *Manager) withdrawRoutes(rents []*routeEntry, drop entrySet, res *Result
 			}
 		}
 		batch, batched = append(batch, c), append(batched, e)
+		if len(batch) >= applyBatch {
+			flush()
+		}
 	}
 	flush()
 	return errs
