@@ -70,6 +70,25 @@ func (c *cache) index(k routeKey, rs []*Route) {
 	}
 }
 
+// reserveLink sizes the index of a link that has none for n routes: a
+// restore refills it, and growing it a doubling at a time was most of
+// what a restore allocated. settleLink drops it if it stayed empty.
+func (c *cache) reserveLink(ifindex, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byLink[ifindex] == nil && n > 0 {
+		c.byLink[ifindex] = make(map[routeKey]struct{}, n)
+	}
+}
+
+func (c *cache) settleLink(ifindex int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.byLink[ifindex]; ok && len(m) == 0 {
+		delete(c.byLink, ifindex)
+	}
+}
+
 func (c *cache) unindex(k routeKey) {
 	rs := c.routes[k]
 	delete(c.routes, k)
@@ -116,11 +135,23 @@ func (c *cache) fill(rs []*Route, ns []*Nexthop) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reset(len(rs), len(ns))
-	// Straight into the cache's map, then indexed: a map of its own to
-	// group the dump by key was garbage the size of the cache's.
+	// Straight into the cache's map, then indexed into maps sized once: a
+	// map to group the dump by key, and the indexes' growth, were garbage
+	// the size of the cache's.
+	perLink := map[int]int{}
 	for _, r := range rs {
 		k := r.key()
 		c.routes[k] = append(c.routes[k], r) // dump order is the kernel's
+		if r.NHID == 0 {
+			for _, h := range r.Hops {
+				perLink[h.Ifindex]++
+			}
+		}
+	}
+	for ifindex, n := range perLink {
+		if ifindex != 0 {
+			c.byLink[ifindex] = make(map[routeKey]struct{}, n)
+		}
 	}
 	for k, l := range c.routes {
 		c.index(k, l)
@@ -313,7 +344,7 @@ func (c *cache) routeDeleted(r *Route, carrier func(ifindex int) bool) {
 		}
 		if len(left) > 0 && len(left) < len(cached.Hops) {
 			rs = slices.Clone(rs)
-			rs[i] = cached.withHops(left)
+			rs[i] = cached.withOwnHops(left)
 			c.setKey(k, rs)
 			return
 		}

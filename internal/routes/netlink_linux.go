@@ -191,7 +191,7 @@ func (k *nlKernel) Link(ifindex int) (LinkInfo, error) {
 		}
 		flags := binary.NativeEndian.Uint32(data[8:])
 		li.Carrier = flags&unix.IFF_UP != 0 && flags&unix.IFF_LOWER_UP != 0
-		for _, a := range parseAttrs(data[unix.SizeofIfInfomsg:]) {
+		for a := range parseAttrs(data[unix.SizeofIfInfomsg:]) {
 			if a.Type&nlaTypeMask == unix.IFLA_IFNAME {
 				li.Name = rtnl.CString(a.Data)
 			}

@@ -182,6 +182,8 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 	}
 	run := &restoreRun{m: m, id: id, carrier: li.Carrier, entries: ls.Routes,
 		nhDone: map[*nexthopEntry]bool{}, pending: map[routeKey]bool{}}
+	m.cache.reserveLink(ls.Ifindex, len(ls.Routes))
+	defer m.cache.settleLink(ls.Ifindex)
 	// Connected routes, then nexthop objects (members before groups), then
 	// the rest: each step is validated by the kernel against the previous.
 	run.routes(true)
@@ -314,7 +316,7 @@ func (m *Manager) restoreRoute(e *routeEntry, id string, ix func() *index) (outc
 	if len(missing) == 0 {
 		return skipped, nil
 	}
-	want := c.withHops(mergeHops(full.Hops, c.Hops, missing, c.Multipath))
+	want := c.withOwnHops(mergeHops(full.Hops, c.Hops, missing, c.Multipath))
 	if err := m.replaceAlias(c, want); err != nil {
 		return failed, fmt.Errorf("put nexthops back into %s: %w", want, err)
 	}
@@ -345,7 +347,7 @@ func position(peers []*Route, r *Route, cur []*Route) int {
 // come back exactly as they were); hops unknown to orig go last. A
 // single-path cur has no weight (the kernel drops it), so orig's counts.
 func mergeHops(orig, cur, add []Hop, curMultipath bool) []Hop {
-	var out []Hop
+	out := make([]Hop, 0, len(cur)+len(add)) // every hop comes from one of them
 	for _, h := range orig {
 		if i := slices.IndexFunc(cur, h.same); i >= 0 {
 			if curMultipath {
@@ -356,9 +358,11 @@ func mergeHops(orig, cur, add []Hop, curMultipath bool) []Hop {
 			out = append(out, h)
 		}
 	}
-	for _, h := range slices.Concat(cur, add) {
-		if !hasHop(out, h) {
-			out = append(out, h)
+	for _, hs := range [][]Hop{cur, add} {
+		for _, h := range hs {
+			if !hasHop(out, h) {
+				out = append(out, h)
+			}
 		}
 	}
 	return out

@@ -120,7 +120,7 @@ func (m *Manager) withdrawRoutes(rents []*routeEntry, drop entrySet, res *Result
 		r := e.Route
 		c := RouteChange{Route: r, Delete: true}
 		if len(e.Removed) > 0 {
-			want := r.withHops(slices.DeleteFunc(slices.Clone(r.Hops), func(h Hop) bool { return hasHop(e.Removed, h) }))
+			want := r.withOwnHops(liveHops(r.Hops, e.Removed))
 			c = RouteChange{Route: want, Op: OpReplace}
 			if !m.replaceIsOne(r) {
 				flush()
@@ -137,6 +137,18 @@ func (m *Manager) withdrawRoutes(rents []*routeEntry, drop entrySet, res *Result
 	}
 	flush()
 	return errs
+}
+
+// liveHops is hops without removed, in a slice of its own size: the
+// cache keeps it for as long as the route is cut down.
+func liveHops(hops, removed []Hop) []Hop {
+	out := make([]Hop, 0, max(len(hops)-len(removed), 0))
+	for _, h := range hops {
+		if !hasHop(removed, h) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // withdrawn books the outcome of one withdrawal change.
