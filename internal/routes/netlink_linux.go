@@ -60,21 +60,23 @@ func (k *nlKernel) dump(typ uint16, body []byte, fn func(typ, flags uint16, data
 }
 
 func (k *nlKernel) Routes() ([]*Route, error) {
-	var out []*Route
+	var out []*Route // both families in one list: no copy of a table
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		body := make([]byte, unix.SizeofRtMsg)
 		body[0] = fam
-		var got []*Route
+		start := len(out)
 		err := k.dump(unix.RTM_GETROUTE, body, func(typ, _ uint16, data []byte) error {
 			if r, ok := decodeRoute(data); ok {
-				got = append(got, r)
+				out = append(out, r)
 			}
 			return nil
-		}, func() { got = got[:0] })
+		}, func() {
+			clear(out[start:]) // an interrupted attempt's routes
+			out = out[:start]
+		})
 		if err != nil {
 			return nil, fmt.Errorf("dump routes: %w", err)
 		}
-		out = append(out, got...)
 	}
 	return out, nil
 }
