@@ -180,6 +180,7 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 		res.Skipped = ls.count()
 		return res, nil
 	}
+	defer tightGC(ls.count())()
 	run := &restoreRun{m: m, id: id, carrier: li.Carrier, entries: ls.Routes,
 		nhDone: map[*nexthopEntry]bool{}, pending: map[routeKey]bool{}}
 	m.cache.reserveLink(ls.Ifindex, len(ls.Routes))

@@ -26,6 +26,7 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer tightGC(len(rents) + len(nents))()
 	m.renamed(ifindex, ifname)
 	id := linkID(ifname, ifindex)
 	ls, err := m.record(id, ifname, ifindex, rents, nents)
