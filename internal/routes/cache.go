@@ -46,6 +46,11 @@ func (c *cache) setKey(k routeKey, rs []*Route) {
 		return
 	}
 	c.routes[k] = rs
+	c.index(k, rs)
+}
+
+// index adds k, whose routes are rs, to the indexes; c.mu must be held.
+func (c *cache) index(k routeKey, rs []*Route) {
 	for _, r := range rs {
 		if r.NHID != 0 {
 			c.byNHID[k] = struct{}{}
@@ -62,6 +67,25 @@ func (c *cache) setKey(k routeKey, rs []*Route) {
 			}
 			m[k] = struct{}{}
 		}
+	}
+}
+
+// reserveLink sizes the index of a link that has none for n routes: a
+// restore refills it, and growing it a doubling at a time was most of
+// what a restore allocated. settleLink drops it if it stayed empty.
+func (c *cache) reserveLink(ifindex, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byLink[ifindex] == nil && n > 0 {
+		c.byLink[ifindex] = make(map[routeKey]struct{}, n)
+	}
+}
+
+func (c *cache) settleLink(ifindex int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.byLink[ifindex]; ok && len(m) == 0 {
+		delete(c.byLink, ifindex)
 	}
 }
 
@@ -111,12 +135,26 @@ func (c *cache) fill(rs []*Route, ns []*Nexthop) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reset(len(rs), len(ns))
-	byKey := make(map[routeKey][]*Route, len(rs))
+	// Straight into the cache's map, then indexed into maps sized once: a
+	// map to group the dump by key, and the indexes' growth, were garbage
+	// the size of the cache's.
+	perLink := map[int]int{}
 	for _, r := range rs {
-		byKey[r.key()] = append(byKey[r.key()], r) // dump order is the kernel's
+		k := r.key()
+		c.routes[k] = append(c.routes[k], r) // dump order is the kernel's
+		if r.NHID == 0 {
+			for _, h := range r.Hops {
+				perLink[h.Ifindex]++
+			}
+		}
 	}
-	for k, l := range byKey {
-		c.setKey(k, l)
+	for ifindex, n := range perLink {
+		if ifindex != 0 {
+			c.byLink[ifindex] = make(map[routeKey]struct{}, n)
+		}
+	}
+	for k, l := range c.routes {
+		c.index(k, l)
 	}
 	for _, n := range ns {
 		c.nexthops[n.ID] = n
@@ -131,6 +169,13 @@ func (c *cache) route(k routeKey) *Route {
 		return rs[0]
 	}
 	return nil
+}
+
+// has: k has a route.
+func (c *cache) has(k routeKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.routes[k]) > 0
 }
 
 // aliases is every route of k, in the kernel's order.
@@ -299,7 +344,7 @@ func (c *cache) routeDeleted(r *Route, carrier func(ifindex int) bool) {
 		}
 		if len(left) > 0 && len(left) < len(cached.Hops) {
 			rs = slices.Clone(rs)
-			rs[i] = cached.withHops(left)
+			rs[i] = cached.withOwnHops(left)
 			c.setKey(k, rs)
 			return
 		}

@@ -2,6 +2,7 @@ package routes
 
 import (
 	"encoding/binary"
+	"iter"
 	"net/netip"
 
 	"golang.org/x/sys/unix"
@@ -104,21 +105,26 @@ func decodeUpdate(typ uint16, data []byte) (Update, bool) {
 	return Update{}, false
 }
 
-func parseAttrs(b []byte) []Attr {
-	var out []Attr
-	for len(b) >= 4 {
-		l := int(binary.NativeEndian.Uint16(b))
-		if l < 4 || l > len(b) {
-			break
+// parseAttrs yields b's attributes, their data slices of b: decoding a
+// route must not allocate a list of them per message (a dump of a whole
+// table allocated more for those lists than for its routes).
+func parseAttrs(b []byte) iter.Seq[Attr] {
+	return func(yield func(Attr) bool) {
+		for len(b) >= 4 {
+			l := int(binary.NativeEndian.Uint16(b))
+			if l < 4 || l > len(b) {
+				return
+			}
+			if !yield(Attr{Type: binary.NativeEndian.Uint16(b[2:]), Data: b[4:l:l]}) {
+				return
+			}
+			al := (l + 3) &^ 3
+			if al > len(b) {
+				return
+			}
+			b = b[al:]
 		}
-		out = append(out, Attr{Type: binary.NativeEndian.Uint16(b[2:]), Data: b[4:l:l]})
-		al := (l + 3) &^ 3
-		if al > len(b) {
-			break
-		}
-		b = b[al:]
 	}
-	return out
 }
 
 func appendAttr(b []byte, typ uint16, data []byte) []byte {
@@ -185,7 +191,7 @@ func decodeRoute(b []byte) (*Route, bool) {
 	}
 	var dst, src []byte
 	single := Hop{Weight: 1, Flags: uint8(r.Flags) & userHopFlags}
-	for _, a := range parseAttrs(b[unix.SizeofRtMsg:]) {
+	for a := range parseAttrs(b[unix.SizeofRtMsg:]) {
 		switch t := a.Type & nlaTypeMask; t {
 		case rtaDst:
 			dst = a.Data
@@ -232,14 +238,19 @@ func decodeRoute(b []byte) (*Route, bool) {
 }
 
 func decodeMultipath(b []byte) []Hop {
-	var hops []Hop
+	// Sized once: the cache keeps the slice for as long as the route.
+	n := countNexthops(b)
+	if n == 0 {
+		return nil
+	}
+	hops := make([]Hop, 0, n)
 	for len(b) >= unix.SizeofRtNexthop {
 		l := int(binary.NativeEndian.Uint16(b))
 		if l < unix.SizeofRtNexthop || l > len(b) {
 			break
 		}
 		h := Hop{Flags: b[2] & userHopFlags, Weight: int(b[3]) + 1, Ifindex: int(int32(binary.NativeEndian.Uint32(b[4:])))}
-		for _, a := range parseAttrs(b[unix.SizeofRtNexthop:l]) {
+		for a := range parseAttrs(b[unix.SizeofRtNexthop:l]) {
 			if a.Type&nlaTypeMask == rtaGateway {
 				h.Gateway = addrFrom(a.Data)
 			} else {
@@ -254,6 +265,24 @@ func decodeMultipath(b []byte) []Hop {
 		b = b[al:]
 	}
 	return hops
+}
+
+// countNexthops is how many hops decodeMultipath finds in b.
+func countNexthops(b []byte) int {
+	n := 0
+	for len(b) >= unix.SizeofRtNexthop {
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < unix.SizeofRtNexthop || l > len(b) {
+			break
+		}
+		n++
+		al := (l + 3) &^ 3
+		if al > len(b) {
+			break
+		}
+		b = b[al:]
+	}
+	return n
 }
 
 // encodeRoute builds an rtmsg body. A delete names one kernel route: its
@@ -350,7 +379,7 @@ func decodeNexthop(b []byte) (*Nexthop, bool) {
 		return nil, false
 	}
 	n := &Nexthop{Family: b[0], Scope: b[1], Protocol: b[2], Flags: binary.NativeEndian.Uint32(b[4:]) & unix.RTNH_F_ONLINK}
-	for _, a := range parseAttrs(b[unix.SizeofNhmsg:]) {
+	for a := range parseAttrs(b[unix.SizeofNhmsg:]) {
 		switch t := a.Type & nlaTypeMask; t {
 		case nhaID:
 			n.ID = attrU32(a.Data)
@@ -371,7 +400,7 @@ func decodeNexthop(b []byte) (*Nexthop, bool) {
 			n.Gateway = addrFrom(a.Data)
 		case nhaResGroup:
 			var nested []byte
-			for _, na := range parseAttrs(a.Data) {
+			for na := range parseAttrs(a.Data) {
 				if na.Type&nlaTypeMask != nhaResGroupUnbalancedTime {
 					nested = appendAttr(nested, na.Type, na.Data)
 				}

@@ -27,6 +27,9 @@ func (m *Manager) index() *index {
 	ix := &index{routes: map[routeKey][]placedRoute{}, nhs: map[uint32][]placedNexthop{}}
 	for id, ls := range m.st.Links {
 		for _, e := range ls.Routes {
+			if e == nil {
+				continue // restored by the restore under way
+			}
 			k := e.Route.key()
 			ix.routes[k] = append(ix.routes[k], placedRoute{id, e})
 		}

@@ -34,6 +34,11 @@ type RouteChange struct {
 	Op     Op
 }
 
+// applyBatch bounds what the Manager hands ApplyRoutes at once: it sends
+// kernel-sized datagrams anyway, and a batch of a whole table held its
+// changes (and, in a restore, its keys) at once, at the peak of the heap.
+const applyBatch = 1024
+
 // LinkInfo is what the manager needs to know about a link.
 type LinkInfo struct {
 	Name    string

@@ -68,8 +68,9 @@ func heapInUse() uint64 {
 
 // BenchmarkHeldMemory reports the heap the manager holds per route at
 // the bench's route-scale sizes: the cache after the dump
-// (cache-B/route), what LinkDown allocates (withdraw-alloc-B/route) and
-// what the record of the withdrawn routes adds (record-B/route). The
+// (cache-B/route), what LinkDown allocates (withdraw-alloc-B/route),
+// what the record of the withdrawn routes adds (record-B/route) and what
+// LinkUp allocates to restore them (restore-alloc-B/route). The
 // daemon's RSS is test/bench's route-scale scenario. LINKBEAT_HEAPPROFILE
 // =file writes a heap profile taken with the routes withdrawn.
 // Run: go test -run '^$' -bench HeldMemory -benchtime 1x ./internal/routes/
@@ -123,5 +124,13 @@ func heldMemory(b *testing.B, n int) {
 			b.Fatal(err)
 		}
 	}
+	k.down[2] = false
+	runtime.ReadMemStats(&before)
+	res, err = m.LinkUp(2, "sc0")
+	runtime.ReadMemStats(&after)
+	if err != nil || res.Restored != n+n/2 {
+		b.Fatalf("LinkUp: %+v %v; want %d restored", res, err, n+n/2)
+	}
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/routes, "restore-alloc-B/route")
 	runtime.KeepAlive(m)
 }

@@ -60,21 +60,23 @@ func (k *nlKernel) dump(typ uint16, body []byte, fn func(typ, flags uint16, data
 }
 
 func (k *nlKernel) Routes() ([]*Route, error) {
-	var out []*Route
+	var out []*Route // both families in one list: no copy of a table
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		body := make([]byte, unix.SizeofRtMsg)
 		body[0] = fam
-		var got []*Route
+		start := len(out)
 		err := k.dump(unix.RTM_GETROUTE, body, func(typ, _ uint16, data []byte) error {
 			if r, ok := decodeRoute(data); ok {
-				got = append(got, r)
+				out = append(out, r)
 			}
 			return nil
-		}, func() { got = got[:0] })
+		}, func() {
+			clear(out[start:]) // an interrupted attempt's routes
+			out = out[:start]
+		})
 		if err != nil {
 			return nil, fmt.Errorf("dump routes: %w", err)
 		}
-		out = append(out, got...)
 	}
 	return out, nil
 }
@@ -191,7 +193,7 @@ func (k *nlKernel) Link(ifindex int) (LinkInfo, error) {
 		}
 		flags := binary.NativeEndian.Uint32(data[8:])
 		li.Carrier = flags&unix.IFF_UP != 0 && flags&unix.IFF_LOWER_UP != 0
-		for _, a := range parseAttrs(data[unix.SizeofIfInfomsg:]) {
+		for a := range parseAttrs(data[unix.SizeofIfInfomsg:]) {
 			if a.Type&nlaTypeMask == unix.IFLA_IFNAME {
 				li.Name = rtnl.CString(a.Data)
 			}

@@ -64,12 +64,26 @@ func plan(ifindex int, routes [][]*Route, nhs map[uint32]*Nexthop, flushed []*Ro
 	}
 	// Map order is random: keep the state file and the kernel calls stable.
 	slices.SortFunc(nents, func(a, b *nexthopEntry) int { return cmp.Compare(a.Nexthop.ID, b.Nexthop.ID) })
-	keys := make(map[*routeEntry]routeKey, len(rents))
-	for _, e := range rents {
-		keys[e] = e.Route.key()
+	return sortByKey(rents), nents
+}
+
+// sortByKey sorts entries by their route's key, computing each key once.
+// The keys go in a slice beside the entries, not a map: with a whole
+// table withdrawn, a map of them was the withdrawal's largest allocation.
+func sortByKey(rents []*routeEntry) []*routeEntry {
+	type keyed struct {
+		k routeKey
+		e *routeEntry
 	}
-	slices.SortStableFunc(rents, func(a, b *routeEntry) int { return compareKeys(keys[a], keys[b]) })
-	return rents, nents
+	ks := make([]keyed, len(rents))
+	for i, e := range rents {
+		ks[i] = keyed{e.Route.key(), e}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int { return compareKeys(a.k, b.k) })
+	for i := range ks {
+		rents[i] = ks[i].e
+	}
+	return rents
 }
 
 // planRoute is what a carrier loss on ifindex takes of one kernel route,

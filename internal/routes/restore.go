@@ -47,17 +47,33 @@ const (
 
 // restoreRun is one restore: its outcome so far, and the batch of route
 // additions not sent yet.
+//
+// It holds as little as it can beside the table the cache refills to: a
+// route's entry is dropped from the record (its slot set to nil) as soon
+// as the route is back, the batch is bounded, and the index of the other
+// links' records is built only if a restore step asks for it.
 type restoreRun struct {
 	m       *Manager
 	id      string
 	carrier bool
-	ix      *index
+	ix      *index // nil until index() builds it
 	res     Result
 	errs    []error
-	done    entrySet // entries restored or no longer to restore
+	entries []*routeEntry // the link's record; nil where done with
+	nhDone  map[*nexthopEntry]bool
 	batch   []RouteChange
-	batched []*routeEntry
+	batched []int             // the entries' places in entries
 	pending map[routeKey]bool // keys with an addition in the batch
+}
+
+// index builds the index of the records on first use. Entries this run
+// has restored are no longer in it: every question asked while restoring
+// link r.id is about other links' records.
+func (r *restoreRun) index() *index {
+	if r.ix == nil {
+		r.ix = r.m.index()
+	}
+	return r.ix
 }
 
 // waits: the kernel refuses nexthop objects on a link without carrier
@@ -87,9 +103,9 @@ func (r *restoreRun) count(o outcome, err error) bool {
 
 // routes restores the connected routes, or the others. A whole route
 // whose key has no route now is one addition: those go in batches.
-func (r *restoreRun) routes(entries []*routeEntry, connected bool) {
-	for _, e := range entries {
-		if e.connected() != connected || r.done.routes[e] {
+func (r *restoreRun) routes(connected bool) {
+	for i, e := range r.entries {
+		if e == nil || e.connected() != connected {
 			continue
 		}
 		if r.waits(e) {
@@ -99,21 +115,32 @@ func (r *restoreRun) routes(entries []*routeEntry, connected bool) {
 		}
 		k := e.Route.key()
 		if len(e.Removed) == 0 && !r.pending[k] && (e.Route.NHID == 0 || r.m.cache.nexthop(e.Route.NHID) != nil) &&
-			len(r.m.cache.aliases(k)) == 0 {
-			r.batch, r.batched = append(r.batch, RouteChange{Route: e.Route, Op: OpCreate}), append(r.batched, e)
+			!r.m.cache.has(k) {
+			r.batch, r.batched = append(r.batch, RouteChange{Route: e.Route, Op: OpCreate}), append(r.batched, i)
 			r.pending[k] = true
+			if len(r.batch) >= applyBatch {
+				r.flush()
+			}
 			continue
 		}
 		r.flush()
-		o, err := r.m.restoreRoute(e, r.id, r.ix)
-		r.done.routes[e] = r.count(o, err)
+		o, err := r.m.restoreRoute(e, r.id, r.index)
+		r.settle(i, r.count(o, err))
 	}
 	r.flush()
 }
 
+// settle drops entry i from the record once it is done with.
+func (r *restoreRun) settle(i int, done bool) {
+	if done {
+		r.entries[i] = nil
+	}
+}
+
 func (r *restoreRun) flush() {
-	for i, err := range r.m.k.ApplyRoutes(r.batch) {
-		e := r.batched[i]
+	for j, err := range r.m.k.ApplyRoutes(r.batch) {
+		i := r.batched[j]
+		e := r.entries[i]
 		o := restored
 		switch {
 		case isExist(err):
@@ -123,8 +150,9 @@ func (r *restoreRun) flush() {
 		default:
 			r.m.cache.setAliases(e.Route.key(), []*Route{e.Route})
 		}
-		r.done.routes[e] = r.count(o, err)
+		r.settle(i, r.count(o, err))
 	}
+	clear(r.batch) // no route kept alive by the spare capacity
 	r.batch, r.batched = r.batch[:0], r.batched[:0]
 	clear(r.pending)
 }
@@ -152,10 +180,14 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 		res.Skipped = ls.count()
 		return res, nil
 	}
-	run := &restoreRun{m: m, id: id, carrier: li.Carrier, ix: m.index(), done: newEntrySet(), pending: map[routeKey]bool{}}
+	defer tightGC(ls.count())()
+	run := &restoreRun{m: m, id: id, carrier: li.Carrier, entries: ls.Routes,
+		nhDone: map[*nexthopEntry]bool{}, pending: map[routeKey]bool{}}
+	m.cache.reserveLink(ls.Ifindex, len(ls.Routes))
+	defer m.cache.settleLink(ls.Ifindex)
 	// Connected routes, then nexthop objects (members before groups), then
 	// the rest: each step is validated by the kernel against the previous.
-	run.routes(ls.Routes, true)
+	run.routes(true)
 	nhs := slices.Clone(ls.Nexthops)
 	slices.SortStableFunc(nhs, func(a, b *nexthopEntry) int {
 		return cmp.Compare(len(a.Nexthop.Group), len(b.Nexthop.Group))
@@ -166,12 +198,12 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 			run.res.Skipped++
 			continue
 		}
-		o, err := m.restoreNexthop(e, id, run.ix)
-		run.done.nexthops[e] = run.count(o, err)
+		o, err := m.restoreNexthop(e, id, run.index)
+		run.nhDone[e] = run.count(o, err)
 	}
-	run.routes(ls.Routes, false)
+	run.routes(false)
 	if li.Carrier {
-		n, err := m.restoreDependents(id, run.ix)
+		n, err := m.restoreDependents(id, run.index)
 		run.res.Restored += n
 		if err != nil {
 			run.errs = append(run.errs, err)
@@ -179,7 +211,8 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 	}
 	res, errs := run.res, run.errs
 
-	run.done.removeFrom(ls)
+	ls.Routes = slices.DeleteFunc(ls.Routes, func(e *routeEntry) bool { return e == nil })
+	ls.Nexthops = slices.DeleteFunc(ls.Nexthops, func(e *nexthopEntry) bool { return run.nhDone[e] })
 	if ls.count() == 0 {
 		delete(m.st.Links, id)
 	}
@@ -198,7 +231,7 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 // their nexthop object went entirely, when this link's restore brought
 // the object back (a group with this link's members): they have a live
 // path again. m.mu must be held.
-func (m *Manager) restoreDependents(id string, ix *index) (int, error) {
+func (m *Manager) restoreDependents(id string, ix func() *index) (int, error) {
 	n := 0
 	var errs []error
 	for oid, ls := range m.st.Links {
@@ -230,7 +263,8 @@ func (m *Manager) restoreDependents(id string, ix *index) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-func (m *Manager) restoreRoute(e *routeEntry, id string, ix *index) (outcome, error) {
+// ix is the index of the records, built on first call.
+func (m *Manager) restoreRoute(e *routeEntry, id string, ix func() *index) (outcome, error) {
 	r := e.Route
 	if r.NHID != 0 && m.cache.nexthop(r.NHID) == nil {
 		// Its nexthop object waits for carrier (refused, or withdrawn by
@@ -249,7 +283,7 @@ func (m *Manager) restoreRoute(e *routeEntry, id string, ix *index) (outcome, er
 			// Only our hops are ours to bring back, and only if the rest
 			// of the route went because of another dead link rather than
 			// because someone deleted it.
-			if !e.Orphan && !ix.aliasElsewhere(r, id) {
+			if !e.Orphan && !ix().aliasElsewhere(r, id) {
 				return skipped, nil
 			}
 			want = r.withHops(e.Removed)
@@ -283,7 +317,7 @@ func (m *Manager) restoreRoute(e *routeEntry, id string, ix *index) (outcome, er
 	if len(missing) == 0 {
 		return skipped, nil
 	}
-	want := c.withHops(mergeHops(full.Hops, c.Hops, missing, c.Multipath))
+	want := c.withOwnHops(mergeHops(full.Hops, c.Hops, missing, c.Multipath))
 	if err := m.replaceAlias(c, want); err != nil {
 		return failed, fmt.Errorf("put nexthops back into %s: %w", want, err)
 	}
@@ -314,7 +348,7 @@ func position(peers []*Route, r *Route, cur []*Route) int {
 // come back exactly as they were); hops unknown to orig go last. A
 // single-path cur has no weight (the kernel drops it), so orig's counts.
 func mergeHops(orig, cur, add []Hop, curMultipath bool) []Hop {
-	var out []Hop
+	out := make([]Hop, 0, len(cur)+len(add)) // every hop comes from one of them
 	for _, h := range orig {
 		if i := slices.IndexFunc(cur, h.same); i >= 0 {
 			if curMultipath {
@@ -325,9 +359,11 @@ func mergeHops(orig, cur, add []Hop, curMultipath bool) []Hop {
 			out = append(out, h)
 		}
 	}
-	for _, h := range slices.Concat(cur, add) {
-		if !hasHop(out, h) {
-			out = append(out, h)
+	for _, hs := range [][]Hop{cur, add} {
+		for _, h := range hs {
+			if !hasHop(out, h) {
+				out = append(out, h)
+			}
 		}
 	}
 	return out
@@ -354,7 +390,7 @@ func (m *Manager) restorePlainNexthop(n, cur *Nexthop) (outcome, error) {
 
 // restoreNexthop puts a withdrawn nexthop object back, or a group's
 // withdrawn members back into it.
-func (m *Manager) restoreNexthop(e *nexthopEntry, id string, ix *index) (outcome, error) {
+func (m *Manager) restoreNexthop(e *nexthopEntry, id string, ix func() *index) (outcome, error) {
 	n := e.Nexthop
 	cur := m.cache.nexthop(n.ID)
 	if len(n.Group) == 0 {
@@ -376,7 +412,7 @@ func (m *Manager) restoreNexthop(e *nexthopEntry, id string, ix *index) (outcome
 		}
 	}
 	if cur == nil {
-		if len(e.Removed) > 0 && !e.Orphan && !ix.nexthopElsewhere(n.ID, id) {
+		if len(e.Removed) > 0 && !e.Orphan && !ix().nexthopElsewhere(n.ID, id) {
 			return skipped, nil // the group was deleted meanwhile
 		}
 		if len(ours) == 0 {

@@ -166,10 +166,17 @@ func (r *Route) clone() *Route {
 // withHops returns a copy of r using hops, in RTA_MULTIPATH form when
 // there are several of them or the original was multipath.
 func (r *Route) withHops(hops []Hop) *Route {
-	c := r.clone()
-	c.Hops = slices.Clone(hops)
+	return r.withOwnHops(slices.Clone(hops))
+}
+
+// withOwnHops is withHops for a slice of hops the caller just built and
+// hands over: the copy of a whole table's multipath routes at a
+// withdrawal or restore need not be made twice.
+func (r *Route) withOwnHops(hops []Hop) *Route {
+	c := *r
+	c.Hops = hops
 	c.Multipath = len(hops) > 1
-	return c
+	return &c
 }
 
 func hasHop(hops []Hop, h Hop) bool {

@@ -26,6 +26,7 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer tightGC(len(rents) + len(nents))()
 	m.renamed(ifindex, ifname)
 	id := linkID(ifname, ifindex)
 	ls, err := m.record(id, ifname, ifindex, rents, nents)
@@ -113,13 +114,14 @@ func (m *Manager) withdrawRoutes(rents []*routeEntry, drop entrySet, res *Result
 				errs = append(errs, err)
 			}
 		}
+		clear(batch) // no route kept alive by the spare capacity
 		batch, batched = batch[:0], batched[:0]
 	}
 	for _, e := range rents {
 		r := e.Route
 		c := RouteChange{Route: r, Delete: true}
 		if len(e.Removed) > 0 {
-			want := r.withHops(slices.DeleteFunc(slices.Clone(r.Hops), func(h Hop) bool { return hasHop(e.Removed, h) }))
+			want := r.withOwnHops(liveHops(r.Hops, e.Removed))
 			c = RouteChange{Route: want, Op: OpReplace}
 			if !m.replaceIsOne(r) {
 				flush()
@@ -130,9 +132,24 @@ func (m *Manager) withdrawRoutes(rents []*routeEntry, drop entrySet, res *Result
 			}
 		}
 		batch, batched = append(batch, c), append(batched, e)
+		if len(batch) >= applyBatch {
+			flush()
+		}
 	}
 	flush()
 	return errs
+}
+
+// liveHops is hops without removed, in a slice of its own size: the
+// cache keeps it for as long as the route is cut down.
+func liveHops(hops, removed []Hop) []Hop {
+	out := make([]Hop, 0, max(len(hops)-len(removed), 0))
+	for _, h := range hops {
+		if !hasHop(removed, h) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // withdrawn books the outcome of one withdrawal change.

@@ -14,10 +14,15 @@ import (
 // Conn is one rtnetlink request socket, bound to the network namespace
 // that was current when Dial ran. Requests on it take turns.
 type Conn struct {
-	mu     sync.Mutex // one request at a time on fd
-	fd     int
-	seq    uint32
-	buf    []byte // replies, reused under mu: one per request would be 64 KiB of garbage per route
+	mu  sync.Mutex // one request at a time on fd
+	fd  int
+	seq uint32
+	buf []byte // replies, reused under mu: one per request would be 64 KiB of garbage per route
+	// msgs and out are reused under mu too: a withdrawal of a whole table
+	// sends and acknowledges it in batches, and a new list of replies and
+	// a new datagram per batch were most of its garbage.
+	msgs   []syscall.NetlinkMessage
+	out    []byte
 	portid uint32
 }
 
@@ -145,7 +150,8 @@ func (c *Conn) Batch(types, flags []uint16, bodies [][]byte, errs []error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	first := c.seq + 1
-	var msg []byte
+	msg := c.out[:0]
+	defer func() { c.out = msg[:0] }()
 	for i, body := range bodies {
 		c.seq++
 		msg = appendHeader(msg, types[i], flags[i], c.seq, len(body))
@@ -197,19 +203,38 @@ func (c *Conn) receive() ([]syscall.NetlinkMessage, error) {
 		c.buf = make([]byte, 1<<16)
 	}
 	for {
-		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
+		// Read, not Recvfrom: the sender's address is not used, and
+		// Recvfrom allocates it for every datagram.
+		n, err := unix.Read(c.fd, c.buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("netlink receive: %w", err)
 		}
-		msgs, err := syscall.ParseNetlinkMessage(c.buf[:n])
+		msgs, err := parseMessages(c.msgs[:0], c.buf[:n])
+		c.msgs = msgs[:0]
 		if err != nil {
 			return nil, fmt.Errorf("parse netlink reply: %w", err)
 		}
 		return msgs, nil
 	}
+}
+
+// parseMessages appends b's messages to msgs, as syscall.ParseNetlinkMessage
+// returns them (their data slices of b), into a list the caller reuses.
+func parseMessages(msgs []syscall.NetlinkMessage, b []byte) ([]syscall.NetlinkMessage, error) {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		h := syscall.NlMsghdr{Len: binary.NativeEndian.Uint32(b), Type: binary.NativeEndian.Uint16(b[4:]),
+			Flags: binary.NativeEndian.Uint16(b[6:]), Seq: binary.NativeEndian.Uint32(b[8:]), Pid: binary.NativeEndian.Uint32(b[12:])}
+		l := int(h.Len)
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return msgs, syscall.EINVAL
+		}
+		msgs = append(msgs, syscall.NetlinkMessage{Header: h, Data: b[unix.NLMSG_HDRLEN:l]})
+		b = b[min((l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1), len(b)):]
+	}
+	return msgs, nil
 }
 
 // nlaTypeMask drops an attribute type's NLA_F_NESTED and NLA_F_NET_BYTEORDER flags.
