@@ -383,6 +383,38 @@ type peerNS struct {
 	h    *netlink.Handle
 }
 
+// addressBond gives the bond bondAddr and the peer, at peerMAC, as a
+// static neighbour: the stream never waits for ARP.
+func addressBond(t *testing.T, bond *bondDev, peerMAC net.HardwareAddr) {
+	t.Helper()
+	a, _ := netlink.ParseAddr(bondAddr.String())
+	if err := netlink.AddrAdd(mustLink(t, bond.Name), a); err != nil {
+		t.Fatalf("add %s to %s: %v", bondAddr, bond.Name, err)
+	}
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: bond.Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+		IP: net.IP(peerAddr.Addr().AsSlice()), HardwareAddr: peerMAC}); err != nil {
+		t.Fatalf("static neighbour %s on %s: %v", peerAddr.Addr(), bond.Name, err)
+	}
+}
+
+// newPeerNetns makes the named netns afresh, with IPv6 off: /proc/sys/net
+// follows the opening thread's netns, and a NIC takes "default" when it
+// arrives, so IPv6 stays off on it.
+func newPeerNetns(t *testing.T, name string) netns.NsHandle {
+	t.Helper()
+	netns.DeleteNamed(name)
+	ns, err := testkit.NewNamed(name, func() error {
+		for _, k := range []string{"all", "default"} {
+			os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
 // newPeer creates netns name, moves nic into it with addr, IPv6 off, and
 // brings lo and nic up. The NIC is moved back to the root netns (keeping
 // its name; deleting the netns would return it possibly renamed) and the
@@ -394,18 +426,7 @@ func newPeer(t *testing.T, name, nic string, addr netip.Prefix) *peerNS {
 		t.Fatalf("%s is enslaved; cannot move it to netns %s", nic, name)
 	}
 	setLinks(t, true, netdevOf(nic))
-	netns.DeleteNamed(name)
-	// /proc/sys/net follows the opening thread's netns. The NIC takes
-	// "default" when it arrives, so IPv6 stays off on it.
-	ns, err := testkit.NewNamed(name, func() error {
-		for _, k := range []string{"all", "default"} {
-			os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := newPeerNetns(t, name)
 	p := &peerNS{t: t, Name: name, NIC: nic, Addr: addr, ns: ns}
 	t.Cleanup(func() {
 		returnNICs(t, p.ns)
@@ -470,15 +491,7 @@ func newBondNet(t *testing.T, cfg bondConfig) *bondNet {
 	setAdmin(t, "eth3", false)
 	peer := newPeer(t, peerNSName, "eth2", peerAddr)
 	bond := newBond(t, cfg)
-	bl := mustLink(t, bond.Name)
-	a, _ := netlink.ParseAddr(bondAddr.String())
-	if err := netlink.AddrAdd(bl, a); err != nil {
-		t.Fatalf("add %s to %s: %v", bondAddr, bond.Name, err)
-	}
-	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: bond.Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
-		IP: net.IP(peerAddr.Addr().AsSlice()), HardwareAddr: peer.MAC}); err != nil {
-		t.Fatalf("static neighbour %s on %s: %v", peerAddr.Addr(), bond.Name, err)
-	}
+	addressBond(t, bond, peer.MAC)
 	pl, err := peer.h.LinkByName(peer.NIC)
 	if err != nil {
 		t.Fatal(err)

@@ -378,6 +378,24 @@ func isFastFailoverEnd(bond string) func(logRecord) bool {
 	}
 }
 
+// checkFastRecord checks a fast failover's end record for a cut from one
+// slave to another made at cutNs: one that redirected frames names them
+// and says by=fastpath, with the driver-to-first-redirect time. It
+// returns the driver's call (kernel_ns) and whether frames were redirected.
+func checkFastRecord(t *testing.T, rec logRecord, from, to string, cutNs int64) (deadNs int64, redirected bool) {
+	t.Helper()
+	if redirected = rec["msg"] == "bond fast failover"; redirected {
+		if rec["by"] != "fastpath" || rec["from"] != from || rec["to"] != to || rec["first_redirect_us"] == "" {
+			t.Errorf("fast failover log %v, want by=fastpath from=%s to=%s with first_redirect_us", rec, from, to)
+		}
+	}
+	deadNs, err := strconv.ParseInt(rec["kernel_ns"], 10, 64)
+	if err != nil || deadNs < cutNs {
+		t.Fatalf("fast path record %v: kernel_ns is not the driver's call after the cut (at %d)", rec, cutNs)
+	}
+	return deadNs, redirected
+}
+
 // TestBondFastPath: active-backup with miimon=100 and `linkbeat run`; QMP
 // cuts the active slave several times while a 1000 packets/s UDP stream
 // runs to the peer and a TCP connection carries data both ways. Each cut
@@ -462,15 +480,9 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string, runArgs ...s
 		rec := lb.waitLog(t, lm, 10*time.Second, "a fast failover record", isFastFailoverEnd(n.Bond.Name))
 		t.Logf("cut %d: %s -> %s; %s; IPv6 echo bond->peer %v, peer->bond %v; fast path: %v",
 			i+1, r.From, r.To, r.Outage, r.Ping6[0].Round(time.Millisecond), r.Ping6[1].Round(time.Millisecond), rec)
-		if rec["msg"] == "bond fast failover" {
+		deadNs, red := checkFastRecord(t, rec, r.From, r.To, r.CutNs)
+		if red {
 			redirected++
-			if rec["by"] != "fastpath" || rec["from"] != r.From || rec["to"] != r.To || rec["first_redirect_us"] == "" {
-				t.Errorf("fast failover log %v, want by=fastpath from=%s to=%s with first_redirect_us", rec, r.From, r.To)
-			}
-		}
-		deadNs, err := strconv.ParseInt(rec["kernel_ns"], 10, 64)
-		if err != nil || deadNs < r.CutNs {
-			t.Fatalf("fast path record %v: kernel_ns is not the driver's call after the cut (at %d)", rec, r.CutNs)
 		}
 		before, after := s.lostAround(r.mark, deadNs)
 		t.Logf("cut %d: %d lost before the driver's carrier call (%v after the cut), %d after it",
