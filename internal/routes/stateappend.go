@@ -21,16 +21,7 @@ func appendRouteEntry(b []byte, e *routeEntry) []byte {
 	}
 	b = append(b, `{"route":`...)
 	b = appendRoutePtr(b, e.Route)
-	if len(e.Removed) > 0 {
-		b = append(b, `,"removed":[`...)
-		for i := range e.Removed {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendHop(b, &e.Removed[i])
-		}
-		b = append(b, ']')
-	}
+	b = appendHopList(b, `,"removed":[`, e.Removed)
 	if e.Merge {
 		b = append(b, `,"merge":true`...)
 	}
@@ -81,16 +72,7 @@ func appendRoute(b []byte, r *Route) []byte {
 	if r.PrefSrc != (netip.Addr{}) {
 		b = appendAddr(append(b, `,"prefsrc":`...), r.PrefSrc)
 	}
-	if len(r.Hops) > 0 {
-		b = append(b, `,"hops":[`...)
-		for i := range r.Hops {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendHop(b, &r.Hops[i])
-		}
-		b = append(b, ']')
-	}
+	b = appendHopList(b, `,"hops":[`, r.Hops)
 	b = appendAttrs(b, r.Attrs)
 	return append(b, '}')
 }
@@ -163,4 +145,20 @@ func quoted(b []byte, n int) []byte {
 		}
 	}
 	return append(b, '"')
+}
+
+// appendHopList appends hops as a JSON list after key (which opens it),
+// nothing when there are none (omitempty).
+func appendHopList(b []byte, key string, hops []Hop) []byte {
+	if len(hops) == 0 {
+		return b
+	}
+	b = append(b, key...)
+	for i := range hops {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendHop(b, &hops[i])
+	}
+	return append(b, ']')
 }
