@@ -272,6 +272,28 @@ func TestCablesXorFastPath(t *testing.T) {
 	cablesCuts(t, xorConfig())
 }
 
+// nextStreamCable waits for linkwatch to be quiet and returns the slave
+// whose cable carries the stream, at a random point of the miimon tick.
+func (n *bondNet) nextStreamCable(t *testing.T) string {
+	t.Helper()
+	time.Sleep(linkwatchQuiet)
+	from := streamSlave(t, n.Bond)
+	n.randomPhase()
+	return from
+}
+
+// cutUnderRTNL cuts from's cable with RTNL kept busy until both streams
+// have resumed; rmark is the reverse stream's mark before the cut.
+func (n *bondNet) cutUnderRTNL(t *testing.T, s, rs *stream, from string) (r cableCut, rmark int) {
+	t.Helper()
+	rmark = rs.Mark()
+	busy := holdRTNL(t)
+	r = n.cutCable(t, s, from)
+	rs.waitResumed(r.CutDoneNs, resumePackets, switchTimeout)
+	busy()
+	return r, rmark
+}
+
 // holdRTNL keeps RTNL busy until the returned func is called: a link
 // created and deleted in a loop (unregistering waits for RCU under RTNL),
 // as on a host whose RTNL is contended. Linkwatch runs the bond's
@@ -321,14 +343,8 @@ func cablesCuts(t *testing.T, cfg bondConfig) {
 	const cuts, maxCuts = 4, 10
 	var alone []uint64
 	for i := range cuts {
-		time.Sleep(linkwatchQuiet)
-		from := streamSlave(t, n.Bond)
-		n.randomPhase()
-		rmark := rs.Mark()
-		busy := holdRTNL(t)
-		r := n.cutCable(t, s, from)
-		rs.waitResumed(r.CutDoneNs, resumePackets, switchTimeout)
-		busy()
+		from := n.nextStreamCable(t)
+		r, rmark := n.cutUnderRTNL(t, s, rs, from)
 		alone = append(alone, r.Outage.Lost)
 		t.Logf("bond alone, cut %d of %s's cable: %s; peer to bond: %s", i+1, from, r.Outage, rs.Outage(rmark))
 		n.restoreCable(t, from)
@@ -341,15 +357,9 @@ func cablesCuts(t *testing.T, cfg bondConfig) {
 	var lost, afters []uint64
 	redirected := 0
 	for i := 0; i < cuts || (redirected == 0 && i < maxCuts); i++ {
-		time.Sleep(linkwatchQuiet)
-		from := streamSlave(t, n.Bond)
-		n.randomPhase()
+		from := n.nextStreamCable(t)
 		lm := lb.logMark()
-		rmark := rs.Mark()
-		busy := holdRTNL(t)
-		r := n.cutCable(t, s, from)
-		rs.waitResumed(r.CutDoneNs, resumePackets, switchTimeout)
-		busy()
+		r, rmark := n.cutUnderRTNL(t, s, rs, from)
 		lost = append(lost, r.Outage.Lost)
 		rec := lb.waitLog(t, lm, 10*time.Second, "a fast failover record", isFastFailoverEnd(n.Bond.Name))
 		deadNs, red := checkFastRecord(t, rec, r.From, r.To, r.CutNs)
