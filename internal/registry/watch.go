@@ -16,29 +16,23 @@ var ErrOverflow = errors.New("rtnetlink receive buffer overflowed (ENOBUFS)")
 
 // Watcher receives RTNLGRP_LINK notices.
 type Watcher struct {
-	sock *nl.NetlinkSocket
+	l *rtnl.Listener
 }
 
 // Watch subscribes to link notices in the caller's network namespace.
 // rcvbuf sets SO_RCVBUF when positive (tests shrink it to force ENOBUFS).
 func Watch(rcvbuf int) (*Watcher, error) {
-	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK)
+	l, err := rtnl.Listen(rcvbuf, unix.RTNLGRP_LINK)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to rtnetlink link notices: %w", err)
 	}
-	if rcvbuf > 0 {
-		if err := s.SetReceiveBufferSize(rcvbuf, false); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("set netlink receive buffer: %w", err)
-		}
-	}
-	return &Watcher{sock: s}, nil
+	return &Watcher{l: l}, nil
 }
 
 // Receive blocks for the next batch of notices. After Close it returns an
-// error wrapping unix.EBADF or os.ErrClosed.
+// error wrapping os.ErrClosed.
 func (w *Watcher) Receive() ([]Update, error) {
-	msgs, _, err := w.sock.Receive()
+	msgs, err := w.l.Receive()
 	if err != nil {
 		if errors.Is(err, unix.ENOBUFS) {
 			return nil, ErrOverflow
@@ -60,7 +54,7 @@ func (w *Watcher) Receive() ([]Update, error) {
 }
 
 // Close unblocks Receive.
-func (w *Watcher) Close() { w.sock.Close() }
+func (w *Watcher) Close() { w.l.Close() }
 
 // Dump lists every link of the caller's network namespace. A dump the
 // kernel interrupts because the table changed meanwhile is done again
