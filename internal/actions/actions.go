@@ -241,7 +241,12 @@ func (a *Actions) apply(ds []policy.Decision) {
 
 func (a *Actions) carryOut(d policy.Decision) {
 	s := a.cfg().For(d.Ifname)
-	log := a.log.With("ifname", d.Ifname, "ifindex", d.Ifindex, "reason", d.Reason)
+	// The link's attributes are added when a line is written, not with a
+	// logger of its own made before the routes change.
+	attrs := []any{"ifname", d.Ifname, "ifindex", d.Ifindex, "reason", d.Reason}
+	log := func(level slog.Level, msg string, args ...any) {
+		a.log.Log(context.Background(), level, msg, append(attrs, args...)...)
+	}
 	state := "down"
 	if d.Up {
 		state = "up"
@@ -257,17 +262,17 @@ func (a *Actions) carryOut(d policy.Decision) {
 		res, err := a.route(op, d.Ifindex, d.Ifname)
 		n = res.Withdrawn + res.Restored
 		if err != nil {
-			log.Error("route change failed", "state", state, "err", err)
+			log(slog.LevelError, "route change failed", "state", state, "err", err)
 		}
 		if res.NoCarrier {
-			log.Info("carrier gone again: routes stay withdrawn")
+			log(slog.LevelInfo, "carrier gone again: routes stay withdrawn")
 		}
 	}
 	var latency time.Duration
 	if d.Event.Time > 0 && a.mono != nil {
 		latency = a.mono() - d.Event.Time
 	}
-	log.Info("link "+state, "routes", n, "source", d.Event.Source, "latency", latency)
+	log(slog.LevelInfo, "link "+state, "routes", n, "source", d.Event.Source, "latency", latency)
 	if a.obs != nil {
 		a.obs.Reaction(d, latency)
 	}

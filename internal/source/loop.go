@@ -339,20 +339,24 @@ func Bonds(t *registry.Table) []BondMembers {
 // linkChanged keeps the TC attachments and the tracker in step with the
 // interfaces: new ones, deleted ones, renamed ones.
 func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
-	log := l.d.log.With("ifname", c.Link.Name, "ifindex", c.Link.Index)
+	// Not a logger With the link: that formats its attributes on every
+	// change, a carrier loss included, and most changes log nothing.
+	log := func(msg string, args ...any) {
+		l.d.log.Info(msg, append([]any{"ifname", c.Link.Name, "ifindex", c.Link.Index}, args...)...)
+	}
 	now, was := l.monitored(c.Link), c.Kind == registry.Updated && l.monitored(c.Old)
 	switch c.Kind {
 	case registry.Removed:
 		l.tracker.Forget(c.Link.Index)
 		l.detach(c.Link, true)
 		if l.monitored(c.Link) {
-			log.Info("interface removed")
+			log("interface removed")
 			l.tellLink(ctx, c)
 		}
 		return
 	case registry.Updated:
 		if c.Renamed() {
-			log.Info("interface renamed", "old", c.Old.Name)
+			log("interface renamed", "old", c.Old.Name)
 			if was {
 				l.d.observeRenamed(c, now)
 			}
@@ -360,7 +364,7 @@ func (l *loop) linkChanged(ctx context.Context, c registry.Change) {
 	}
 	switch {
 	case now && (c.Kind == registry.Added || !was):
-		log.Info("interface added", "kind", c.Link.Kind, "carrier", c.Link.Carrier)
+		log("interface added", "kind", c.Link.Kind, "carrier", c.Link.Carrier)
 		l.attach(c.Link)
 		l.tellLink(ctx, registry.Change{Kind: registry.Added, Link: c.Link})
 	case !now && was:
