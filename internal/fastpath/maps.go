@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -47,6 +48,34 @@ type Stats = gen.FastpathFpStats
 // Objects are the fast path's maps and TC programs, loaded.
 type Objects struct {
 	gen.FastpathObjects
+	// slaves holds every ifindex fp_slaves may have an entry for, so that
+	// the carrier change of a link that is no slave (most of them) costs
+	// no map lookup: that lookup is a system call on the caller's
+	// goroutine, the source's, ahead of the routes' reaction.
+	slavesMu sync.Mutex
+	slaves   map[uint32]struct{}
+}
+
+// maySlave says whether fp_slaves may hold idx. It is added before the
+// entry is written and removed after it is deleted, so a false is sure.
+func (o *Objects) maySlave(idx int) bool {
+	o.slavesMu.Lock()
+	defer o.slavesMu.Unlock()
+	_, ok := o.slaves[uint32(idx)]
+	return ok
+}
+
+func (o *Objects) knowSlave(idx int, known bool) {
+	o.slavesMu.Lock()
+	defer o.slavesMu.Unlock()
+	if o.slaves == nil {
+		o.slaves = map[uint32]struct{}{}
+	}
+	if known {
+		o.slaves[uint32(idx)] = struct{}{}
+	} else {
+		delete(o.slaves, uint32(idx))
+	}
 }
 
 // Load creates the maps and loads the TC programs. The maps are fresh: a
@@ -151,6 +180,7 @@ func (o *Objects) SetSlave(idx, bondIdx int, carrier bool) error {
 		return nil
 	}
 	v := gen.FastpathFpSlave{Bond: uint32(bondIdx), Carrier: b2u(carrier)}
+	o.knowSlave(idx, true)
 	if err := o.FpSlaves.Put(uint32(idx), v); err != nil {
 		return fmt.Errorf("write fast path slave %d: %w", idx, err)
 	}
@@ -159,6 +189,9 @@ func (o *Objects) SetSlave(idx, bondIdx int, carrier bool) error {
 
 // setCarrier is the netlink-only path's carrier mark.
 func (o *Objects) setCarrier(idx int, up bool) (bondIdx int, ok bool) {
+	if !o.maySlave(idx) {
+		return 0, false
+	}
 	var cur gen.FastpathFpSlave
 	if err := o.FpSlaves.Lookup(uint32(idx), &cur); err != nil {
 		return 0, false
@@ -245,7 +278,9 @@ func (o *Objects) removeBond(bondIdx int, slaves []int) {
 func (o *Objects) removeSlave(idx, bondIdx int) {
 	var cur gen.FastpathFpSlave
 	if o.FpSlaves.Lookup(uint32(idx), &cur) == nil && cur.Bond == uint32(bondIdx) {
-		_ = o.FpSlaves.Delete(uint32(idx))
+		if o.FpSlaves.Delete(uint32(idx)) == nil {
+			o.knowSlave(idx, false)
+		}
 	}
 }
 
@@ -262,6 +297,9 @@ func (o *Objects) clear() {
 			_ = m.Delete(k)
 		}
 	}
+	o.slavesMu.Lock()
+	clear(o.slaves)
+	o.slavesMu.Unlock()
 }
 
 // SlaveStats reads the per-slave redirect counters.
