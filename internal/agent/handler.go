@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"runtime"
 	"sync/atomic"
 
 	"github.com/linkbeat/linkbeat/internal/actions"
@@ -48,6 +49,12 @@ func (p *pipeline) carrier(_ context.Context, ev source.Event) {
 		return
 	}
 	p.enqueue(actions.Input{Kind: actions.Carrier, Event: ev.Event, Bond: ev.Bond, Slave: ev.Slave})
+	// The actions goroutine was just made ready on this thread; yield to
+	// it so the routes change before the source records the change in
+	// its pinned map and metrics. Without this the actions waited for the
+	// loop to finish and park, or for another thread to steal them: tens
+	// of microseconds of every carrier loss.
+	runtime.Gosched()
 }
 
 // link takes a monitored link's first sight, its removal, and its leaving
