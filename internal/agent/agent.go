@@ -124,6 +124,11 @@ func (a *Agent) open() (err error) {
 	if a.routes, err = routes.New(routes.Config{StateDir: cfg.StateDir, Log: a.log}, routes.NewKernel()); err != nil {
 		return err
 	}
+	a.onClose(func() {
+		if err := a.routes.Close(); err != nil {
+			a.log.Warn("closing the route record", "err", err)
+		}
+	})
 	if a.bk, err = bond.NewKernel(); err != nil {
 		return err
 	}

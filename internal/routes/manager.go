@@ -50,8 +50,9 @@ type Manager struct {
 	log   *slog.Logger
 	cache *cache
 
-	mu sync.Mutex // guards st
+	mu sync.Mutex // guards st and j
 	st *state
+	j  *journal // nil: every record is a snapshot
 }
 
 // New loads the state left by a previous run.
@@ -62,11 +63,74 @@ func New(cfg Config, k Kernel) (*Manager, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	st, err := loadState(cfg.StateDir)
+	st, jl, err := loadRecord(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{cfg: cfg, k: k, log: cfg.Log, cache: newCache(), st: st}, nil
+	m := &Manager{cfg: cfg, k: k, log: cfg.Log, cache: newCache(), st: st}
+	if jl.skipped > 0 {
+		m.log.Warn("skipped route journal entries cut short: an earlier run died writing them, before their deletes", "entries", jl.skipped)
+	}
+	if m.j, err = openJournal(cfg.StateDir, st.Seq); err != nil {
+		m.j = nil
+		m.log.Warn("no route journal: each withdrawal writes the whole record first, which is slower", "err", err)
+	}
+	if jl.applied > 0 || (m.j != nil && m.j.used) {
+		// Fold an earlier run's entries into a snapshot now.
+		if err := m.save(); err != nil {
+			m.log.Warn("cannot fold the route journal into the record", "err", err)
+		}
+	}
+	return m, nil
+}
+
+// save writes the whole record, then empties the journal it now holds;
+// m.mu must be held (or m not yet shared).
+func (m *Manager) save() error {
+	if m.j != nil {
+		m.st.Seq = m.j.seq
+	}
+	if err := m.st.save(m.cfg.StateDir); err != nil {
+		return err
+	}
+	if m.j != nil {
+		if err := m.j.empty(); err != nil {
+			// Harmless: the snapshot holds its entries, so loading skips them.
+			m.log.Warn("cannot empty the route journal", "err", err)
+		}
+	}
+	return nil
+}
+
+// saveLink records link id before its withdrawal: a journal entry, or the
+// whole record when there is no journal; m.mu must be held.
+func (m *Manager) saveLink(id string, ls *linkState) error {
+	if m.j == nil {
+		return m.save()
+	}
+	if err := m.j.append(id, ls); err != nil {
+		m.log.Warn("route journal write failed; writing the whole record instead", "err", err)
+		return m.save()
+	}
+	return nil
+}
+
+// Close folds the journal into the record and removes it, so that only
+// the snapshot is left. Changes after it write the whole record.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.j == nil {
+		return nil
+	}
+	if m.j.used {
+		if err := m.save(); err != nil {
+			return err // the journal stays: it holds what the record lacks
+		}
+	}
+	err := m.j.close()
+	m.j = nil
+	return err
 }
 
 // WithdrawnLinks names, by ifindex, the links with something withdrawn.

@@ -3,8 +3,6 @@ package routes
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -69,8 +67,8 @@ func TestSinglePathWithdrawRestore(t *testing.T) {
 	if got := m.Withdrawn()["eth0"]; got != 3 {
 		t.Errorf("Withdrawn()[eth0] = %d, want 3", got)
 	}
-	if _, err := os.Stat(filepath.Join(dir, stateFile)); err != nil {
-		t.Fatalf("no state file: %v", err)
+	if st, err := loadState(dir); err != nil || st.Links[linkID("eth0", 2)].count() != 3 {
+		t.Fatalf("record after the withdrawal: %v, %v; want eth0's 3 routes", st, err)
 	}
 
 	f.setCarrier(2, true)

@@ -216,7 +216,7 @@ func (m *Manager) restore(id string, anyway bool) (Result, error) {
 	if ls.count() == 0 {
 		delete(m.st.Links, id)
 	}
-	if err := m.st.save(m.cfg.StateDir); err != nil {
+	if err := m.save(); err != nil {
 		errs = append(errs, err)
 	}
 	m.log.Info("routes restored", "link", ls.Ifname, "ifindex", ls.Ifindex, "restored", res.Restored,

@@ -20,8 +20,10 @@ const (
 
 // state is what linkbeat withdrew and has not restored yet, per link.
 type state struct {
-	Version int                   `json:"version"`
-	Links   map[string]*linkState `json:"links"` // by linkID
+	Version int `json:"version"`
+	// Seq is the last journal entry this snapshot holds (journal.go).
+	Seq   uint64                `json:"seq,omitempty"`
+	Links map[string]*linkState `json:"links"` // by linkID
 }
 
 type linkState struct {
@@ -73,22 +75,47 @@ func linkID(ifname string, ifindex int) string { return ifname + "#" + strconv.I
 
 func (l *linkState) count() int { return len(l.Routes) + len(l.Nexthops) }
 
+// stateOptions: only root reads what the routes were.
+var stateOptions = statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Compact: true}
+
 func loadState(dir string) (*state, error) {
+	st, _, err := loadRecord(dir)
+	return st, err
+}
+
+// journalLoad is what loading found in the journal.
+type journalLoad struct {
+	applied, skipped int
+}
+
+// loadRecord reads the snapshot and applies the journal entries it does
+// not hold yet. The journal is read first (journal.go).
+func loadRecord(dir string) (*state, journalLoad, error) {
+	var jl journalLoad
+	entries, skipped, err := readJournal(dir)
+	if err != nil {
+		return nil, jl, err
+	}
+	jl.skipped = skipped
 	st := &state{Version: stateVersion, Links: map[string]*linkState{}}
 	found, err := statefile.Read(dir, stateFile, st)
 	if err != nil {
-		return nil, fmt.Errorf("route state: %w", err)
+		return nil, jl, fmt.Errorf("route state: %w", err)
 	}
-	if !found {
-		return st, nil
-	}
-	if st.Version != stateVersion {
-		return nil, fmt.Errorf("route state %s: version %d, this linkbeat reads %d", filepath.Join(dir, stateFile), st.Version, stateVersion)
+	if found && st.Version != stateVersion {
+		return nil, jl, fmt.Errorf("route state %s: version %d, this linkbeat reads %d", filepath.Join(dir, stateFile), st.Version, stateVersion)
 	}
 	if st.Links == nil {
 		st.Links = map[string]*linkState{}
 	}
-	return st, nil
+	for _, e := range entries {
+		if e.Seq <= st.Seq {
+			continue
+		}
+		st.Links[e.ID], st.Seq = e.Link, e.Seq
+		jl.applied++
+	}
+	return st, jl, nil
 }
 
 // save writes the state atomically: a temporary file renamed over the old
@@ -104,8 +131,7 @@ func loadState(dir string) (*state, error) {
 // re-add routes the boot's own configuration manages. That is also why
 // the state directory is on /run (tmpfs) by default.
 func (st *state) save(dir string) error {
-	o := statefile.Options{DirPerm: 0o700, FilePerm: 0o600, Compact: true}
-	if err := statefile.WriteFunc(dir, stateFile, st.encode, o); err != nil {
+	if err := statefile.WriteFunc(dir, stateFile, st.encode, stateOptions); err != nil {
 		return fmt.Errorf("route state: %w", err)
 	}
 	return nil
@@ -116,31 +142,40 @@ func (st *state) save(dir string) error {
 // of it) was the daemon's largest allocation.
 func (st *state) encode(w io.Writer) error {
 	ew := &errWriter{w: w}
-	ew.printf(`{"version":%d,"links":{`, st.Version)
+	b := strconv.AppendInt([]byte(`{"version":`), int64(st.Version), 10)
+	if st.Seq != 0 {
+		b = strconv.AppendUint(append(b, `,"seq":`...), st.Seq, 10)
+	}
+	ew.write(append(b, `,"links":{`...))
 	for i, id := range slices.Sorted(maps.Keys(st.Links)) {
-		ls := st.Links[id]
+		b = b[:0]
 		if i > 0 {
-			ew.write([]byte{','})
+			b = append(b, ',')
 		}
-		ew.marshal(id)
-		ew.write([]byte{':'})
-		head, err := json.Marshal(linkHead{ls.Ifname, ls.Ifindex, ls.Since})
-		if err != nil {
-			return err
-		}
-		ew.write(head[:len(head)-1]) // without its closing brace
-		if len(ls.Routes) > 0 {
-			ew.write([]byte(`,"routes":`))
-			encodeRoutes(ew, ls.Routes)
-		}
-		if len(ls.Nexthops) > 0 {
-			ew.write([]byte(`,"nexthops":`))
-			encodeList(ew, ls.Nexthops)
-		}
-		ew.write([]byte{'}'})
+		ew.write(append(appendString(b, id), ':'))
+		encodeLink(ew, st.Links[id])
 	}
 	ew.write([]byte("}}"))
 	return ew.err
+}
+
+// encodeLink writes one link's record as json.Marshal would.
+func encodeLink(ew *errWriter, ls *linkState) {
+	head, err := appendLinkHead(nil, ls)
+	if err != nil {
+		ew.fail(err)
+		return
+	}
+	ew.write(head)
+	if len(ls.Routes) > 0 {
+		ew.write([]byte(`,"routes":`))
+		encodeRoutes(ew, ls.Routes)
+	}
+	if len(ls.Nexthops) > 0 {
+		ew.write([]byte(`,"nexthops":`))
+		encodeList(ew, ls.Nexthops)
+	}
+	ew.write([]byte{'}'})
 }
 
 // linkHead is linkState's fields before its lists, in its order.
@@ -183,15 +218,15 @@ type errWriter struct {
 	err error
 }
 
-func (ew *errWriter) write(b []byte) {
+func (ew *errWriter) fail(err error) {
 	if ew.err == nil {
-		_, ew.err = ew.w.Write(b)
+		ew.err = err
 	}
 }
 
-func (ew *errWriter) printf(format string, args ...any) {
+func (ew *errWriter) write(b []byte) {
 	if ew.err == nil {
-		_, ew.err = fmt.Fprintf(ew.w, format, args...)
+		_, ew.err = ew.w.Write(b)
 	}
 }
 

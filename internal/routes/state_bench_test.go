@@ -36,8 +36,9 @@ func BenchmarkSaveOnReactionPath(b *testing.B) {
 	}
 }
 
-// BenchmarkRecordOnTmpfs is state.save as LinkDown calls it, in a state
-// directory on tmpfs (/dev/shm) as deployed on /run; encode alone beside it.
+// BenchmarkRecordOnTmpfs is the journal entry LinkDown appends, and the
+// whole snapshot the other changes write, in a state directory on tmpfs
+// (/dev/shm) as deployed on /run; encode alone beside them.
 // Run: go test -run '^$' -bench RecordOnTmpfs ./internal/routes/
 func BenchmarkRecordOnTmpfs(b *testing.B) {
 	st := &state{Version: stateVersion, Links: map[string]*linkState{
@@ -56,6 +57,27 @@ func BenchmarkRecordOnTmpfs(b *testing.B) {
 		for b.Loop() {
 			if err := st.save(dir); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("journal", func(b *testing.B) {
+		dir, err := os.MkdirTemp("/dev/shm", "lbbench")
+		if err != nil {
+			b.Skip("no /dev/shm")
+		}
+		defer os.RemoveAll(dir)
+		j, err := openJournal(dir, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer j.close()
+		ls := st.Links[linkID("eth0", 2)]
+		for b.Loop() {
+			if err := j.append(linkID("eth0", 2), ls); err != nil {
+				b.Fatal(err)
+			}
+			if j.seq%1024 == 0 {
+				j.empty()
 			}
 		}
 	})

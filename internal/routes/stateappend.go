@@ -3,8 +3,10 @@ package routes
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 )
 
 // The record is written on the reaction path, before the deletes. Encoding
@@ -13,6 +15,24 @@ import (
 // part of the record's write. These appenders write the same bytes
 // (TestRouteEntryAppendIsMarshal, FuzzRouteEntryAppendIsMarshal) with a
 // small fraction of the code and allocations.
+
+// appendLinkHead appends the opening of a link's record, the fields
+// before its lists, as json.Marshal would write linkHead (without its
+// closing brace). Like json.Marshal, it fails on a year outside 0-9999.
+func appendLinkHead(b []byte, ls *linkState) ([]byte, error) {
+	if y := ls.Since.Year(); y < 0 || y > 9999 {
+		return b, fmt.Errorf("record of %s: since %v: year outside of range [0,9999]", ls.Ifname, ls.Since)
+	}
+	b = append(appendString(append(b, `{"ifname":`...), ls.Ifname), `,"ifindex":`...)
+	b = append(strconv.AppendInt(b, int64(ls.Ifindex), 10), `,"since":`...)
+	return append(ls.Since.AppendFormat(append(b, '"'), time.RFC3339Nano), '"'), nil
+}
+
+// appendString appends s as a JSON string, as json.Marshal would.
+func appendString(b []byte, s string) []byte {
+	n := len(b)
+	return quoted(append(append(b, '"'), s...), n)
+}
 
 // appendRouteEntry appends e as json.Marshal would.
 func appendRouteEntry(b []byte, e *routeEntry) []byte {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,4 +60,21 @@ func FuzzRouteEntryAppendIsMarshal(f *testing.F) {
 		}
 		checkAppendIsMarshal(t, e)
 	})
+}
+
+// The record's link heads are appended by hand too: the same bytes as
+// json.Marshal of linkHead, odd names included.
+func TestLinkHeadAppendIsMarshal(t *testing.T) {
+	since := time.Date(2026, 12, 6, 6, 30, 1, 123456789, time.UTC)
+	for _, name := range []string{"eth0", "a<b>&\"c\\", "é\x01", "bad\xff"} {
+		ls := &linkState{Ifname: name, Ifindex: 7, Since: since}
+		want, _ := json.Marshal(linkHead{ls.Ifname, ls.Ifindex, ls.Since})
+		got, err := appendLinkHead(nil, ls)
+		if err != nil || !bytes.Equal(got, want[:len(want)-1]) {
+			t.Errorf("%q: appendLinkHead wrote\n%s (%v)\njson.Marshal\n%s", name, got, err, want)
+		}
+	}
+	if _, err := appendLinkHead(nil, &linkState{Since: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
+		t.Error("appendLinkHead took year 10000, which json.Marshal refuses")
+	}
 }

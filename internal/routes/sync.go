@@ -115,7 +115,7 @@ func (m *Manager) Forget(ifindex int) error {
 	if !forgot {
 		return nil
 	}
-	return m.st.save(m.cfg.StateDir)
+	return m.save()
 }
 
 // orphan marks the partial entries of other links that relied on gone's
@@ -167,7 +167,7 @@ func (m *Manager) renamed(ifindex int, ifname string) {
 	}
 	if moved {
 		// Under the old name, a restart would take them for a gone link's.
-		if err := m.st.save(m.cfg.StateDir); err != nil {
+		if err := m.save(); err != nil {
 			m.log.Error("saving withdrawn routes under a new link name", "link", ifname, "err", err)
 		}
 	}
@@ -213,7 +213,7 @@ func (m *Manager) Reconcile(carrier map[int]bool) error {
 		}
 	}
 	if forgot {
-		if err := m.st.save(m.cfg.StateDir); err != nil {
+		if err := m.save(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -43,7 +43,7 @@ func (m *Manager) LinkDown(ifindex int, ifname string) (Result, error) {
 		if ls.count() == 0 {
 			delete(m.st.Links, id)
 		}
-		if err := m.st.save(m.cfg.StateDir); err != nil {
+		if err := m.save(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -87,7 +87,7 @@ func (m *Manager) record(id, ifname string, ifindex int, rents []*routeEntry, ne
 	}
 	ls.Routes, ls.Nexthops = supersede(ls.Routes, rents), supersedeNH(ls.Nexthops, nents)
 	m.st.Links[id] = ls
-	if err := m.st.save(m.cfg.StateDir); err != nil {
+	if err := m.saveLink(id, ls); err != nil {
 		if prev == nil {
 			delete(m.st.Links, id)
 		} else {
