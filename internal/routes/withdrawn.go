@@ -1,7 +1,9 @@
 package routes
 
 import (
+	"bytes"
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -40,4 +42,19 @@ func ReadWithdrawn(dir string) ([]WithdrawnLink, error) {
 	}
 	slices.SortFunc(out, func(a, b WithdrawnLink) int { return cmp.Compare(a.Ifname, b.Ifname) })
 	return out, nil
+}
+
+// ReadRecord returns the record in dir as one routes.json document with
+// the journal folded in: what a restart would load. Tests and debugging
+// read it instead of the two files.
+func ReadRecord(dir string) ([]byte, error) {
+	st, err := loadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := st.encode(&b); err != nil {
+		return nil, fmt.Errorf("route state: %w", err)
+	}
+	return b.Bytes(), nil
 }

@@ -4,23 +4,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/linkbeat/linkbeat/internal/routes"
 )
 
 // withdrawnInState lists "dst table" of every route the state file holds,
 // tables by number as the kernel numbers them.
 func withdrawnInState(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "routes.json"))
-	if os.IsNotExist(err) {
-		return nil
-	}
+	b, err := routes.ReadRecord(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +32,7 @@ func withdrawnInState(t *testing.T, dir string) []string {
 		} `json:"links"`
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatalf("routes.json (written atomically, so never torn): %v\n%s", err, b)
+		t.Fatalf("route record (never torn): %v\n%s", err, b)
 	}
 	var out []string
 	for _, l := range st.Links {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkbeat/linkbeat/internal/routes"
+
 	"github.com/cilium/ebpf/link"
 )
 
@@ -98,10 +100,7 @@ func checkPins(t *testing.T, ns netns, dir string, live ...string) error {
 // stateLinks lists the links (name#ifindex) the routes state file holds.
 func stateLinks(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "routes.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	b, err := routes.ReadRecord(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +108,7 @@ func stateLinks(t *testing.T, dir string) []string {
 		Links map[string]any `json:"links"`
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatalf("routes.json: %v\n%s", err, b)
+		t.Fatalf("route record: %v\n%s", err, b)
 	}
 	var out []string
 	for id := range st.Links {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkbeat/linkbeat/internal/routes"
+
 	"github.com/linkbeat/linkbeat/internal/pathmon"
 )
 
@@ -251,8 +253,13 @@ func TestUnitCapabilitiesSuffice(t *testing.T) {
 	tp.sw.ip(t, "link", "set", "sw1", "down")
 	waitFor(t, "eth1's routes to be withdrawn", func() bool { return routeShow(t, tp.srv) == seedUnrelated })
 	var sb syscall.Stat_t
-	if err := syscall.Stat(filepath.Join(fs.state, "routes.json"), &sb); err != nil || sb.Uid != serviceUID {
-		t.Errorf("state file: %v, owner %d", err, sb.Uid)
+	// The record of a withdrawal is an entry in the journal the daemon
+	// opened at start.
+	if err := syscall.Stat(filepath.Join(fs.state, "routes.journal"), &sb); err != nil || sb.Uid != serviceUID {
+		t.Errorf("route journal: %v, owner %d", err, sb.Uid)
+	}
+	if b, err := routes.ReadRecord(fs.state); err != nil || !strings.Contains(string(b), `"eth1#`) {
+		t.Errorf("route record: %v, %s; want eth1's withdrawal", err, b)
 	}
 	waitFor(t, "the metrics to show eth1 down", func() bool {
 		v, ok := sample(t, tp.srv.scrape(t, defaultMetrics), `linkbeat_interface_carrier{interface="eth1"}`)

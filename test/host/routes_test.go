@@ -3,8 +3,6 @@ package host
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -266,7 +264,7 @@ func TestRoutesWithdrawRestore(t *testing.T) {
 	}
 	t.Logf("withdraw: %+v", res)
 	tp.assertWithdrawn(t)
-	st, err := os.ReadFile(filepath.Join(tp.stateDir, "routes.json"))
+	st, err := routes.ReadRecord(tp.stateDir)
 	if err != nil || !strings.Contains(string(st), `"x#`) {
 		t.Fatalf("state file after withdraw: %v\n%s", err, st)
 	}

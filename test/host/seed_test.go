@@ -2,10 +2,11 @@ package host
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/linkbeat/linkbeat/internal/routes"
 
 	"github.com/linkbeat/linkbeat/test/testkit"
 )
@@ -101,7 +102,7 @@ func TestSeedScenarioSurvivesSIGKILLWhileDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-d.done
-	if b, err := os.ReadFile(state + "/routes.json"); err != nil || !strings.Contains(string(b), "3.3.0.0") {
+	if b, err := routes.ReadRecord(state); err != nil || !strings.Contains(string(b), "3.3.0.0") {
 		t.Fatalf("state file after SIGKILL: %v %s", err, b)
 	}
 
