@@ -12,6 +12,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/linkbeat/linkbeat/internal/statefile"
 )
 
 // The record of what is withdrawn is a snapshot (routes.json), written
@@ -61,13 +63,13 @@ func openJournal(dir string, seq uint64) (*journal, error) {
 	}
 	var st unix.Stat_t
 	used := unix.Fstat(fd, &st) != nil || st.Size > 0
-	return &journal{path: path, fd: fd, seq: seq, used: used, w: bufio.NewWriterSize(fdWriter(fd), 64<<10)}, nil
+	return &journal{path: path, fd: fd, seq: seq, used: used, w: bufio.NewWriterSize(statefile.FDWriter(fd), 64<<10)}, nil
 }
 
 // append adds id's record. The caller saves a snapshot instead when it
 // fails.
 func (j *journal) append(id string, ls *linkState) error {
-	j.w.Reset(fdWriter(j.fd))
+	j.w.Reset(statefile.FDWriter(j.fd))
 	ew := &errWriter{w: j.w}
 	b := strconv.AppendUint([]byte("\n{\"seq\":"), j.seq+1, 10)
 	ew.write(append(appendString(append(b, `,"id":`...), id), `,"link":`...))
@@ -128,22 +130,4 @@ func readJournal(dir string) (entries []journalEntry, skipped int, err error) {
 		entries = append(entries, e)
 	}
 	return entries, skipped, nil
-}
-
-// fdWriter writes to a file descriptor, all of p or an error.
-type fdWriter int
-
-func (fd fdWriter) Write(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		m, err := unix.Write(int(fd), p[n:])
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return n, err
-		}
-		n += m
-	}
-	return n, nil
 }

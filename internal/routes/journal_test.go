@@ -27,15 +27,23 @@ func journalSize(t *testing.T, dir string) int64 {
 	return fi.Size()
 }
 
-// A withdrawal's record is a journal entry, not a new snapshot. A daemon
-// that dies keeps it there; the next start folds it into the snapshot and
-// empties the journal; a clean exit folds it and removes the journal.
-func TestJournalHoldsWithdrawalUntilFolded(t *testing.T) {
+// eth0Withdrawn is a manager with a route on eth0 (2), withdrawn, and one
+// on eth1 (3).
+func eth0Withdrawn(t *testing.T) (*fakeKernel, *Manager, string) {
+	t.Helper()
 	a := route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))
 	b := route4("198.51.100.0/24", hop(3, "10.2.0.254", 1))
 	f, m, dir := setup(t, []*Route{a, b}, nil)
 	f.setCarrier(2, false)
 	mustDown(t, m, 2, "eth0")
+	return f, m, dir
+}
+
+// A withdrawal's record is a journal entry, not a new snapshot. A daemon
+// that dies keeps it there; the next start folds it into the snapshot and
+// empties the journal; a clean exit folds it and removes the journal.
+func TestJournalHoldsWithdrawalUntilFolded(t *testing.T) {
+	f, _, dir := eth0Withdrawn(t)
 	if snapshotOnly(t, dir).Links[linkID("eth0", 2)] != nil {
 		t.Fatal("the withdrawal wrote a snapshot; want a journal entry")
 	}
@@ -75,11 +83,7 @@ func TestJournalHoldsWithdrawalUntilFolded(t *testing.T) {
 // entry written after it; entries a snapshot already holds are not
 // applied again.
 func TestJournalSkipsCutAndHeldEntries(t *testing.T) {
-	a := route4("203.0.113.0/24", hop(2, "10.1.0.254", 1))
-	b := route4("198.51.100.0/24", hop(3, "10.2.0.254", 1))
-	f, m, dir := setup(t, []*Route{a, b}, nil)
-	f.setCarrier(2, false)
-	mustDown(t, m, 2, "eth0")
+	f, m, dir := eth0Withdrawn(t)
 	jpath := filepath.Join(dir, journalFile)
 	whole, err := os.ReadFile(jpath)
 	if err != nil {

@@ -17,11 +17,10 @@ type Conn struct {
 	mu  sync.Mutex // one request at a time on fd
 	fd  int
 	seq uint32
-	buf []byte // replies, reused under mu: one per request would be 64 KiB of garbage per route
-	// msgs and out are reused under mu too: a withdrawal of a whole table
-	// sends and acknowledges it in batches, and a new list of replies and
-	// a new datagram per batch were most of its garbage.
-	msgs   []syscall.NetlinkMessage
+	// datagram (replies) and out are reused under mu: a withdrawal of a
+	// whole table sends and acknowledges it in batches, and a new buffer,
+	// list of replies and request per batch were most of its garbage.
+	datagram
 	out    []byte
 	portid uint32
 }
@@ -212,13 +211,26 @@ func (c *Conn) receive() ([]syscall.NetlinkMessage, error) {
 		if err != nil {
 			return nil, fmt.Errorf("netlink receive: %w", err)
 		}
-		msgs, err := parseMessages(c.msgs[:0], c.buf[:n])
-		c.msgs = msgs[:0]
-		if err != nil {
-			return nil, fmt.Errorf("parse netlink reply: %w", err)
-		}
-		return msgs, nil
+		return c.datagram.parse(n, "reply")
 	}
+}
+
+// datagram is a read buffer and the list of its messages, both reused:
+// one per read would be 64 KiB of garbage per route.
+type datagram struct {
+	buf  []byte
+	msgs []syscall.NetlinkMessage
+}
+
+// parse lists the messages of the n bytes read into buf; their data
+// slices point into buf.
+func (d *datagram) parse(n int, what string) ([]syscall.NetlinkMessage, error) {
+	msgs, err := parseMessages(d.msgs[:0], d.buf[:n])
+	d.msgs = msgs[:0]
+	if err != nil {
+		return nil, fmt.Errorf("parse netlink %s: %w", what, err)
+	}
+	return msgs, nil
 }
 
 // parseMessages appends b's messages to msgs, as syscall.ParseNetlinkMessage

@@ -20,8 +20,7 @@ type Listener struct {
 	f      *os.File
 	raw    syscall.RawConn
 	closed atomic.Bool
-	buf    []byte
-	msgs   []syscall.NetlinkMessage
+	datagram
 }
 
 // Listen subscribes to groups (RTNLGRP_* numbers) in the caller's network
@@ -53,7 +52,7 @@ func Listen(rcvbuf int, groups ...int) (*Listener, error) {
 		f.Close()
 		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
-	return &Listener{f: f, raw: raw, buf: make([]byte, 1<<16)}, nil
+	return &Listener{f: f, raw: raw, datagram: datagram{buf: make([]byte, 1<<16)}}, nil
 }
 
 // Receive blocks for the next datagram of notices. The messages' data
@@ -81,12 +80,7 @@ func (l *Listener) Receive() ([]syscall.NetlinkMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink receive: %w", err)
 	}
-	msgs, err := parseMessages(l.msgs[:0], l.buf[:n])
-	l.msgs = msgs[:0]
-	if err != nil {
-		return nil, fmt.Errorf("parse netlink notice: %w", err)
-	}
-	return msgs, nil
+	return l.parse(n, "notice")
 }
 
 // Close unblocks Receive.

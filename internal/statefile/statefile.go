@@ -78,7 +78,7 @@ func WriteFunc(dir, name string, encode func(io.Writer) error, o Options) error 
 	}()
 	// Small: most records are a few routes, and a large buffer costs more
 	// to allocate than the writes it saves.
-	w := bufio.NewWriterSize(fdWriter(fd), 8<<10)
+	w := bufio.NewWriterSize(FDWriter(fd), 8<<10)
 	if err := encode(w); err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
@@ -149,10 +149,12 @@ func openExcl(path string) (int, error) {
 	return fd, nil
 }
 
-// fdWriter writes to a file descriptor, all of p or an error.
-type fdWriter int
+// FDWriter writes to a file descriptor, all of p or an error, without
+// os.File's poller set-up: the route journal writes through it on the
+// reaction path.
+type FDWriter int
 
-func (fd fdWriter) Write(p []byte) (int, error) {
+func (fd FDWriter) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		m, err := unix.Write(int(fd), p[n:])
