@@ -158,7 +158,8 @@ func TestRefusedNexthopWaitsForCarrier(t *testing.T) {
 // append twins, weighted IPv4 and IPv6 multipath, nexthop objects and
 // weighted groups) and random failure orders, against the fake kernel.
 // While a link is down nothing routes through it; once all are back the
-// table is identical, order of twins and group members included.
+// table is identical, order of twins and group members included. Between
+// steps the daemon may die and restart from its record, journal unfolded.
 // LINKBEAT_ROUTES_SEED replays a run.
 func TestExactRestoreProperty(t *testing.T) {
 	seed := rand.Uint64()
@@ -171,7 +172,7 @@ func TestExactRestoreProperty(t *testing.T) {
 	for trial := range 200 {
 		rng := rand.New(rand.NewPCG(seed, uint64(trial)))
 		rs, nhs := propRoutes(rng)
-		f, m, _ := setup(t, rs, nhs)
+		f, m, dir := setup(t, rs, nhs)
 		f.links[4] = LinkInfo{Name: "eth2", Carrier: true}
 		before := f.snapshot(t)
 		down := map[int]bool{}
@@ -193,6 +194,12 @@ func TestExactRestoreProperty(t *testing.T) {
 		}
 		for range 3 + rng.IntN(8) {
 			flip(2 + rng.IntN(3))
+			if rng.IntN(3) == 0 {
+				// The daemon dies (no Close: its journal is not folded)
+				// and the next one starts from the same record.
+				m = start(t, f, dir)
+				order = append(order, "restart")
+			}
 			if r := f.through(down); r != "" {
 				t.Fatalf("trial %d (seed %d), after %v: %s still routes through a dead link", trial, seed, order, r)
 			}
