@@ -36,10 +36,11 @@ func newExporter(m *Metrics, opts Options) *exporter {
 	return &exporter{
 		log: opts.Log,
 		collectors: map[string]collector{
-			"traffic": &trafficCollector{d: d, m: m, dump: dump, now: opts.Now, mono: opts.Monotonic},
-			"links":   &linksCollector{d: d, dump: dump},
-			"state":   &stateCollector{d: d, m: m},
-			"paths":   &pathsCollector{d: newPathDescs(), m: m, dump: dump, now: opts.Now, mono: opts.Monotonic},
+			"traffic":  &trafficCollector{d: d, m: m, dump: dump, now: opts.Now, mono: opts.Monotonic},
+			"links":    &linksCollector{d: d, dump: dump},
+			"state":    &stateCollector{d: d, m: m},
+			"paths":    &pathsCollector{d: newPathDescs(), m: m, dump: dump, now: opts.Now, mono: opts.Monotonic},
+			"fastpath": &fastPathCollector{d: d, m: m, dump: dump},
 		},
 		success: prometheus.NewDesc(namespace+"_scrape_collector_success",
 			"Whether a collector of the last scrape read its source: 1 yes, 0 no (the daemon logs why).", []string{"collector"}, nil),
@@ -82,6 +83,8 @@ type descs struct {
 	bridgeSTP                                           *prometheus.Desc
 
 	carrierSource, tcMechanism, tracepoints, mapReplaced, withdrawn *prometheus.Desc
+
+	fpRedirected, fpSkipped, fpTaken, fpLive, fpPending *prometheus.Desc
 }
 
 func newDescs() *descs {
@@ -112,6 +115,12 @@ func newDescs() *descs {
 		tracepoints:   n("tracepoints_enabled", "Whether transmit errors and timeouts are counted (1) or the tracepoints were refused (0).", nil...),
 		mapReplaced:   n("pinned_map_replaced", "1 when this run replaced a pinned map because its layout changed, losing its contents; 0 when it reused it.", "map"),
 		withdrawn:     n("routes_withdrawn", "Routes and nexthop objects withdrawn now, by interface.", "interface"),
+
+		fpRedirected: n("bond_fast_path_redirected_packets_total", "Frames the bond fast path redirected, by slave: tx, frames the bond gave this dead slave, sent out of a live one; rx, frames this replacement received, handed to the bond.", "interface", "direction"),
+		fpSkipped:    n("bond_fast_path_skipped_packets_total", "Frames for a dead slave the fast path left alone: no replacement with carrier.", "interface"),
+		fpTaken:      n("bond_fast_path_taken_packets_total", "Frames of a dead slave the fast path sent out of this live slave: all of them go through the replacement in active-backup, and are spread by flow over the live slaves in the hash modes.", "interface"),
+		fpLive:       n("bond_fast_path_live", "1 if the bond fast path runs for the bond, 0 if it is off for it (linkbeat status says why).", "bond"),
+		fpPending:    n("bond_fast_path_pending", "Fast failovers in force now: the bond still hands frames to a dead slave, which leave through another.", nil...),
 	}
 }
 
@@ -137,14 +146,19 @@ func (c *trafficCollector) Update(ch chan<- prometheus.Metric) error {
 	if err != nil {
 		return err
 	}
+	for _, m := range trafficMetrics(c.d, counters, linkNames(links), c.now(), c.mono()) {
+		ch <- m
+	}
+	return nil
+}
+
+// linkNames are the dump's link names by ifindex.
+func linkNames(links []registry.Link) map[int]string {
 	names := make(map[int]string, len(links))
 	for _, l := range links {
 		names[l.Index] = l.Name
 	}
-	for _, m := range trafficMetrics(c.d, counters, names, c.now(), c.mono()) {
-		ch <- m
-	}
-	return nil
+	return names
 }
 
 // trafficMetrics turns counters into metrics. Entries of interfaces that

@@ -1,13 +1,13 @@
 package metrics
 
 import (
-	"net"
-	"strconv"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/linkbeat/linkbeat/internal/fastpath"
+	"github.com/linkbeat/linkbeat/internal/registry"
 )
 
 // FastPathInfo is the bond fast path's state, read at each scrape.
@@ -21,52 +21,67 @@ type FastPathInfo struct {
 // SetFastPath publishes the fast path once it runs.
 func (m *Metrics) SetFastPath(info FastPathInfo) { m.fastPath.Store(&info) }
 
-var (
-	fpRedirectedDesc = prometheus.NewDesc(namespace+"_bond_fast_path_redirected_packets_total",
-		"Frames the bond fast path redirected, by slave: tx, frames the bond gave this dead slave, sent out of the replacement; rx, frames this replacement received, handed to the bond.",
-		[]string{"interface", "direction"}, nil)
-	fpSkippedDesc = prometheus.NewDesc(namespace+"_bond_fast_path_skipped_packets_total",
-		"Frames for a dead slave the fast path left alone: no replacement with carrier.", []string{"interface"}, nil)
-	fpLiveDesc = prometheus.NewDesc(namespace+"_bond_fast_path_live",
-		"1 if the bond fast path runs for the bond, 0 if it is off for it (linkbeat status says why).", []string{"bond"}, nil)
-	fpPendingDesc = prometheus.NewDesc(namespace+"_bond_fast_path_pending",
-		"Fast failovers in force now: the bond still hands frames to a dead slave, which leave through another.", nil, nil)
-)
-
-type fastPathCollector struct{ m *Metrics }
-
-func (c *fastPathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{fpRedirectedDesc, fpSkippedDesc, fpLiveDesc, fpPendingDesc} {
-		ch <- d
-	}
+// fastPathCollector reads the fast path's maps and status at scrape time;
+// slaves are named from the scrape's link dump.
+type fastPathCollector struct {
+	d    *descs
+	m    *Metrics
+	dump func() ([]registry.Link, error)
 }
 
-func (c *fastPathCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *fastPathCollector) Update(ch chan<- prometheus.Metric) error {
 	info := c.m.fastPath.Load()
 	if info == nil {
-		return
+		return errNoData
 	}
-	for _, b := range info.Status() {
+	stats, err := fastpath.SlaveStats(info.Stats)
+	if err != nil {
+		return err
+	}
+	pending, err := fastpath.Redirects(info.Redirects)
+	if err != nil {
+		return err
+	}
+	links, err := c.dump()
+	if err != nil {
+		return err
+	}
+	for _, m := range fastPathMetrics(c.d, info.Status(), len(pending), stats, linkNames(links)) {
+		ch <- m
+	}
+	return nil
+}
+
+// fastPathMetrics turns the fast path's status and counters into metrics.
+// Counters of slaves that are gone (no name) are left out, as traffic's.
+func fastPathMetrics(d *descs, status []fastpath.BondStatus, pending int, stats map[int]fastpath.Stats, names map[int]string) []prometheus.Metric {
+	out := []prometheus.Metric{prometheus.MustNewConstMetric(d.fpPending, prometheus.GaugeValue, float64(pending))}
+	for _, b := range status {
 		v := 0.0
 		if b.Live {
 			v = 1
 		}
-		ch <- prometheus.MustNewConstMetric(fpLiveDesc, prometheus.GaugeValue, v, b.Name)
+		out = append(out, prometheus.MustNewConstMetric(d.fpLive, prometheus.GaugeValue, v, b.Name))
 	}
-	if r, err := fastpath.Redirects(info.Redirects); err == nil {
-		ch <- prometheus.MustNewConstMetric(fpPendingDesc, prometheus.GaugeValue, float64(len(r)))
+	counter := func(desc *prometheus.Desc, v uint64, labels ...string) {
+		out = append(out, prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...))
 	}
-	stats, err := fastpath.SlaveStats(info.Stats)
-	if err != nil {
-		return
-	}
-	for idx, s := range stats {
-		name := strconv.Itoa(idx)
-		if ifc, err := net.InterfaceByIndex(idx); err == nil {
-			name = ifc.Name
+	for _, idx := range slices.Sorted(func(yield func(int) bool) {
+		for i := range stats {
+			if !yield(i) {
+				return
+			}
 		}
-		ch <- prometheus.MustNewConstMetric(fpRedirectedDesc, prometheus.CounterValue, float64(s.TxRedirected), name, "tx")
-		ch <- prometheus.MustNewConstMetric(fpRedirectedDesc, prometheus.CounterValue, float64(s.RxRedirected), name, "rx")
-		ch <- prometheus.MustNewConstMetric(fpSkippedDesc, prometheus.CounterValue, float64(s.TxSkipped), name)
+	}) {
+		name, ok := names[idx]
+		if !ok {
+			continue
+		}
+		s := stats[idx]
+		counter(d.fpRedirected, s.TxRedirected, name, "tx")
+		counter(d.fpRedirected, s.RxRedirected, name, "rx")
+		counter(d.fpSkipped, s.TxSkipped, name)
+		counter(d.fpTaken, s.TxTaken, name)
 	}
+	return out
 }

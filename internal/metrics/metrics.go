@@ -190,7 +190,6 @@ func (m *Metrics) registerBonds() {
 		Buckets: FailoverBuckets}, []string{"bond"})
 	m.reg.MustRegister(fastFirst)
 	m.fastFirst = newCache(fastFirst, fastFirst.WithLabelValues, fastFirst.DeleteLabelValues)
-	m.reg.MustRegister(&fastPathCollector{m: m})
 	failoverDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "bond_failover_duration_seconds",
 		Help:    "Time from the kernel's carrier event to a bond's switch of active slave being confirmed.",
 		Buckets: FailoverBuckets}, []string{"bond"})

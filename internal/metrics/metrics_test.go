@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkbeat/linkbeat/internal/fastpath"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -303,6 +305,43 @@ linkbeat_interface_transmit_timeouts_total{interface="eth0"} 2
 	}
 }
 
+// The fast path's counters by slave name, its bonds and what is pending.
+func TestFastPathMetrics(t *testing.T) {
+	status := []fastpath.BondStatus{{Name: "bond0", Live: true}, {Name: "bond1", Why: "off in the config"}}
+	stats := map[int]fastpath.Stats{
+		11: {TxRedirected: 7, TxSkipped: 1},
+		12: {RxRedirected: 3, TxTaken: 7},
+		19: {TxTaken: 4}, // slave gone: no name, left out
+	}
+	got := fastPathMetrics(newDescs(), status, 1, stats, map[int]string{11: "eth0", 12: "eth1"})
+	want := `
+# HELP linkbeat_bond_fast_path_live 1 if the bond fast path runs for the bond, 0 if it is off for it (linkbeat status says why).
+# TYPE linkbeat_bond_fast_path_live gauge
+linkbeat_bond_fast_path_live{bond="bond0"} 1
+linkbeat_bond_fast_path_live{bond="bond1"} 0
+# HELP linkbeat_bond_fast_path_pending Fast failovers in force now: the bond still hands frames to a dead slave, which leave through another.
+# TYPE linkbeat_bond_fast_path_pending gauge
+linkbeat_bond_fast_path_pending 1
+# HELP linkbeat_bond_fast_path_redirected_packets_total Frames the bond fast path redirected, by slave: tx, frames the bond gave this dead slave, sent out of a live one; rx, frames this replacement received, handed to the bond.
+# TYPE linkbeat_bond_fast_path_redirected_packets_total counter
+linkbeat_bond_fast_path_redirected_packets_total{direction="rx",interface="eth0"} 0
+linkbeat_bond_fast_path_redirected_packets_total{direction="rx",interface="eth1"} 3
+linkbeat_bond_fast_path_redirected_packets_total{direction="tx",interface="eth0"} 7
+linkbeat_bond_fast_path_redirected_packets_total{direction="tx",interface="eth1"} 0
+# HELP linkbeat_bond_fast_path_skipped_packets_total Frames for a dead slave the fast path left alone: no replacement with carrier.
+# TYPE linkbeat_bond_fast_path_skipped_packets_total counter
+linkbeat_bond_fast_path_skipped_packets_total{interface="eth0"} 1
+linkbeat_bond_fast_path_skipped_packets_total{interface="eth1"} 0
+# HELP linkbeat_bond_fast_path_taken_packets_total Frames of a dead slave the fast path sent out of this live slave: all of them go through the replacement in active-backup, and are spread by flow over the live slaves in the hash modes.
+# TYPE linkbeat_bond_fast_path_taken_packets_total counter
+linkbeat_bond_fast_path_taken_packets_total{interface="eth0"} 0
+linkbeat_bond_fast_path_taken_packets_total{interface="eth1"} 7
+`
+	if err := testutil.CollectAndCompare(sliceCollector(got), strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestLinkMetricsBondsLACPAndSTP(t *testing.T) {
 	links := []registry.Link{
 		{Index: 10, Name: "bond0", Kind: "bond", Bond: &registry.Bond{Mode: "active-backup", ActiveSlave: 11}},
@@ -436,6 +475,7 @@ func TestCollectorFailureIsVisibleNotFatal(t *testing.T) {
 	want := `
 # HELP linkbeat_scrape_collector_success Whether a collector of the last scrape read its source: 1 yes, 0 no (the daemon logs why).
 # TYPE linkbeat_scrape_collector_success gauge
+linkbeat_scrape_collector_success{collector="fastpath"} 1
 linkbeat_scrape_collector_success{collector="links"} 0
 linkbeat_scrape_collector_success{collector="paths"} 1
 linkbeat_scrape_collector_success{collector="state"} 1

@@ -450,7 +450,8 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string, runArgs ...s
 		t.Logf("%s: arp_validate %s", n.Bond.Name, n.Bond.Opt("arp_validate"))
 	}
 	n.enableIPv6(t)
-	lb := startBondRun(t, runArgs...)
+	addr := freeLoopbackAddr(t)
+	lb := startBondRun(t, append([]string{"--web.listen-address", addr}, runArgs...)...)
 	lb.waitLog(t, 0, 30*time.Second, "bond fast path live", func(r logRecord) bool {
 		return r["msg"] == "bond fast path live" && r["bond"] == n.Bond.Name
 	})
@@ -509,6 +510,7 @@ func fastPathCuts(t *testing.T, cfg bondConfig, arpValidate string, runArgs ...s
 	if redirected == 0 {
 		t.Errorf("the fast path redirected no frame in %d cuts", cuts)
 	}
+	checkFastPathCounters(t, "http://"+addr+"/metrics", n.Bond.Name, redirected > 0)
 	slices.Sort(afters)
 	if m := afters[len(afters)/2]; m > fastPathMedianLost && !netlinkOnly {
 		t.Errorf("median packets lost after the driver's carrier call over both streams' cuts: %d (%v), want at most %d with the fast path", m, afters, fastPathMedianLost)
@@ -604,4 +606,35 @@ func streamSlave(t *testing.T, b *bondDev) string {
 		t.Fatalf("no slave of %s sent the stream (most: %s, %d packets in a second)", b.Name, best, most)
 	}
 	return best
+}
+
+// checkFastPathCounters scrapes the exporter after the cuts: every frame
+// the fast path took from a dead slave (tx) left through a live one
+// (taken), so the two sums are equal, and not zero when a record said
+// frames were redirected.
+func checkFastPathCounters(t *testing.T, url, bond string, redirected bool) {
+	t.Helper()
+	snap, err := scrapeMetrics(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := func(name string, labels map[string]string) float64 {
+		v := 0.0
+		for _, m := range snap.series(name, labels) {
+			v += m.GetCounter().GetValue()
+		}
+		return v
+	}
+	tx := sum("linkbeat_bond_fast_path_redirected_packets_total", map[string]string{"direction": "tx"})
+	taken := sum("linkbeat_bond_fast_path_taken_packets_total", nil)
+	t.Logf("fast path counters: %v frames redirected from dead slaves, %v taken by live ones", tx, taken)
+	if tx != taken {
+		t.Errorf("fast path counters: %v frames redirected from dead slaves, but %v taken by live ones", tx, taken)
+	}
+	if redirected && tx == 0 {
+		t.Errorf("a fast failover record said frames were redirected, but linkbeat_bond_fast_path_redirected_packets_total{direction=\"tx\"} is 0")
+	}
+	if live := snap.series("linkbeat_bond_fast_path_live", map[string]string{"bond": bond}); len(live) != 1 || live[0].GetGauge().GetValue() != 1 {
+		t.Errorf("linkbeat_bond_fast_path_live{bond=%q}: %v, want 1", bond, live)
+	}
 }
