@@ -85,6 +85,12 @@ type bondRun struct {
 	mac     net.HardwareAddr
 	addrs   []netip.Addr
 	pending *pendingRun
+	// taken are the slaves' tx_taken counters when the last redirect
+	// ended (none: zero). Frames move only while a redirect is in force,
+	// so what the counters gained since is the current one's, frames
+	// the kernel redirected before the daemon read the carrier event
+	// included.
+	taken map[int]uint64
 }
 
 type pendingRun struct {

@@ -133,6 +133,34 @@ func TestCandidatesLACP(t *testing.T) {
 	}
 }
 
+// A hash-mode record names the live candidates a dead slave's flows are
+// spread over: not the dead one, not one without carrier, not another
+// aggregator's port.
+func TestSpread(t *testing.T) {
+	v := lacpView()
+	for i := range v.Slaves {
+		v.Slaves[i].Carrier = true
+	}
+	v.Slaves[3].Carrier = false // eth3 (5) lost carrier too
+	names := func(idx ...int) []string {
+		var out []string
+		for _, i := range idx {
+			for _, s := range v.Slaves {
+				if s.Index == i {
+					out = append(out, s.Name)
+				}
+			}
+		}
+		return out
+	}
+	if got, want := spread(v, 2), names(3); !slices.Equal(got, want) {
+		t.Errorf("eth0 (2) dead, eth3 (5) without carrier: spread %v, want %v", got, want)
+	}
+	if got := spread(v, 3); !slices.Equal(got, names(2)) {
+		t.Errorf("eth1 (3) dead: spread %v, want %v", got, names(2))
+	}
+}
+
 func TestCandidatesXor(t *testing.T) {
 	v := view()
 	v.Mode, v.Primary = "balance-xor", 4

@@ -161,8 +161,12 @@ type FastPath struct {
 // Pending is a fast failover in force: the bond still hands frames to
 // From, which leave through To.
 type Pending struct {
-	From    string     `json:"from"`
-	To      string     `json:"to"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Spread, in the hash modes (802.3ad, balance-xor), are the live
+	// slaves the dead one's flows are spread over by flow hash; To is the
+	// first of them.
+	Spread  []string   `json:"spread,omitempty"`
 	Since   *time.Time `json:"since,omitempty"`
 	Expires *time.Time `json:"expires,omitempty"`
 	// FirstRedirectNS is from the driver's call to the first redirected
@@ -467,8 +471,12 @@ func writeFastPath(w io.Writer, fp *FastPath) {
 		fmt.Fprintf(w, "  fast path: off: %s\n", fp.Why)
 	case fp.Pending != nil:
 		p := fp.Pending
+		to := p.To
+		if len(p.Spread) > 0 {
+			to = strings.Join(p.Spread, ", ") + " (by flow hash)"
+		}
 		fmt.Fprintf(w, "  fast path: PENDING: %s's frames leave through %s, first redirected %s after the driver's call\n",
-			p.From, p.To, time.Duration(p.FirstRedirectNS))
+			p.From, to, time.Duration(p.FirstRedirectNS))
 	default:
 		fmt.Fprintln(w, "  fast path: live, nothing pending")
 	}
@@ -492,6 +500,24 @@ func orDash(s string) string {
 	return s
 }
 
+// spreadOf names the slaves of hash-mode bond b that take a dead slave's
+// flows: those the bond transmits on (active in its view) with carrier,
+// in ifindex order.
+func spreadOf(b registry.Link, dead int, byIndex map[int]registry.Link) []string {
+	var idx []int
+	for i, s := range byIndex {
+		if i != dead && s.MasterIndex == b.Index && s.BondSlave != nil && s.BondSlave.State == "active" && s.Carrier {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	out := make([]string, len(idx))
+	for i, x := range idx {
+		out[i] = byIndex[x].Name
+	}
+	return out
+}
+
 // fastPathOf joins a bond's recorded fast path status, its redirect in
 // force and its last fast failover.
 func fastPathOf(in Inputs, l registry.Link, byIndex map[int]registry.Link, wall func(uint64) *time.Time) *FastPath {
@@ -502,6 +528,9 @@ func fastPathOf(in Inputs, l registry.Link, byIndex map[int]registry.Link, wall 
 	fp := &FastPath{Live: st.Live, Why: st.Why}
 	if r, ok := in.FastRedirects[l.Index]; ok {
 		p := &Pending{From: byIndex[int(r.Dead)].Name, To: byIndex[int(r.To)].Name, Since: wall(r.DeadNs), Expires: wall(r.ExpiresNs)}
+		if l.Bond != nil && (l.Bond.Mode == "802.3ad" || l.Bond.Mode == "balance-xor") {
+			p.Spread = spreadOf(l, int(r.Dead), byIndex)
+		}
 		if r.FirstNs != 0 {
 			p.FirstRedirectNS = int64(r.FirstNs - r.DeadNs)
 		}

@@ -3,6 +3,7 @@ package status
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,6 +266,25 @@ func TestBuildFastPath(t *testing.T) {
 			t.Errorf("text lacks %q:\n%s", want, buf.String())
 		}
 	}
+	// 802.3ad: the dead slave's flows are spread over the live ports the
+	// bond transmits on.
+	hash := fixture()
+	hash.FastPath, hash.FastRedirects = in.FastPath, in.FastRedirects
+	hash.Links[3].MasterIndex, hash.Links[3].BondSlave = 10, &registry.BondSlave{State: "active", MiiStatus: "up"}
+	hash.Links[4].MasterIndex, hash.Links[4].BondSlave = 10, &registry.BondSlave{State: "backup", MiiStatus: "up"} // another aggregator
+	hash.Links[5].Bond.Mode = "802.3ad"
+	hr := Build(hash)
+	if p := hr.Bonds[0].FastPath.Pending; p == nil || !slices.Equal(p.Spread, []string{"eth1", "eth2"}) {
+		t.Errorf("802.3ad pending %+v, want spread over eth1 and eth2", p)
+	}
+	buf.Reset()
+	if err := WriteText(&buf, hr, now); err != nil {
+		t.Fatal(err)
+	}
+	if want := "fast path: PENDING: eth0's frames leave through eth1, eth2 (by flow hash)"; !strings.Contains(buf.String(), want) {
+		t.Errorf("text lacks %q:\n%s", want, buf.String())
+	}
+
 	in.FastPath["bond0"] = fastpath.BondStatus{Name: "bond0", Why: "downdelay=200ms: ..."}
 	in.FastRedirects = nil
 	buf.Reset()

@@ -373,9 +373,14 @@ func cablesCuts(t *testing.T, cfg bondConfig) {
 		if after > fastPathMaxLost {
 			t.Errorf("cut %d lost %d packets sent after the driver's carrier call, want at most %d with the fast path", i+1, after, fastPathMaxLost)
 		}
-		lb.waitLog(t, lm, 10*time.Second, "the redirect's end", func(r logRecord) bool {
+		end := lb.waitLog(t, lm, 10*time.Second, "the redirect's end", func(r logRecord) bool {
 			return r["msg"] == "bond fast failover ended" && r["bond"] == n.Bond.Name
 		})
+		// Two cables: every frame the dead slave's flows sent left
+		// through the other one, which the end record counts.
+		if taken := end["taken"]; red && !strings.HasPrefix(taken, r.To+":") {
+			t.Errorf("cut %d redirected frames, but the end record says taken=%q, want %s's count", i+1, taken, r.To)
+		}
 		n.restoreCable(t, from)
 	}
 	t.Logf("lost packets per cut: bond alone %v, fast path %v; fast failovers that redirected frames: %d of %d (kernel %s)",
