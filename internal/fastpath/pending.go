@@ -151,7 +151,11 @@ func (m *Manager) takenSince(b *bondRun) string {
 		if !ok {
 			continue
 		}
-		if n := st.TxTaken - b.taken[idx]; n > 0 {
+		n := st.TxTaken
+		if base := b.taken[idx]; base <= n {
+			n -= base // else the counter started again: all of it is new
+		}
+		if n > 0 {
 			parts = append(parts, m.slaveName(b, idx)+":"+strconv.FormatUint(n, 10))
 		}
 		b.taken[idx] = st.TxTaken
