@@ -23,6 +23,8 @@ type Routes interface {
 	Forget(ifindex int) error
 	// Withdrawn counts the routes held withdrawn now, by interface.
 	Withdrawn() map[string]int
+	// Holds says whether the record holds something of the link.
+	Holds(ifindex int) bool
 }
 
 // Route operations, as Observer.RouteChange names them.
@@ -106,15 +108,13 @@ type Actions struct {
 	scripts Scripts
 	now     func() time.Time
 	mono    func() time.Duration
-	// waiting are released links with routes that wait for carrier.
-	waiting map[int]string
 	obs     Observer
 }
 
 // New builds the actions. cfg is read at each decision, so a reload takes
 // effect on the next event. routes, scripts or obs may be nil (off).
 func New(log *slog.Logger, cfg func() *config.Config, routes Routes, scripts Scripts, monotonic func() time.Duration, obs Observer) *Actions {
-	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, waiting: map[int]string{}, obs: obs}
+	a := &Actions{log: log, cfg: cfg, routes: routes, scripts: scripts, now: time.Now, mono: monotonic, obs: obs}
 	a.policy = policy.New(func(ifname string) policy.Rules { return cfg().For(ifname).Rules })
 	return a
 }
@@ -151,11 +151,10 @@ func (a *Actions) Handle(x Input) {
 		a.reapply()
 		return
 	case Carrier, Unmonitored:
-		// Any link that waits for its carrier gets its routes back on
-		// the carrier's return (reapply can leave a monitored one
-		// waiting too); the policy watches only monitored links.
-		if name, ok := a.waiting[x.Event.Ifindex]; ok && x.Event.Up {
-			a.release(x.Event.Ifindex, name, "carrier back")
+		// A link whose routes wait for its carrier gets them back on the
+		// carrier's return; the policy watches only monitored links.
+		if x.Event.Up && a.waits(x) {
+			a.release(x.Event.Ifindex, x.Event.Ifname, "carrier back")
 		}
 		if x.Kind == Unmonitored {
 			return
@@ -169,7 +168,6 @@ func (a *Actions) Handle(x Input) {
 		a.forget(x)
 	case Initial:
 		// Monitored again: the policy decides its routes from now on.
-		delete(a.waiting, x.Event.Ifindex)
 		a.apply(a.policy.Initial(x.Event, m))
 	default:
 		a.apply(a.policy.Event(x.Event, m, a.now()))
@@ -178,8 +176,19 @@ func (a *Actions) Handle(x Input) {
 
 // forget drops a link the actions no longer watch: a released one gets
 // its routes back, a removed one took them with it.
+// waits says whether a link's routes wait for its carrier: the record
+// holds some (a release left nexthop objects the kernel refused without
+// carrier), and no policy decides them: the link is not monitored, or its
+// config keeps its routes (a reload released them). The record is the
+// one owner of what is withdrawn; the actions keep no list of their own.
+func (a *Actions) waits(x Input) bool {
+	if a.routes == nil || (x.Kind == Carrier && a.cfg().For(x.Event.Ifname).WithdrawRoutes) {
+		return false
+	}
+	return a.routes.Holds(x.Event.Ifindex)
+}
+
 func (a *Actions) forget(x Input) {
-	delete(a.waiting, x.Event.Ifindex)
 	a.policy.Forget(x.Event.Ifindex)
 	if a.routes == nil {
 		return
@@ -203,7 +212,6 @@ func (a *Actions) reapply() {
 	}
 	for _, ev := range a.policy.Down() {
 		if a.cfg().For(ev.Ifname).WithdrawRoutes {
-			delete(a.waiting, ev.Ifindex)
 			res, err := a.route(OpDown, ev.Ifindex, ev.Ifname)
 			if err != nil {
 				a.log.Error("route change failed", "ifname", ev.Ifname, "state", "down", "reason", "reload", "err", err)
@@ -219,13 +227,11 @@ func (a *Actions) reapply() {
 // release puts back whatever is withdrawn for a link linkbeat no longer
 // acts on, carrier or not.
 func (a *Actions) release(ifindex int, ifname, why string) {
-	delete(a.waiting, ifindex)
 	res, err := a.route(OpRelease, ifindex, ifname)
 	if err != nil {
 		a.log.Error("cannot restore the routes of a released link", "ifname", ifname, "why", why, "err", err)
 	}
 	if res.NoCarrier {
-		a.waiting[ifindex] = ifname
 		a.log.Info("nexthop objects of a released link wait for its carrier", "ifname", ifname, "waiting", res.Skipped)
 	}
 	if res.Restored > 0 {

@@ -17,30 +17,45 @@ type call struct {
 	ifindex int
 }
 
+// fakeRoutes records the calls and keeps a record of the links with
+// something withdrawn, as the routes manager does.
 type fakeRoutes struct {
 	calls *[]call
 	// noCarrier has Release leave nexthop objects waiting for carrier.
 	noCarrier bool
+	held      map[int]bool
+}
+
+func newFakeRoutes(calls *[]call, noCarrier bool) fakeRoutes {
+	return fakeRoutes{calls: calls, noCarrier: noCarrier, held: map[int]bool{}}
 }
 
 func (f fakeRoutes) LinkDown(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes down", i})
+	f.held[i] = true
 	return routes.Result{Withdrawn: 1}, nil
 }
 func (f fakeRoutes) LinkUp(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes up", i})
+	delete(f.held, i)
 	return routes.Result{Restored: 1}, nil
 }
 
-func (f fakeRoutes) Forget(int) error { return nil }
+func (f fakeRoutes) Forget(i int) error {
+	delete(f.held, i)
+	return nil
+}
 
 func (f fakeRoutes) Withdrawn() map[string]int { return nil }
 
+func (f fakeRoutes) Holds(i int) bool { return f.held[i] }
+
 func (f fakeRoutes) Release(i int, _ string) (routes.Result, error) {
 	*f.calls = append(*f.calls, call{"routes release", i})
-	if f.noCarrier {
+	if f.noCarrier && f.held[i] {
 		return routes.Result{NoCarrier: true, Skipped: 1}, nil
 	}
+	delete(f.held, i)
 	return routes.Result{Restored: 1}, nil
 }
 
@@ -68,7 +83,7 @@ func newActions(t *testing.T, doc string) (*Actions, *[]call) {
 	}
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return c },
-		fakeRoutes{calls: &calls}, fakeScripts{calls: &calls}, func() time.Duration { return 0 }, nil)
+		newFakeRoutes(&calls, false), fakeScripts{calls: &calls}, func() time.Duration { return 0 }, nil)
 	return a, &calls
 }
 
@@ -131,7 +146,7 @@ func TestReloadReappliesRoutePolicyToDownLinks(t *testing.T) {
 	cur := parse("interfaces: {eth1: {routes: keep}}\n")
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return cur },
-		fakeRoutes{calls: &calls}, nil, func() time.Duration { return 0 }, nil)
+		newFakeRoutes(&calls, false), nil, func() time.Duration { return 0 }, nil)
 	a.Handle(Input{Event: ev(false), Kind: Initial})
 	if len(calls) != 0 {
 		t.Fatalf("routes: keep acted: %v", calls)
@@ -160,7 +175,7 @@ func TestReloadReappliesRoutePolicyToDownLinks(t *testing.T) {
 func TestReleasedLinkWaitsForCarrier(t *testing.T) {
 	var calls []call
 	a := New(slog.New(slog.NewTextHandler(io.Discard, nil)), func() *config.Config { return &config.Config{} },
-		fakeRoutes{calls: &calls, noCarrier: true}, nil, func() time.Duration { return 0 }, nil)
+		newFakeRoutes(&calls, true), nil, func() time.Duration { return 0 }, nil)
 	a.Handle(Input{Event: ev(false), Kind: Initial})
 	a.Handle(Input{Event: ev(false), Kind: Released})
 	a.Handle(Input{Event: ev(false), Kind: Unmonitored})
@@ -174,6 +189,11 @@ func TestReleasedLinkWaitsForCarrier(t *testing.T) {
 	}
 	if _, known := a.Effective(3); known {
 		t.Fatal("an unmonitored link's carrier reached the policy")
+	}
+	// A link the record holds nothing of waits for nothing.
+	a.Handle(Input{Event: carrier.Event{Ifindex: 4, Ifname: "eth2", Up: true}, Kind: Unmonitored})
+	if len(calls) != 3 {
+		t.Fatalf("carrier of a link with nothing withdrawn: %v, want no call", calls)
 	}
 }
 
@@ -191,7 +211,7 @@ func TestDelayedDecisionKeepsItsMembership(t *testing.T) {
 		jobs  []script.Job
 	)
 	a := New(slog.New(slog.DiscardHandler), func() *config.Config { return c },
-		fakeRoutes{calls: &calls}, fakeScripts{calls: &calls, jobs: &jobs}, func() time.Duration { return 0 }, nil)
+		newFakeRoutes(&calls, false), fakeScripts{calls: &calls, jobs: &jobs}, func() time.Duration { return 0 }, nil)
 	now := time.Unix(1000, 0)
 	a.now = func() time.Time { return now }
 	a.Handle(Input{Event: ev(true), Kind: Initial})

@@ -144,6 +144,18 @@ func (m *Manager) WithdrawnLinks() map[int]string {
 	return out
 }
 
+// Holds says whether the record holds something of link ifindex.
+func (m *Manager) Holds(ifindex int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ls := range m.st.Links {
+		if ls.Ifindex == ifindex {
+			return true
+		}
+	}
+	return false
+}
+
 // Withdrawn counts, per link name, routes and nexthop objects withdrawn now.
 func (m *Manager) Withdrawn() map[string]int {
 	m.mu.Lock()
