@@ -107,7 +107,7 @@ func countedPackets(e *env, d *daemon, dev string) (uint64, error) {
 }
 
 func datapathScenarios(ctx context.Context, log *slog.Logger, e *env, nss *namespaces) ([]bench.Scenario, error) {
-	pairs, secs := 4, 5
+	pairs, secs := 8, 5
 	if e.quick {
 		pairs, secs = 2, 1
 	}
