@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -19,7 +18,7 @@ import (
 // NewKernel ran: its sockets are opened there and stay bound to it.
 type nlKernel struct {
 	conn   *rtnl.Conn
-	sub    int // notification socket; groups joined by Subscribe
+	sub    *rtnl.Listener // notices; groups joined by Subscribe
 	err    error
 	mu     sync.Mutex // guards subbed
 	subbed bool
@@ -28,7 +27,7 @@ type nlKernel struct {
 // NewKernel returns the netlink Kernel of the calling thread's network
 // namespace. Errors opening sockets surface on first use.
 func NewKernel() Kernel {
-	k := &nlKernel{sub: -1}
+	k := &nlKernel{}
 	// Room for a batch's acknowledgements: the kernel drops what does not
 	// fit, and a lost ACK must not be waited for. Never wait for an answer
 	// forever: a reply lost to an overrun would otherwise hang the
@@ -36,7 +35,8 @@ func NewKernel() Kernel {
 	if k.conn, k.err = rtnl.Dial(rtnl.ConnOptions{RcvBuf: 4 << 20, Timeout: replyTimeout}); k.err != nil {
 		return k
 	}
-	k.sub, k.err = rtnl.Socket()
+	// A big buffer makes ENOBUFS (and the re-dump it costs) rare.
+	k.sub, k.err = rtnl.Listen(8 << 20)
 	return k
 }
 
@@ -225,30 +225,19 @@ func (k *nlKernel) Subscribe(ctx context.Context) (<-chan Update, error) {
 	k.subbed = true
 	k.mu.Unlock()
 	for _, g := range []int{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_NEXTHOP} {
-		err := unix.SetsockoptInt(k.sub, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g)
-		if err != nil && g != unix.RTNLGRP_NEXTHOP { // nexthop group is optional
-			return nil, fmt.Errorf("join netlink group %d: %w", g, err)
+		if err := k.sub.Join(g); err != nil && g != unix.RTNLGRP_NEXTHOP { // nexthop group is optional
+			return nil, fmt.Errorf("subscribe: %w", err)
 		}
 	}
-	// A big buffer makes ENOBUFS (and the re-dump it costs) rare.
-	if unix.SetsockoptInt(k.sub, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
-		unix.SetsockoptInt(k.sub, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
-	}
-	if err := unix.SetNonblock(k.sub, true); err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	// The runtime poller lets Close interrupt a blocked Read.
-	f := os.NewFile(uintptr(k.sub), "rtnetlink-notify")
 	ch := make(chan Update, 1024)
 	go func() {
 		<-ctx.Done()
-		f.Close()
+		k.sub.Close()
 	}()
 	go func() {
 		defer close(ch)
-		buf := make([]byte, 1<<20)
 		for {
-			n, err := f.Read(buf)
+			msgs, err := k.sub.Receive()
 			if errors.Is(err, unix.ENOBUFS) {
 				select {
 				case ch <- Update{Kind: Overrun}:
@@ -257,12 +246,11 @@ func (k *nlKernel) Subscribe(ctx context.Context) (<-chan Update, error) {
 				}
 				continue
 			}
+			if errors.Is(err, syscall.EINVAL) {
+				continue // a datagram that does not parse
+			}
 			if err != nil {
 				return // closed by ctx, or a dead socket
-			}
-			msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-			if err != nil {
-				continue
 			}
 			for _, m := range msgs {
 				if k.conn.PortID() != 0 && m.Header.Pid == k.conn.PortID() {

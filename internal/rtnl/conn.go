@@ -44,8 +44,8 @@ func Dial(opts ConnOptions) (*Conn, error) {
 		return nil, err
 	}
 	c := &Conn{fd: fd}
-	if opts.RcvBuf > 0 && unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, opts.RcvBuf) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, opts.RcvBuf)
+	if opts.RcvBuf > 0 {
+		_ = setRcvBuf(fd, opts.RcvBuf) // the kernel's default still works, with more overruns
 	}
 	if sa, err := unix.Getsockname(fd); err == nil {
 		if nl, ok := sa.(*unix.SockaddrNetlink); ok {
@@ -72,6 +72,15 @@ func Socket() (int, error) {
 	unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
 	unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	return fd, nil
+}
+
+// setRcvBuf sizes fd's receive buffer: past rmem_max with CAP_NET_ADMIN
+// (SO_RCVBUFFORCE), else up to it.
+func setRcvBuf(fd, n int) error {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) == nil {
+		return nil
+	}
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, n)
 }
 
 // Close closes the socket.

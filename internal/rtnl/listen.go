@@ -23,36 +23,55 @@ type Listener struct {
 	datagram
 }
 
-// Listen subscribes to groups (RTNLGRP_* numbers) in the caller's network
-// namespace. rcvbuf sets SO_RCVBUF when positive.
+// noticeBuf holds one datagram of notices: a route's notice passes 64 KiB
+// when its multipath attribute is full.
+const noticeBuf = 1 << 20
+
+// Listen opens a notice socket in the caller's network namespace and joins
+// groups (RTNLGRP_* numbers); Join adds more. rcvbuf sets the receive
+// buffer when positive, past the rmem_max limit where allowed.
 func Listen(rcvbuf int, groups ...int) (*Listener, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+	fd, err := Socket()
 	if err != nil {
-		return nil, fmt.Errorf("open netlink socket: %w", err)
+		return nil, err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("bind netlink socket: %w", err)
-	}
-	for _, g := range groups {
-		if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g); err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("join netlink group %d: %w", g, err)
-		}
+		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
 	if rcvbuf > 0 {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf); err != nil {
+		if err := setRcvBuf(fd, rcvbuf); err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("set netlink receive buffer: %w", err)
 		}
 	}
+	// Non-blocking, so the runtime's poller serves it.
 	f := os.NewFile(uintptr(fd), "rtnetlink-listen")
 	raw, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
-	return &Listener{f: f, raw: raw, datagram: datagram{buf: make([]byte, 1<<16)}}, nil
+	l := &Listener{f: f, raw: raw, datagram: datagram{buf: make([]byte, noticeBuf)}}
+	if err := l.Join(groups...); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Join adds multicast groups; it stops at the first it cannot join.
+func (l *Listener) Join(groups ...int) error {
+	var err error
+	cerr := l.raw.Control(func(fd uintptr) {
+		for _, g := range groups {
+			if err = unix.SetsockoptInt(int(fd), unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g); err != nil {
+				err = fmt.Errorf("join netlink group %d: %w", g, err)
+				return
+			}
+		}
+	})
+	return errors.Join(cerr, err)
 }
 
 // Receive blocks for the next datagram of notices. The messages' data
