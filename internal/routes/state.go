@@ -178,13 +178,6 @@ func encodeLink(ew *errWriter, ls *linkState) {
 	ew.write([]byte{'}'})
 }
 
-// linkHead is linkState's fields before its lists, in its order.
-type linkHead struct {
-	Ifname  string    `json:"ifname"`
-	Ifindex int       `json:"ifindex"`
-	Since   time.Time `json:"since"`
-}
-
 func encodeList[E any](ew *errWriter, l []E) {
 	ew.write([]byte{'['})
 	for i, e := range l {

@@ -40,6 +40,17 @@ func BenchmarkSaveOnReactionPath(b *testing.B) {
 // whole snapshot the other changes write, in a state directory on tmpfs
 // (/dev/shm) as deployed on /run; encode alone beside them.
 // Run: go test -run '^$' -bench RecordOnTmpfs ./internal/routes/
+// shmDir is a directory on /dev/shm, a tmpfs as /run is, removed after b.
+func shmDir(b *testing.B) string {
+	b.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "lbbench")
+	if err != nil {
+		b.Skip("no /dev/shm")
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func BenchmarkRecordOnTmpfs(b *testing.B) {
 	st := &state{Version: stateVersion, Links: map[string]*linkState{
 		linkID("eth0", 2): {Ifname: "eth0", Ifindex: 2, Since: time.Now().UTC(), Routes: []*routeEntry{
@@ -49,11 +60,7 @@ func BenchmarkRecordOnTmpfs(b *testing.B) {
 		}},
 	}}
 	b.Run("save", func(b *testing.B) {
-		dir, err := os.MkdirTemp("/dev/shm", "lbbench")
-		if err != nil {
-			b.Skip("no /dev/shm")
-		}
-		defer os.RemoveAll(dir)
+		dir := shmDir(b)
 		for b.Loop() {
 			if err := st.save(dir); err != nil {
 				b.Fatal(err)
@@ -61,11 +68,7 @@ func BenchmarkRecordOnTmpfs(b *testing.B) {
 		}
 	})
 	b.Run("journal", func(b *testing.B) {
-		dir, err := os.MkdirTemp("/dev/shm", "lbbench")
-		if err != nil {
-			b.Skip("no /dev/shm")
-		}
-		defer os.RemoveAll(dir)
+		dir := shmDir(b)
 		j, err := openJournal(dir, 0)
 		if err != nil {
 			b.Fatal(err)

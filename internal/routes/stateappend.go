@@ -17,7 +17,7 @@ import (
 // small fraction of the code and allocations.
 
 // appendLinkHead appends the opening of a link's record, the fields
-// before its lists, as json.Marshal would write linkHead (without its
+// before its lists, as json.Marshal would write linkState's fields before its lists (without its
 // closing brace). Like json.Marshal, it fails on a year outside 0-9999.
 func appendLinkHead(b []byte, ls *linkState) ([]byte, error) {
 	if y := ls.Since.Year(); y < 0 || y > 9999 {

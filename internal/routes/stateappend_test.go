@@ -62,6 +62,14 @@ func FuzzRouteEntryAppendIsMarshal(f *testing.F) {
 	})
 }
 
+// linkHead is linkState's fields before its lists, in its order: what
+// appendLinkHead must write as json.Marshal would.
+type linkHead struct {
+	Ifname  string    `json:"ifname"`
+	Ifindex int       `json:"ifindex"`
+	Since   time.Time `json:"since"`
+}
+
 // The record's link heads are appended by hand too: the same bytes as
 // json.Marshal of linkHead, odd names included.
 func TestLinkHeadAppendIsMarshal(t *testing.T) {
