@@ -370,7 +370,7 @@ func checkFastPath(s *Snapshot) []Finding {
 		o := b.Bond
 		// tlb and alb need no fast path (Eligible says why); other modes
 		// have none and get bond-mode-outside-guide.
-		if o.Mode != "active-backup" && o.Mode != "802.3ad" && o.Mode != "balance-xor" {
+		if !fastpath.Covers(o.Mode) {
 			continue
 		}
 		v := bond.FastView{Name: b.Name, Mode: o.Mode, FailOverMac: o.FailOverMac, DownDelay: time.Duration(o.DownDelay) * time.Millisecond,

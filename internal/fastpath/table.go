@@ -35,7 +35,7 @@ func Eligible(v bond.FastView) (bool, string) {
 		return false, fmt.Sprintf("off in the config (bonds.%s.fast_path: off)", v.Name)
 	case v.Mode == "balance-tlb" || v.Mode == "balance-alb":
 		return false, fmt.Sprintf("mode %s: the bond checks each slave's carrier on every frame and moves egress itself (bond_slave_can_tx; one frame dropped); nothing reaches a dead slave to redirect", v.Mode)
-	case !modes[v.Mode]:
+	case !Covers(v.Mode):
 		return false, fmt.Sprintf("mode %s: the fast path covers active-backup, 802.3ad and balance-xor", v.Mode)
 	// The bond applies fail_over_mac in active-backup only: in the other
 	// modes every slave has the bond's MAC.
@@ -51,9 +51,13 @@ func Eligible(v bond.FastView) (bool, string) {
 
 var modes = map[string]bool{"active-backup": true, "802.3ad": true, "balance-xor": true}
 
-// hashMode says the bond picks a slave per flow from its transmit array
-// (bond_xmit_hash): every slave it can send on gets frames.
-func hashMode(v bond.FastView) bool { return v.Mode == "802.3ad" || v.Mode == "balance-xor" }
+// Covers says whether the fast path covers bonding mode mode (Eligible
+// has the other reasons it may stay off).
+func Covers(mode string) bool { return modes[mode] }
+
+// HashMode says a bond of this mode picks a slave per flow from its
+// transmit array (bond_xmit_hash): every slave it can send on gets frames.
+func HashMode(mode string) bool { return mode == "802.3ad" || mode == "balance-xor" }
 
 // Flags are the kernel's settings for a bond's mode: active-backup hands
 // the replacement's frames to the bond (a backup's would reach
@@ -66,7 +70,7 @@ func Flags(v bond.FastView) uint32 {
 	switch {
 	case v.Mode == "active-backup":
 		return FlagIngress
-	case hashMode(v):
+	case HashMode(v.Mode):
 		return FlagAny | FlagHash
 	}
 	return FlagAny
@@ -86,7 +90,7 @@ func Candidates(v bond.FastView) []uint32 {
 	ok := func(s bond.FastSlave) bool { return s.AdminUp && s.BondUp }
 	first := v.Primary
 	switch {
-	case hashMode(v):
+	case HashMode(v.Mode):
 		ok = func(s bond.FastSlave) bool { return s.AdminUp && s.BondUp && inTxArray(v, s) }
 		first = 0
 	case Flags(v)&FlagAny != 0 && v.Active != 0:

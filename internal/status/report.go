@@ -528,7 +528,7 @@ func fastPathOf(in Inputs, l registry.Link, byIndex map[int]registry.Link, wall 
 	fp := &FastPath{Live: st.Live, Why: st.Why}
 	if r, ok := in.FastRedirects[l.Index]; ok {
 		p := &Pending{From: byIndex[int(r.Dead)].Name, To: byIndex[int(r.To)].Name, Since: wall(r.DeadNs), Expires: wall(r.ExpiresNs)}
-		if l.Bond != nil && (l.Bond.Mode == "802.3ad" || l.Bond.Mode == "balance-xor") {
+		if l.Bond != nil && fastpath.HashMode(l.Bond.Mode) {
 			p.Spread = spreadOf(l, int(r.Dead), byIndex)
 		}
 		if r.FirstNs != 0 {
