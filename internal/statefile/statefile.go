@@ -53,7 +53,8 @@ func Write(dir, name string, v any, o Options) error {
 // large file can be written piece by piece instead of from one buffer
 // holding all of it (and json.Marshal's copy of that).
 //
-// The route record is written on the reaction path, so this makes the
+// The route record's snapshot is written after every restore, and on the
+// reaction path when the record has no journal, so this makes the
 // fewest system calls it can: open, write, close and rename, with no
 // stat of the directory (made only when missing), no chmod of a 0600
 // file, and none of os.File's poller set-up or os.Rename's stat.
